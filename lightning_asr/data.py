@@ -1,0 +1,502 @@
+"""The data path: an index of (audio, transcript) rows, lazy decoding in workers, collation.
+
+Three sources sit behind ``source``: a local Common Voice release, a manifest (csv/tsv/jsonl) and a
+Hugging Face dataset. All three become the same two-column index (``audio``, ``text``) held in Arrow
+memory, so a million-row release costs tens of megabytes and no audio is touched until a worker
+needs the clip.
+"""
+
+import hashlib
+import io
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import soundfile as sf
+import soxr
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lightning_asr.audio import SAMPLING_RATE, AudioError, load_audio
+from lightning_asr.text import clean_transcript
+from lightning_asr.whisper import load_processor
+
+log = logging.getLogger(__name__)
+
+Source = Literal["common_voice", "manifest", "hf"]
+
+
+class DataConfigError(ValueError):
+    """A wrong path, split, column or language in the data configuration."""
+
+
+@dataclass
+class Skipped:
+    """A row that was dropped, with the reason it is counted under."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Index readers: each returns an Arrow table with string columns ``audio`` and ``text``.
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path, columns: list[str], kind: str) -> pa.Table:
+    """Read a csv/tsv/jsonl file's ``columns`` as strings; Common Voice TSVs are never quoted."""
+    if not path.is_file():
+        raise DataConfigError(f"{kind} file not found: {path}")
+    if path.suffix == ".jsonl":
+        table = pajson.read_json(path)
+    else:
+        delimiter = "\t" if path.suffix == ".tsv" else ","
+        # quote_char=False: real CV sentences contain unbalanced '"', which a quoting reader would
+        # silently strip or use to swallow the following rows.
+        parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if delimiter == "\t" else '"')
+        header = _header(path, delimiter)
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataConfigError(f"{path}: missing column(s) {missing}; the header has {header}")
+        table = pacsv.read_csv(
+            path,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns,
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    missing = [c for c in columns if c not in table.schema.names]
+    if missing:
+        raise DataConfigError(f"{path}: missing column(s) {missing}; found {table.schema.names}")
+    return table.select(columns).cast(pa.schema([(c, pa.string()) for c in columns]))
+
+
+def _header(path: Path, delimiter: str) -> list[str]:
+    with open(path, encoding="utf-8-sig") as f:
+        return f.readline().rstrip("\r\n").split(delimiter)
+
+
+def common_voice_index(root: str, locale: str, split: str) -> pa.Table:
+    """Rows of a Common Voice release: ``split`` is one TSV name or several joined by ``+``.
+
+    ``root`` is the release folder holding ``<locale>/`` or the locale folder itself. Old (10-column)
+    and new (13-column) headers both work: only ``path`` and ``sentence`` are read.
+    """
+    base = Path(root).expanduser()
+    if (base / locale).is_dir():
+        base = base / locale
+    if not base.is_dir():
+        raise DataConfigError(f"data.path: Common Voice folder not found: {root}")
+    tables = []
+    for name in split.split("+"):
+        tsv = base / f"{name}.tsv"
+        if not tsv.is_file():
+            found = sorted(p.stem for p in base.glob("*.tsv"))
+            raise DataConfigError(f"split {name!r}: {tsv} does not exist; splits here: {found}")
+        table = _read_table(tsv, ["path", "sentence"], "Common Voice split")
+        clips = str(base / "clips") + os.sep
+        tables.append(pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]}))
+    return pa.concat_tables(tables)
+
+
+def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> pa.Table:
+    """Rows of a csv/tsv/jsonl manifest; relative audio paths are relative to the manifest."""
+    file = Path(path).expanduser()
+    columns = [audio_column] + ([text_column] if text_column else [])
+    table = _read_table(file, columns, "manifest")
+    audio = table[audio_column]
+    relative = pc.invert(pc.starts_with(audio, "/"))
+    audio = pc.if_else(relative, pc.binary_join_element_wise(str(file.parent) + os.sep, audio, ""), audio)
+    text = table[text_column] if text_column else pa.array([""] * len(table), pa.string())
+    return pa.table({"audio": audio, "text": text})
+
+
+def hf_index(name: str, config: str | None, split: str, audio_column: str, text_column: str):
+    """Rows of a Hugging Face dataset, audio left encoded (our decoder reads it; no FFmpeg needed)."""
+    import datasets
+
+    ds = datasets.load_dataset(name, config, split=split)
+    for column in (audio_column, text_column):
+        if column not in ds.column_names:
+            raise DataConfigError(f"dataset {name!r}: no column {column!r}; columns: {ds.column_names}")
+    ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
+    ds = ds.select_columns([audio_column, text_column])
+    return ds.rename_columns({audio_column: "audio", text_column: "text"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset: one row -> features + labels, or a Skipped record.
+# ---------------------------------------------------------------------------------------------
+
+
+class SpeechDataset(Dataset):
+    """Decodes one clip per item, in whichever worker asks for it.
+
+    Bad rows come back as :class:`Skipped` (or raise, with ``strict``) so one broken file costs one
+    clip, not the run.
+    """
+
+    def __init__(
+        self,
+        rows: Any,
+        processor: Any,
+        max_duration_s: float = 30.0,
+        max_label_tokens: int = 448,
+        strict: bool = False,
+        cache_dir: str | None = None,
+        with_labels: bool = True,
+    ) -> None:
+        self.rows, self.processor = rows, processor
+        self.max_duration_s, self.max_label_tokens = max_duration_s, max_label_tokens
+        self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _row(self, index: int) -> tuple[Any, str]:
+        if isinstance(self.rows, pa.Table):
+            return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
+        row = self.rows[index]
+        return row["audio"], row["text"]
+
+    def _audio(self, audio: Any, name: str) -> np.ndarray:
+        if isinstance(audio, dict):  # a Hugging Face Audio(decode=False) cell
+            if audio.get("bytes"):
+                return _decode_bytes(audio["bytes"], name)
+            audio = audio["path"]
+        if self.cache_dir is None:
+            return load_audio(audio)
+        cached = Path(self.cache_dir) / (hashlib.sha1(audio.encode()).hexdigest() + ".npy")
+        if cached.is_file():
+            return np.load(cached).astype(np.float32)
+        waveform = load_audio(audio)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, waveform.astype(np.float16))
+        os.replace(tmp, cached)  # atomic: another worker never reads half a file
+        return waveform
+
+    def __getitem__(self, index: int) -> dict | Skipped:
+        audio, text = self._row(index)
+        name = audio["path"] if isinstance(audio, dict) else audio
+        text = clean_transcript(text)
+        try:
+            labels = None
+            if self.with_labels:
+                labels = self.processor.tokenizer(text).input_ids
+                if len(labels) > self.max_label_tokens:
+                    raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
+            waveform = self._audio(audio, name)
+            duration = len(waveform) / SAMPLING_RATE
+            if duration > self.max_duration_s:
+                raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
+        except AudioError as err:
+            if self.strict:
+                raise
+            return Skipped(err.path, err.reason, err.detail)
+        features = self.processor.feature_extractor(
+            waveform, sampling_rate=SAMPLING_RATE, return_tensors="np"
+        ).input_features[0]
+        return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text}
+
+
+def _decode_bytes(data: bytes, name: str) -> np.ndarray:
+    try:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(name, "undecodable", str(err)) from None
+    audio = audio.mean(axis=1)
+    return soxr.resample(audio, rate, SAMPLING_RATE, quality="HQ") if rate != SAMPLING_RATE else audio
+
+
+def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frames: bool = False) -> dict:
+    """Stack features once, pad labels with -100, and carry skipped rows out for counting.
+
+    The decoder start token is stripped when every row begins with it: the model prepends it
+    itself when it shifts the labels right (as the guide's collator does). ``trim_frames`` cuts
+    the mel frames to the longest clip in the batch (rounded up to 1 s) for the trimmed encoder.
+    """
+    good = [x for x in items if not isinstance(x, Skipped)]
+    batch: dict[str, Any] = {"skipped": [x for x in items if isinstance(x, Skipped)]}
+    if not good:
+        return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
+    features = np.stack([x["input_features"] for x in good])
+    if trim_frames:
+        frames = 100 * int(np.ceil(max(x["duration"] for x in good)))
+        features = features[..., : min(frames, features.shape[-1])]
+    batch["input_features"] = torch.from_numpy(np.ascontiguousarray(features))
+    batch["durations"] = torch.tensor([x["duration"] for x in good])
+    batch["paths"] = [x["path"] for x in good]
+    batch["texts"] = [x["text"] for x in good]
+    if good[0]["labels"] is not None:
+        labels = [x["labels"] for x in good]
+        if all(row and row[0] == decoder_start_token_id for row in labels):
+            labels = [row[1:] for row in labels]
+        padded = torch.full((len(labels), max(map(len, labels))), -100, dtype=torch.long)
+        for i, row in enumerate(labels):
+            padded[i, : len(row)] = torch.tensor(row)
+        batch["labels"] = padded
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: every clip once per epoch per rank, resumable mid-epoch.
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardSampler(DistributedSampler):
+    """A rank's share of the data, shuffled per epoch, startable mid-epoch.
+
+    Subclassing ``DistributedSampler`` tells Lightning not to replace it. Training shards are
+    padded to equal length (DDP needs the same number of steps on every rank); evaluation shards
+    are not, so no clip is counted twice in WER.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.pad, self.start = pad, 0
+
+    def _shard(self) -> list[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        if self.pad and n % self.num_replicas:
+            order += order[: self.num_replicas - n % self.num_replicas]
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self):
+        shard = self._shard()[self.start :]
+        self.start = 0
+        return iter(shard)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.pad:
+            return -(-n // self.num_replicas)
+        return len(range(self.rank, n, self.num_replicas))
+
+
+# ---------------------------------------------------------------------------------------------
+# The DataModule.
+# ---------------------------------------------------------------------------------------------
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Common Voice (or a manifest, or a Hugging Face dataset) for Whisper fine-tuning.
+
+    Args:
+        source: where rows come from: ``common_voice`` (a local release), ``manifest``
+            (csv/tsv/jsonl with an audio path and a text column) or ``hf`` (a dataset id).
+        path: the release folder (holding ``<locale>/`` or being it), the manifest file (a
+            ``{split}`` placeholder picks one per split), or the dataset id.
+        locale: Common Voice locale folder, e.g. ``mr``.
+        train_split: split(s) to train on; ``+`` joins several (the guide's ``train+dev``).
+        val_split: split validated on during ``fit`` and by ``validate``.
+        test_split: split used by ``test``.
+        model: the Whisper model id or folder whose processor (tokenizer + feature extractor)
+            turns rows into tensors. Linked from ``model.model`` by the CLI.
+        language: transcript language (name or code, e.g. ``Marathi`` / ``mr``). Linked from the model.
+        task: ``transcribe`` or ``translate``. Linked from the model.
+        batch_size: clips per training step (per GPU).
+        eval_batch_size: clips per validation/test step; generation is cheap per clip, so larger helps.
+        num_workers: decoding processes; 0 decodes in the training process.
+        max_duration_s: longer clips are skipped; ``None`` is the model's window (30 s for Whisper).
+        max_samples: use only the first N rows of each split (smoke runs); ``None`` for all.
+        strict: raise on the first bad clip instead of skipping and counting it.
+        cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
+        trim_frames: cut each batch's mel frames to its longest clip (needs ``model.trim_encoder``).
+        audio_column: audio column of a manifest or dataset.
+        text_column: text column of a manifest or dataset; ``None`` for unlabelled audio (``predict``).
+        hf_config: dataset config name for ``source: hf`` (e.g. the language).
+        seed: shuffling seed; the order is a function of seed and epoch, so resume replays it.
+    """
+
+    def __init__(
+        self,
+        source: Source = "common_voice",
+        path: str = "data/common_voice",
+        locale: str = "mr",
+        train_split: str = "train+dev",
+        val_split: str = "test",
+        test_split: str = "test",
+        model: str = "openai/whisper-large-v2",
+        language: str = "Marathi",
+        task: Literal["transcribe", "translate"] = "transcribe",
+        batch_size: int = 8,
+        eval_batch_size: int = 16,
+        num_workers: int = 2,
+        max_duration_s: float | None = None,
+        max_samples: int | None = None,
+        strict: bool = False,
+        cache_dir: str | None = None,
+        trim_frames: bool = False,
+        audio_column: str = "audio",
+        text_column: str | None = "text",
+        hf_config: str | None = None,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.datasets: dict[str, SpeechDataset] = {}
+        self.skipped: Counter[str] = Counter()
+        self._named: set[str] = set()
+        self._resume: dict | None = None
+        self.processor = None
+
+    # -- rows ------------------------------------------------------------------------------------
+
+    def rows(self, split: str, labelled: bool = True) -> Any:
+        """The index of one split; for labelled splits, empty transcripts are dropped (and counted)."""
+        hp = self.hparams
+        if hp.source == "common_voice":
+            table = common_voice_index(hp.path, hp.locale, split)
+        elif hp.source == "manifest":
+            table = manifest_index(hp.path.format(split=split), hp.audio_column, hp.text_column)
+        elif hp.source == "hf":
+            table = hf_index(hp.path, hp.hf_config, split, hp.audio_column, hp.text_column)
+        else:
+            raise DataConfigError(f"data.source: {hp.source!r} is not one of common_voice, manifest, hf")
+        if hp.max_samples is not None:
+            table = table.slice(0, hp.max_samples) if isinstance(table, pa.Table) else table.select(range(min(hp.max_samples, len(table))))
+        return self._drop_empty(table) if labelled else table
+
+    def _drop_empty(self, table: Any) -> Any:
+        text = table["text"] if isinstance(table, pa.Table) else pa.array(table["text"], pa.string())
+        # Invisible characters count as empty too: strip them before testing for content.
+        stripped = pc.utf8_trim(pc.replace_substring_regex(text, "[\ufeff\u200b\u200c\u200d\u2060\u00a0]", ""), " \t\r\n")
+        empty = pc.equal(pc.utf8_length(stripped), 0)
+        n = pc.sum(empty).as_py() or 0
+        if not n:
+            return table
+        audio = table["audio"] if isinstance(table, pa.Table) else table["audio"]
+        for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False)):
+            cell = audio[int(i)]
+            cell = cell.as_py() if hasattr(cell, "as_py") else cell
+            self._note([Skipped(cell["path"] if isinstance(cell, dict) else cell, "empty_text", "transcript is empty")])
+        keep = pc.invert(empty)
+        return table.filter(keep) if isinstance(table, pa.Table) else table.select(np.flatnonzero(keep.to_numpy(zero_copy_only=False)))
+
+    # -- Lightning hooks ---------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if self.processor is None:
+            self.processor = load_processor(hp.model, hp.language, hp.task)
+        splits = {
+            "fit": {"train": hp.train_split, "val": hp.val_split},
+            "validate": {"val": hp.val_split},
+            "test": {"test": hp.test_split},
+            "predict": {"predict": hp.test_split},
+        }[stage]
+        max_tokens = _max_target_positions(hp.model)
+        for name, split in splits.items():
+            labelled = name != "predict"
+            if name not in self.datasets:
+                self.datasets[name] = SpeechDataset(
+                    self.rows(split, labelled),
+                    self.processor,
+                    max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
+                    max_label_tokens=max_tokens,
+                    strict=hp.strict,
+                    cache_dir=hp.cache_dir,
+                    with_labels=labelled,
+                )
+        log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
+
+    def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
+        dataset = self.datasets[name]
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train)
+        if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
+            sampler.set_epoch(self._resume["epoch"])
+            sampler.start = self._resume["batches"] * batch_size
+            self._resume = None
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=self.collate,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def collate(self, items: list) -> dict:
+        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_frames)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", self.hparams.eval_batch_size, train=False)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        self._note(batch.pop("skipped", []))
+        return batch
+
+    def _note(self, skipped: list[Skipped]) -> None:
+        if not skipped:
+            return
+        for item in skipped:
+            self.skipped[item.reason] += 1
+            if item.path not in self._named:
+                self._named.add(item.path)
+                log.warning("skipped %s", item)
+        trainer = self.trainer
+        if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            trainer.logger.log_metrics({f"data/skipped_{k}": float(v) for k, v in self.skipped.items()}, step=trainer.global_step)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return "data: no clips skipped"
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
+        return f"data: skipped {sum(self.skipped.values())} clip(s): {parts} (each named in a warning above)"
+
+    def teardown(self, stage: str) -> None:
+        if self.trainer is None or self.trainer.is_global_zero:
+            log.info(self.summary())
+
+    def state_dict(self) -> dict:
+        """The training position, so a resumed run continues with the next unseen batch."""
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        return {"epoch": self.trainer.current_epoch, "batches": loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state or None
+
+
+def _max_target_positions(model: str) -> int:
+    from transformers import WhisperConfig
+
+    try:
+        return WhisperConfig.from_pretrained(model).max_target_positions
+    except OSError:  # a processor-only folder: Whisper's own limit
+        return 448

@@ -1,0 +1,289 @@
+"""The model path: a k-bit Whisper base with LoRA adapters, trained on loss, validated on WER."""
+
+import logging
+import math
+import warnings
+from typing import Any, Literal
+
+import jiwer
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torchmetrics import MeanMetric
+from torchmetrics.text import CharErrorRate, WordErrorRate
+from transformers import get_linear_schedule_with_warmup
+
+from lightning_asr.text import clean_transcript, is_degenerate, normalize
+from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor
+
+log = logging.getLogger(__name__)
+# bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16: true, expected, and
+# thousands of lines per epoch.
+warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many steps in a row produced a NaN or infinite loss."""
+
+
+class WhisperLoRA(L.LightningModule):
+    """Whisper with LoRA adapters over a frozen (optionally k-bit) base.
+
+    Args:
+        model: hub id (``openai/whisper-large-v2``) or local folder of the base model.
+        language: transcript language, name or code (``Marathi`` / ``mr``).
+        task: ``transcribe``, or ``translate`` (to English).
+        quantization: how the frozen base is stored: ``int8`` (the guide's LLM.int8), ``nf4``
+            (4-bit, double-quantized, bf16 compute: less memory, faster than int8 on GPU) or
+            ``none`` (``dtype`` weights: fastest, most memory).
+        dtype: dtype of the non-quantized weights; ``auto`` is bfloat16 on GPU, float32 on CPU.
+        from_config: build a seeded random base from ``model``'s ``config.json`` instead of loading
+            weights (the offline demo and speed benchmarks).
+        init_seed: seed of that random base.
+        gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
+        lora_r: LoRA rank: adapter capacity; parameters grow linearly with it.
+        lora_alpha: LoRA scale numerator (the update is scaled by alpha / r).
+        lora_dropout: dropout on the LoRA branch input.
+        lora_target_modules: names of the linear layers that get adapters.
+        lora_bias: which biases train: ``none``, ``all`` or ``lora_only``.
+        adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
+            continue from one); ``None`` starts fresh.
+        learning_rate: peak AdamW learning rate.
+        warmup_steps: optimizer steps of linear warm-up, then linear decay to 0.
+        weight_decay: AdamW weight decay on adapter weights.
+        max_new_tokens: generation cap during validation; a prediction that hits it counts as degenerate.
+        validate_before_training: run a full validation before the first step, so the zero-shot WER
+            is logged at step 0 next to every later value. Turn off for quick runs.
+        max_bad_steps: stop with an error after this many non-finite losses in a row (each is skipped).
+        log_examples: reference/prediction pairs written to TensorBoard per validation.
+        trim_encoder: run the encoder over the batch's real length instead of a 30 s window
+            (with ``data.trim_frames``): much faster on short clips, slightly different numerics.
+    """
+
+    def __init__(
+        self,
+        model: str = "openai/whisper-large-v2",
+        language: str = "Marathi",
+        task: Literal["transcribe", "translate"] = "transcribe",
+        quantization: Quantization = "int8",
+        dtype: Dtype = "auto",
+        from_config: bool = False,
+        init_seed: int = 0,
+        gradient_checkpointing: bool = True,
+        lora_r: int = 32,
+        lora_alpha: int = 64,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] = ["q_proj", "v_proj"],  # noqa: B006 (LightningCLI needs a literal default)
+        lora_bias: Literal["none", "all", "lora_only"] = "none",
+        adapter: str | None = None,
+        learning_rate: float = 1e-3,
+        warmup_steps: int = 50,
+        weight_decay: float = 0.0,
+        max_new_tokens: int = 128,
+        validate_before_training: bool = True,
+        max_bad_steps: int = 10,
+        log_examples: int = 8,
+        trim_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        language_code(language)  # fail at parse time, not after loading a 3 GB model
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
+        self.model: PeftModel | None = None
+        self.processor = None
+        self.bad_steps = 0
+        self.flops_per_batch: int | None = None
+        self.wer, self.wer_norm, self.cer = WordErrorRate(), WordErrorRate(), CharErrorRate()
+        self.degenerate = MeanMetric()
+        self.examples: list[tuple[str, str]] = []
+        self.history: list[tuple[int, float]] = []
+
+    # -- model ------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
+        self.processor = load_processor(hp.model, hp.language, hp.task)
+        base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
+        if hp.trim_encoder:
+            from lightning_asr.trim import enable_trimmed_encoder
+
+            enable_trimmed_encoder(base)
+        ckpt = {"use_reentrant": False}
+        if hp.quantization != "none":
+            base = prepare_model_for_kbit_training(base, hp.gradient_checkpointing, ckpt)
+        else:
+            for p in base.parameters():
+                p.requires_grad_(False)
+            if hp.gradient_checkpointing:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
+                base.enable_input_require_grads()
+        if hp.adapter:
+            self.model = PeftModel.from_pretrained(base, hp.adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(
+                r=hp.lora_r,
+                lora_alpha=hp.lora_alpha,
+                lora_dropout=hp.lora_dropout,
+                target_modules=list(hp.lora_target_modules),
+                bias=hp.lora_bias,
+            )
+            self.model = get_peft_model(base, lora)
+        trainable, total = self.model.get_nb_trainable_parameters()
+        log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        n = len(batch["paths"])
+        if n == 0:  # every clip of this batch was skipped
+            return None
+        self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1])
+        loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        if not torch.isfinite(loss):
+            self.bad_steps += 1
+            self.log("train/skipped_nonfinite", float(self.bad_steps))
+            if self.bad_steps >= self.hparams.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{self.bad_steps} non-finite losses in a row at step {self.global_step}: lower "
+                    "model.learning_rate, use bf16-mixed instead of 16-mixed, or check the data"
+                )
+            log.warning("non-finite loss at step %d: step skipped", self.global_step)
+            return None
+        self.bad_steps = 0
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            self.log("train/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, batch_size=n)
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**9
+        scheduler = get_linear_schedule_with_warmup(optimizer, self.hparams.warmup_steps, max(total, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        trainer = self.trainer
+        if self.hparams.validate_before_training and self.global_step == 0 and trainer.enable_validation:
+            # Same mechanics as Lightning's own mid-epoch validation (training_epoch_loop.on_advance_end).
+            trainer.validating = True
+            trainer.fit_loop.epoch_loop.val_loop.run()
+            trainer.training = True
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def transcribe(self, input_features: torch.Tensor) -> tuple[list[str], list[bool]]:
+        """Greedy decoding from the audio alone (language and task forced, no label tokens)."""
+        hp = self.hparams
+        ids = self.model.generate(
+            input_features=input_features.to(self.dtype_of_inputs()),
+            language=language_code(hp.language),
+            task=hp.task,
+            max_new_tokens=hp.max_new_tokens,
+            use_cache=True,
+        )
+        tokenizer = self.processor.tokenizer
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        special = set(tokenizer.all_special_ids)
+        degenerate = [is_degenerate([t for t in row.tolist() if t not in special], hp.max_new_tokens) for row in ids]
+        return [clean_transcript(t) for t in texts], degenerate
+
+    def dtype_of_inputs(self) -> torch.dtype:
+        conv = self.model.get_base_model().model.encoder.conv1.weight
+        return conv.dtype
+
+    def _evaluate(self, batch: dict) -> None:
+        if not batch["paths"]:
+            return
+        preds, degenerate = self.transcribe(batch["input_features"])
+        refs = batch["texts"]
+        self.wer.update(preds, refs)
+        norm_preds, norm_refs = [normalize(p) for p in preds], [normalize(r) for r in refs]
+        self.wer_norm.update(norm_preds, norm_refs)
+        self.cer.update(norm_preds, norm_refs)
+        self.degenerate.update(torch.tensor(degenerate, dtype=torch.float32))
+        room = self.hparams.log_examples - len(self.examples)
+        self.examples += list(zip(refs, preds))[: max(room, 0)]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        if not batch["paths"]:
+            return []
+        texts, _ = self.transcribe(batch["input_features"])
+        durations = batch["durations"].tolist()
+        return [{"path": p, "text": t, "duration": round(d, 3)} for p, t, d in zip(batch["paths"], texts, durations)]
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics = {"wer": self.wer, "wer_norm": self.wer_norm, "cer": self.cer, "degenerate": self.degenerate}
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer")
+        if not self.trainer.sanity_checking:
+            self._log_examples(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def on_validation_end(self) -> None:
+        if not self.trainer.sanity_checking and "val/wer" in self.trainer.callback_metrics:
+            self.history.append((self.global_step, float(self.trainer.callback_metrics["val/wer"])))
+
+    def _log_examples(self, stage: str) -> None:
+        examples, self.examples = self.examples, []
+        experiment = getattr(self.logger, "experiment", None)
+        if not examples or not hasattr(experiment, "add_text") or not self.trainer.is_global_zero:
+            return
+        rows = ["| reference | prediction | S | D | I |", "|---|---|---|---|---|"]
+        for ref, pred in examples:
+            out = jiwer.process_words(normalize(ref) or "∅", normalize(pred) or "∅")
+            rows.append(f"| {ref} | {pred} | {out.substitutions} | {out.deletions} | {out.insertions} |")
+        experiment.add_text(f"{stage}/examples", "\n".join(rows), self.global_step)
+
+    def on_fit_end(self) -> None:
+        if self.history and self.trainer.is_global_zero:
+            (step0, first), (step1, last) = self.history[0], self.history[-1]
+            print(f"WER: {100 * first:.1f}% at step {step0} -> {100 * last:.1f}% at step {step1}", flush=True)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only the trainable (adapter) tensors: the frozen base is rebuilt from ``model``."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])
+
+    def language_name(self) -> str:
+        return LANGUAGES[language_code(self.hparams.language)]
+
+
+def train_flops(config: Any, features_shape: torch.Size, label_tokens: int) -> int:
+    """Model FLOPs of one training step by the 6·N·tokens rule (attention scores left out).
+
+    Encoder parameters see the mel frames / 2 positions, decoder parameters the label tokens.
+    """
+    batch, _, frames = features_shape
+    d, ffn = config.d_model, config.encoder_ffn_dim
+    enc = config.encoder_layers * (4 * d * d + 2 * d * ffn)
+    dec = config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim) + d * config.vocab_size
+    return 6 * batch * (enc * (frames // 2) + dec * label_tokens)

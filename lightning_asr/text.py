@@ -1,0 +1,53 @@
+"""Text normalisation for labels and for WER, safe for Indic scripts.
+
+Whisper's ``BasicTextNormalizer`` replaces every combining mark with a space. In Devanagari the
+vowel signs and the virama are combining marks, so it splits every Marathi word into fragments and
+makes WER meaningless. Here combining marks stay attached to their letters; only punctuation,
+symbols, invisible format characters and case are removed.
+"""
+
+import re
+import unicodedata
+
+# Invisible characters that copy-paste and web scraping leave in transcripts: BOM, zero-width
+# space / joiners, word joiner, soft hyphen. They change the tokenisation but not the words.
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060\u00ad"))
+_SPACES = re.compile(r"\s+")
+
+
+def clean_transcript(text: str) -> str:
+    """Tidy a transcript without changing what it says: the form used for training labels.
+
+    Unicode NFC, invisible characters removed, every kind of space (NBSP included) made one plain
+    space. Punctuation and case are kept, because the model should learn to write them.
+    """
+    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+    return _SPACES.sub(" ", text).strip()
+
+
+def normalize(text: str) -> str:
+    """Normalise for a case- and punctuation-insensitive WER, keeping Indic words whole.
+
+    Removes punctuation (``।`` and ``॥`` included) and symbols, casefolds, and keeps letters,
+    digits and combining marks (vowel signs, virama, nukta) in place.
+    """
+    text = clean_transcript(text).casefold()
+    kept = (" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text)
+    return _SPACES.sub(" ", "".join(kept)).strip()
+
+
+def is_degenerate(token_ids: list[int], max_new_tokens: int, ngram: int = 4, repeats: int = 3) -> bool:
+    """True when a generated sequence looks like a decoding collapse.
+
+    Either it ran into ``max_new_tokens`` (no end-of-text), or one token n-gram occurs ``repeats``
+    times back to back, the signature of int8 LoRA runs that diverge while their loss looks fine.
+    """
+    if len(token_ids) >= max_new_tokens:
+        return True
+    for size in range(1, ngram + 1):
+        span = size * repeats
+        for start in range(len(token_ids) - span + 1):
+            window = token_ids[start : start + span]
+            if window == window[:size] * repeats:
+                return True
+    return False

@@ -1,0 +1,108 @@
+"""Loading Whisper: processor, base model (k-bit or not) and its generation config."""
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import BitsAndBytesConfig, GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+log = logging.getLogger(__name__)
+
+Quantization = Literal["int8", "nf4", "none"]
+GENERATION_KEYS = ("lang_to_id", "task_to_id", "is_multilingual", "no_timestamps_token_id")
+
+
+def language_code(language: str) -> str:
+    """``Marathi``, ``marathi`` or ``mr`` -> ``mr``; anything else is a clear error."""
+    key = language.strip().lower().strip("<|>")
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise ValueError(
+        f"language {language!r} is not one Whisper knows; use a name or code such as "
+        f"'Marathi'/'mr' (all: {', '.join(sorted(LANGUAGES))})"
+    )
+
+
+def load_processor(model: str, language: str, task: str) -> WhisperProcessor:
+    """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``."""
+    return WhisperProcessor.from_pretrained(model, language=LANGUAGES[language_code(language)], task=task)
+
+
+def quantization_config(quantization: Quantization) -> BitsAndBytesConfig | None:
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    if quantization == "none":
+        return None
+    raise ValueError(f"model.quantization: {quantization!r} is not one of int8, nf4, none")
+
+
+def check_generation_config(config: GenerationConfig, source: str) -> None:
+    missing = [k for k in GENERATION_KEYS if getattr(config, k, None) is None]
+    if missing:
+        raise ValueError(
+            f"{source}: its generation config lacks {', '.join(missing)}, so generate(language=...) would refuse "
+            "('generation config is outdated'). Copy generation_config.json from the matching openai/whisper-* "
+            "checkpoint (same vocabulary) into the model folder, or pass a folder that has one."
+        )
+
+
+def load_base(
+    model: str,
+    quantization: Quantization = "int8",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    from_config: bool = False,
+    seed: int = 0,
+) -> WhisperForConditionalGeneration:
+    """The frozen base, quantized on load and placed on this process's own ``device``.
+
+    ``device_map`` names one device, never ``"auto"``, so every DDP rank loads its own copy.
+    ``from_config`` builds random weights from ``model``'s ``config.json`` (seeded, so the same base
+    comes back for evaluation) and then loads them through the same quantizing ``from_pretrained``.
+    """
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    tmp = None
+    source = model
+    if from_config:
+        tmp = tempfile.mkdtemp(prefix="lightning-asr-random-")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random_model = WhisperForConditionalGeneration(WhisperConfig.from_pretrained(model))
+        random_model.generation_config = GenerationConfig.from_pretrained(model)
+        random_model.to(dtype).save_pretrained(tmp)
+        del random_model
+        source = tmp
+    try:
+        base = WhisperForConditionalGeneration.from_pretrained(
+            source,
+            quantization_config=quantization_config(quantization),
+            device_map={"": torch.device(device)},
+            dtype=dtype,
+        )
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    check_generation_config(base.generation_config, model)
+    # As in the guide: let generate() take language/task from its arguments, and suppress nothing.
+    base.generation_config.forced_decoder_ids = None
+    base.generation_config.suppress_tokens = []
+    base.config.use_cache = False
+    return base
+
+
+def is_local(model: str) -> bool:
+    return Path(model).expanduser().is_dir()

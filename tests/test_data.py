@@ -1,0 +1,190 @@
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lightning_asr.audio import AudioError
+from lightning_asr.data import DataConfigError, ShardSampler, SpeechDataModule, collate
+from tests.conftest import SENTENCES, SHARED, requires_shared, tone, write_common_voice
+
+
+def module(tiny_model, **kwargs) -> SpeechDataModule:
+    defaults = dict(model=tiny_model, language="Marathi", num_workers=0, batch_size=2, eval_batch_size=2)
+    return SpeechDataModule(**(defaults | kwargs))
+
+
+def all_items(dm: SpeechDataModule, name: str) -> list:
+    return [dm.datasets[name][i] for i in range(len(dm.datasets[name]))]
+
+
+def test_common_voice_reads_every_rate_and_keeps_quotes(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path, rates=(48000, 8000, 22050))
+    dm = module(tiny_model, path=str(root), locale="mr")
+    dm.setup("fit")
+    assert set(dm.datasets) == {"train", "val"}  # fit builds train (train+dev) and validation only
+    assert len(dm.datasets["train"]) == 4 and len(dm.datasets["val"]) == 2
+    items = all_items(dm, "train")
+    assert [round(x["duration"], 2) for x in items] == [1.0, 1.25, 1.5, 1.75]  # 48k, 8k, 22.05k, 48k
+    assert all(x["input_features"].shape == (80, 400) for x in items)  # the tiny model's 4 s window
+    assert items[2]["text"] == "\"No, I don't,\" was the blunt reply."  # CV TSVs are unquoted
+
+
+def test_setup_validate_and_test_build_only_their_split(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path)
+    dm = module(tiny_model, path=str(root))
+    dm.setup("validate")
+    assert set(dm.datasets) == {"val"}
+    dm = module(tiny_model, path=str(root))
+    dm.setup("test")
+    assert set(dm.datasets) == {"test"}
+
+
+def test_labels_carry_the_marathi_prompt(tmp_path, tiny_model):
+    dm = module(tiny_model, path=str(write_common_voice(tmp_path)))
+    dm.setup("validate")
+    labels = dm.datasets["val"][0]["labels"]
+    assert labels[:4] == [50258, 50320, 50359, 50363] and labels[-1] == 50257
+
+
+def test_manifest_jsonl_and_csv(tmp_path, tiny_model):
+    rows = []
+    for i, rate in enumerate((8000, 48000)):
+        sf.write(tmp_path / f"a{i}.wav", tone(1.0, rate), rate)
+        rows.append({"file": f"a{i}.wav", "transcript": SENTENCES[i]})
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    with open(tmp_path / "test.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "transcript"])
+        writer.writeheader()
+        writer.writerows(rows)
+    dm = module(tiny_model, source="manifest", path=str(tmp_path / "train.jsonl"), audio_column="file", text_column="transcript")
+    dm.setup("validate")
+    assert [x["text"] for x in all_items(dm, "val")] == SENTENCES[:2]
+    dm = module(tiny_model, source="manifest", path=str(tmp_path / "{split}.csv"), audio_column="file", text_column="transcript")
+    dm.setup("test")
+    assert [round(x["duration"], 2) for x in all_items(dm, "test")] == [1.0, 1.0]
+
+
+def test_hugging_face_parquet_dataset_decoded_by_our_decoder(tmp_path, tiny_model):
+    import datasets
+
+    payloads = []
+    for i, rate in enumerate((8000, 48000)):
+        sf.write(tmp_path / f"c{i}.flac", tone(1.5, rate), rate)
+        payloads.append({"bytes": (tmp_path / f"c{i}.flac").read_bytes(), "path": f"c{i}.flac"})
+    ds = datasets.Dataset.from_dict({"audio": payloads, "sentence": SENTENCES[:2]}).cast_column("audio", datasets.Audio(decode=False))
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    ds.to_parquet(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
+    dm = module(tiny_model, source="hf", path=str(tmp_path / "hub"), text_column="sentence")
+    dm.setup("test")
+    items = all_items(dm, "test")
+    assert [x["text"] for x in items] == SENTENCES[:2]
+    assert [round(x["duration"], 2) for x in items] == [1.5, 1.5]
+
+
+def test_filters_drop_and_count_long_clips_long_labels_and_empty_text(tmp_path, tiny_model, caplog):
+    locale = tmp_path / "mr"
+    (locale / "clips").mkdir(parents=True)
+    rows = {"ok.wav": (2.0, "मी घरी जातो."), "long.wav": (5.0, "मी घरी जातो."), "empty.wav": (1.0, "   "),
+            "words.wav": (1.0, "मी घरी जातो " * 80)}
+    lines = ["client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment"]  # legacy header
+    for name, (seconds, text) in rows.items():
+        sf.write(locale / "clips" / name, tone(seconds, 16000), 16000)
+        lines.append(f"c\t{name}\t{text}\t2\t0\t\t\t\tmr\t")
+    (locale / "test.tsv").write_text("\n".join(lines) + "\n")
+    dm = module(tiny_model, path=str(tmp_path))  # the tiny model's window is 4 s; 448 label tokens
+    with caplog.at_level(logging.WARNING):
+        dm.setup("test")
+        batch = dm.on_after_batch_transfer(dm.collate(all_items(dm, "test")), 0)
+    assert batch["paths"] == [str(locale / "clips" / "ok.wav")]
+    assert dict(dm.skipped) == {"empty_text": 1, "too_long": 1, "label_too_long": 1}
+    assert "long.wav: too_long (5.0 s > 4 s)" in caplog.text and "empty.wav" in caplog.text
+    assert "skipped 3 clip(s)" in dm.summary()
+
+
+def test_collate_pads_labels_strips_start_token_and_stacks_features():
+    items = [
+        {"input_features": np.ones((80, 300), np.float32), "labels": [50258, 1, 2, 50257], "duration": 1.2, "path": "a", "text": "a"},
+        {"input_features": np.zeros((80, 300), np.float32), "labels": [50258, 7, 50257], "duration": 2.9, "path": "b", "text": "b"},
+    ]
+    batch = collate(items, decoder_start_token_id=50258)
+    assert batch["input_features"].shape == (2, 80, 300) and batch["input_features"].dtype == torch.float32
+    assert batch["labels"].tolist() == [[1, 2, 50257], [7, 50257, -100]]
+    items[1]["labels"] = [3, 50257]  # not every row starts with it: nothing is stripped
+    assert collate(items, 50258)["labels"].tolist() == [[50258, 1, 2, 50257], [3, 50257, -100, -100]]
+    assert collate(items, 50258, trim_frames=True)["input_features"].shape == (2, 80, 300)  # ceil(2.9 s) = 300 frames
+    items[1]["duration"] = 1.4
+    assert collate(items, 50258, trim_frames=True)["input_features"].shape == (2, 80, 200)
+
+
+def test_collate_of_only_skipped_rows_is_an_empty_batch():
+    from lightning_asr.data import Skipped
+
+    batch = collate([Skipped("x.mp3", "missing")], 50258)
+    assert batch["paths"] == [] and len(batch["skipped"]) == 1
+
+
+def test_config_errors_name_the_field(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path)
+    with pytest.raises(DataConfigError, match="data.path"):
+        module(tiny_model, path=str(tmp_path / "nowhere")).setup("validate")
+    with pytest.raises(DataConfigError, match=r"split 'valid'.*splits here: \['dev', 'test', 'train'\]"):
+        module(tiny_model, path=str(root), val_split="valid").setup("validate")
+    (root / "mr" / "test.tsv").write_text("client_id\tpath\ttext\nc\ta.wav\thello\n")
+    with pytest.raises(DataConfigError, match=r"test.tsv: missing column\(s\) \['sentence'\]"):
+        module(tiny_model, path=str(root)).setup("test")
+    with pytest.raises(ValueError, match="language 'Klingon'"):
+        module(tiny_model, path=str(root), language="Klingon").setup("test")
+
+
+def test_sampler_shards_every_clip_once_and_resumes_mid_epoch():
+    data = list(range(11))
+    shards = [list(ShardSampler(data, 3, r, shuffle=False, seed=0, pad=False)) for r in range(3)]
+    assert sorted(sum(shards, [])) == data  # evaluation: no clip twice, none missing
+    padded = [list(ShardSampler(data, 3, r, shuffle=True, seed=0, pad=True)) for r in range(3)]
+    assert {len(s) for s in padded} == {4}  # training: equal steps on every rank
+    sampler = ShardSampler(data, 1, 0, shuffle=True, seed=7, pad=True)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.start = 5
+    assert list(sampler) == full[5:] and list(sampler) == full  # the offset applies once
+
+
+@requires_shared
+def test_broken_release_skips_exactly_the_broken_rows(whisper30, caplog):
+    root = SHARED / "data" / "cv-broken"
+    defects = list(csv.DictReader(open(root / "mr" / "DEFECTS.tsv"), delimiter="\t"))
+    dm = SpeechDataModule(model=whisper30, path=str(root), train_split="train+dev+test", val_split="dev", batch_size=8, num_workers=1)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+        # Through a real DataLoader: decoding happens in a worker process, counting in this one.
+        batches = [dm.on_after_batch_transfer(b, 0) for b in dm._loader("train", 8, train=False)]
+    kept = sorted(Path(p).name for b in batches for p in b["paths"])
+    # The truncated_tail clip decodes cleanly to 2.5 s of its 6.3 s ("keep-with-warning or skip"): we keep it.
+    keep = [d["path"] for d in defects if d["expected"].startswith("keep") or d["defect"] == "truncated_tail"]
+    assert kept == sorted(keep)
+    assert dict(dm.skipped) == {"empty_text": 2, "missing": 2, "empty": 2, "undecodable": 2, "too_long": 1, "label_too_long": 1}
+    for d in defects:
+        if d["expected"].startswith("skip"):
+            assert d["path"] in caplog.text, f"{d['defect']} row not named in a warning"
+    assert "skipped 10 clip(s)" in dm.summary()
+    assert batches[0]["input_features"].shape[1:] == (80, 3000)
+
+
+@requires_shared
+def test_strict_raises_on_the_first_bad_clip_naming_it(whisper30):
+    dm = SpeechDataModule(model=whisper30, path=str(SHARED / "data" / "cv-broken"), val_split="dev", strict=True, num_workers=0)
+    dm.setup("validate")
+    with pytest.raises(AudioError, match=r"common_voice_mr_\d+\.mp3: (missing|empty)"):
+        all_items(dm, "val")
+
+
+@requires_shared
+def test_legacy_header_release(tiny_model):
+    dm = SpeechDataModule(model=tiny_model, path=str(SHARED / "data" / "cv-legacy"), num_workers=0)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 16 and len(dm.datasets["val"]) == 4
