@@ -72,6 +72,16 @@ class AdapterCheckpoint(L.Callback):
             return
         self._save(trainer, pl_module)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run without validation (or stopped between validations) still leaves its adapter.
+        if trainer.global_step > 0:
+            self._save_last(trainer, pl_module)
+
+    @rank_zero_only
+    def _save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        save_adapter(pl_module, self.directory(trainer) / "last", metrics)
+
     @rank_zero_only
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         root = self.directory(trainer)

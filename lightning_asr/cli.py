@@ -24,6 +24,8 @@ class ASRCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # bitsandbytes notes at first use that an optional CPU kernel package is absent: not actionable.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in ("transcribe", "export"):
         from jsonargparse import CLI
@@ -35,7 +37,7 @@ def main(args: list[str] | None = None) -> None:
     ASRCLI(
         WhisperLoRA,
         SpeechDataModule,
-        args=argv,
+        args=args,
         trainer_defaults={"default_root_dir": "runs"},
         save_config_kwargs={"overwrite": True},
     )

@@ -49,6 +49,8 @@ class WhisperLoRA(L.LightningModule):
         lora_dropout: dropout on the LoRA branch input.
         lora_target_modules: names of the linear layers that get adapters.
         lora_bias: which biases train: ``none``, ``all`` or ``lora_only``.
+        modules_to_save: layers trained in full and saved with the adapter (PEFT's
+            ``modules_to_save``); empty for the guide's recipe.
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
         learning_rate: peak AdamW learning rate.
@@ -78,6 +80,7 @@ class WhisperLoRA(L.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] = ["q_proj", "v_proj"],  # noqa: B006 (LightningCLI needs a literal default)
         lora_bias: Literal["none", "all", "lora_only"] = "none",
+        modules_to_save: list[str] = [],  # noqa: B006
         adapter: str | None = None,
         learning_rate: float = 1e-3,
         warmup_steps: int = 50,
@@ -99,7 +102,7 @@ class WhisperLoRA(L.LightningModule):
         self.wer, self.wer_norm, self.cer = WordErrorRate(), WordErrorRate(), CharErrorRate()
         self.degenerate = MeanMetric()
         self.examples: list[tuple[str, str]] = []
-        self.history: list[tuple[int, float]] = []
+        self.history: list[tuple[int, float, float]] = []
 
     # -- model ------------------------------------------------------------------------------------
 
@@ -133,8 +136,13 @@ class WhisperLoRA(L.LightningModule):
                 lora_dropout=hp.lora_dropout,
                 target_modules=list(hp.lora_target_modules),
                 bias=hp.lora_bias,
+                modules_to_save=list(hp.modules_to_save) or None,
             )
             self.model = get_peft_model(base, lora)
+        # from_pretrained leaves the base in eval mode, and Lightning keeps each submodule's mode:
+        # without this the base never trains as a whole and gradient checkpointing (which only acts
+        # in training mode) silently does nothing.
+        self.model.train()
         trainable, total = self.model.get_nb_trainable_parameters()
         log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
@@ -243,7 +251,8 @@ class WhisperLoRA(L.LightningModule):
 
     def on_validation_end(self) -> None:
         if not self.trainer.sanity_checking and "val/wer" in self.trainer.callback_metrics:
-            self.history.append((self.global_step, float(self.trainer.callback_metrics["val/wer"])))
+            metrics = self.trainer.callback_metrics
+            self.history.append((self.global_step, float(metrics["val/wer"]), float(metrics["val/cer"])))
 
     def _log_examples(self, stage: str) -> None:
         examples, self.examples = self.examples, []
@@ -258,8 +267,9 @@ class WhisperLoRA(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.history and self.trainer.is_global_zero:
-            (step0, first), (step1, last) = self.history[0], self.history[-1]
-            print(f"WER: {100 * first:.1f}% at step {step0} -> {100 * last:.1f}% at step {step1}", flush=True)
+            (step0, wer0, cer0), (step1, wer1, cer1) = self.history[0], self.history[-1]
+            print(f"WER: {100 * wer0:.1f}% at step {step0} -> {100 * wer1:.1f}% at step {step1} "
+                  f"(CER {100 * cer0:.1f}% -> {100 * cer1:.1f}%)", flush=True)
 
     # -- checkpoints ------------------------------------------------------------------------------
 

@@ -1,0 +1,298 @@
+"""Training and decoding speed of the guide's recipe and of our modes, side by side, in one run.
+
+    python benchmarks/speed.py            # GPU: whisper-large-v2 architecture, random weights
+    python benchmarks/speed.py --tiny     # CPU smoke run of the same code (used by the tests)
+
+Weights do not change step time or memory, so the large-v2 architecture is built from its config
+on the device. Clips are synthetic but length-realistic (2-10 s, mean ~5 s, like Common Voice),
+labels are real Marathi sentences (~90 tokens). The recipe runs as ``seed_recipe.py`` trains it
+(HF Seq2SeqTrainer); every other mode runs through our WhisperLoRA / SpeechDataModule / Trainer.
+Writes ``benchmarks/results/speed-<date>{-tiny}.{json,md}``.
+"""
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import soundfile as sf
+import torch
+from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from lightning_asr.data import SpeechDataModule  # noqa: E402
+from lightning_asr.module import WhisperLoRA, train_flops  # noqa: E402
+
+TOKENIZER_FILES = ["added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
+                   "generation_config.json"]
+LARGE_V2 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20, decoder_attention_heads=20,
+                encoder_ffn_dim=5120, decoder_ffn_dim=5120)
+TINY = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=128, decoder_ffn_dim=128)
+
+
+@dataclasses.dataclass
+class Mode:
+    name: str
+    quantization: str
+    gradient_checkpointing: bool
+    batch_size: int
+    trim: bool
+    precision: str
+    tradeoff: str
+
+
+MODES = [
+    Mode("ours-recipe", "int8", True, 8, False, "16-mixed", "the recipe's settings through our code"),
+    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8"),
+    Mode("nf4-trim-gc-b32", "nf4", True, 32, True, "bf16-mixed", "recipe-sized memory: nf4 base, trimmed encoder, batch 32"),
+    Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, batch 64"),
+    Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 128"),
+    Mode("bf16-trim-b32", "none", False, 32, True, "bf16-mixed", "bf16 base, trimmed, no checkpointing, batch 32"),
+]
+
+
+def build_model(folder: Path, arch: dict, device: str) -> Path:
+    """A random-weight Whisper of ``arch`` saved like a hub checkpoint, with a 30 s processor."""
+    demo = REPO / "demo" / "whisper-tiny-random"
+    config = json.loads((demo / "config.json").read_text()) | arch | {"max_source_positions": 1500, "dtype": "bfloat16"}
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.device(device):
+        model = WhisperForConditionalGeneration(WhisperConfig(**config)).to(torch.bfloat16)
+    model.generation_config = GenerationConfig.from_pretrained(demo)
+    model.save_pretrained(folder)
+    del model
+    for name in TOKENIZER_FILES:
+        shutil.copy(demo / name, folder / name)
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        cfg = json.loads((demo / name).read_text())
+        cfg.get("feature_extractor", cfg).update(chunk_length=30, n_samples=480000, nb_max_frames=3000)
+        (folder / name).write_text(json.dumps(cfg))
+    return folder
+
+
+def make_clips(folder: Path, n: int, seed: int = 0) -> tuple[Path, float]:
+    """``n`` wav clips, 2-10 s (mean ~5 s), each with a ~90-token Marathi transcript; a jsonl manifest."""
+    rng = np.random.default_rng(seed)
+    sentences = [r["sentence"] for r in csv.DictReader(open(REPO / "demo/common_voice/mr/train.tsv"), delimiter="\t",
+                                                       quoting=csv.QUOTE_NONE)]
+    folder.mkdir(parents=True, exist_ok=True)
+    durations = np.clip(rng.gamma(6.0, 5.0 / 6.0, n), 2.0, 10.0)
+    with open(folder / "clips.jsonl", "w") as f:
+        for i, seconds in enumerate(durations):
+            audio = 0.1 * rng.standard_normal(int(seconds * 16000)).astype(np.float32)
+            sf.write(folder / f"{i}.wav", audio, 16000)
+            text = " ".join(rng.choice(sentences, 3))
+            f.write(json.dumps({"audio": f"{i}.wav", "text": text}, ensure_ascii=False) + "\n")
+    return folder / "clips.jsonl", float(durations.mean())
+
+
+class StepTimer(L.Callback):
+    """Times steps after ``warmup`` (device-synchronised), counting samples, audio seconds, FLOPs."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.samples, self.audio, self.flops = warmup, None, 0, 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+        elif trainer.global_step > self.warmup:
+            self.samples += len(batch["paths"])
+            self.audio += float(batch["durations"].sum())
+            self.flops += pl_module.flops_per_batch or 0
+
+    def result(self) -> dict:
+        seconds = time.perf_counter() - self.start
+        return {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds}
+
+
+class HFStepTimer(TrainerCallback):
+    def __init__(self, warmup: int, batch_size: int, mean_audio: float) -> None:
+        self.warmup, self.batch_size, self.mean_audio, self.start, self.steps = warmup, batch_size, mean_audio, None, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if state.global_step == self.warmup:
+            self.start = time.perf_counter()
+        elif state.global_step > self.warmup:
+            self.steps += 1
+
+    def result(self) -> dict:
+        seconds = time.perf_counter() - self.start
+        samples = self.steps * self.batch_size
+        return {"samples_per_s": samples / seconds, "audio_s_per_s": samples * self.mean_audio / seconds}
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def reset() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_audio: float, out: Path) -> dict:
+    import seed_recipe
+    from transformers import WhisperProcessor
+
+    from lightning_asr.data import manifest_index
+
+    processor = WhisperProcessor.from_pretrained(model_dir, language="Marathi", task="transcribe")
+    rows = manifest_index(str(manifest)).slice(0, 8 * (steps + warmup)).to_pylist()
+    dataset = seed_recipe.prepare(processor, rows)
+    reset()
+    model = seed_recipe.build_model(str(model_dir))
+    model.train()  # as HF Trainer does; explicit so the recipe and ours start alike
+    timer = HFStepTimer(warmup, 8, mean_audio)
+    trainer = seed_recipe.make_trainer(model, processor, dataset, str(out), max_steps=steps + warmup, callbacks=[timer])
+    trainer.train()
+    flops = train_flops(model.config, (8, 80, 3000), 90) / 8  # per sample
+    result = timer.result() | {"peak_gib": peak_gib()}
+    result["flops_per_s"] = flops * result["samples_per_s"]
+    del trainer, model
+    return result
+
+
+def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96):
+    module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
+                         gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim,
+                         validate_before_training=False, max_new_tokens=max_new_tokens)
+    data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
+                            batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
+                            trim_frames=mode.trim)
+    return module, data
+
+
+def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str) -> dict:
+    reset()
+    module, data = lightning_parts(mode, model_dir, manifest)
+    timer = StepTimer(warmup)
+    precision = mode.precision if accelerator == "gpu" else "32-true"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup,
+                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer])
+    trainer.fit(module, data)
+    return timer.result() | {"peak_gib": peak_gib()}
+
+
+def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
+               max_new_tokens: int) -> dict:
+    """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
+    early, so every clip decodes ``max_new_tokens`` tokens: the worst case."""
+    reset()
+    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens)
+    data.hparams.max_samples = clips
+    precision = mode.precision if accelerator == "gpu" else "32-true"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    warm = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, limit_val_batches=1)
+    warm.validate(module, data)  # warm-up: model load, kernel selection
+    start = time.perf_counter()
+    trainer.validate(module, data)
+    seconds = time.perf_counter() - start
+    return {"clips": clips, "seconds": seconds, "seconds_per_1000": 1000 * seconds / clips, "peak_gib": peak_gib(),
+            "tokens_per_s": clips * max_new_tokens / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--modes", nargs="*", default=[m.name for m in MODES])
+    parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--decode-clips", type=int, default=1000)
+    parser.add_argument("--work", default="/tmp/speed")
+    parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    accelerator = "cpu" if args.tiny else "gpu"
+    device = "cpu" if args.tiny else "cuda"
+    if args.tiny:
+        args.steps, args.warmup, args.decode_clips = 2, 1, 8
+    model_dir = build_model(work / "model", TINY if args.tiny else LARGE_V2, device)
+    manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, 64 * (args.steps + args.warmup + 1)))
+    peak_flops = None
+    if not args.tiny:
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        peak_flops = get_available_flops(torch.device("cuda"), torch.bfloat16)
+    report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
+              "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+              "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "mean_clip_s": mean_audio,
+              "peak_bf16_flops": peak_flops, "train": {}, "decode": {}}
+    if not args.skip_recipe:
+        report["train"]["recipe"] = run_recipe(model_dir, manifest, args.steps, args.warmup, mean_audio, work / "recipe") | {
+            "tradeoff": "the guide: int8 + checkpointing + fp16, batch 8, 30 s windows (HF Seq2SeqTrainer)"}
+        print("recipe", report["train"]["recipe"], flush=True)
+        write(report, Path(args.results), args.tiny)
+    for mode in MODES:
+        if mode.name in args.modes:
+            try:
+                report["train"][mode.name] = run_mode(mode, model_dir, manifest, args.steps, args.warmup, accelerator) | {
+                    "tradeoff": mode.tradeoff}
+            except Exception as err:  # one broken mode must not cost the others' numbers
+                report.setdefault("errors", {})[mode.name] = repr(err)[:500]
+                print(mode.name, "FAILED", repr(err)[:500], flush=True)
+                continue
+            print(mode.name, report["train"][mode.name], flush=True)
+            write(report, Path(args.results), args.tiny)
+    by_name = {m.name: m for m in MODES}
+    decode_modes = [("recipe-eval: int8, batch 8", by_name["ours-recipe"], 8, min(args.decode_clips, 8)),
+                    ("bf16 trimmed, batch 128", by_name["bf16-trim-gc-b128"], 128, args.decode_clips)]
+    for name, mode, batch, clips in decode_modes:
+        report["decode"][name] = run_decode(mode, model_dir, manifest, clips, batch, accelerator, 96)
+        print(name, report["decode"][name], flush=True)
+        write(report, Path(args.results), args.tiny)
+
+
+def write(report: dict, results: Path, tiny: bool) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / f"speed-{report['date']}{'-tiny' if tiny else ''}"
+    base = report["train"].get("recipe", {}).get("samples_per_s")
+    for row in report["train"].values():
+        if "samples_per_s" not in row:
+            continue
+        row.setdefault("flops_per_s", 0)
+        row["vs_recipe"] = row["samples_per_s"] / base if base else None
+        row["mfu"] = row["flops_per_s"] / report["peak_bf16_flops"] if report["peak_bf16_flops"] else None
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
+             f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
+             f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
+             "Command: `python benchmarks/speed.py`.", "",
+             "| mode | samples/s | audio s/s | peak GiB | MFU | × recipe | trade-off |", "|---|---|---|---|---|---|---|"]
+    for name, r in report["train"].items():
+        if "samples_per_s" not in r:
+            continue
+        mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "–"
+        ratio = f"{r['vs_recipe']:.1f}×" if r["vs_recipe"] else "–"
+        lines.append(f"| {name} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {mfu} | {ratio} | {r['tradeoff']} |")
+    lines += ["", "| decoding (validation: generate + WER, 96 new tokens a clip) | clips | s per 1,000 clips | tokens/s | peak GiB |",
+              "|---|---|---|---|---|"]
+    for name, r in report["decode"].items():
+        lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from peft import PeftModel
+
+from lightning_asr.callbacks import AdapterCheckpoint, save_adapter
+from lightning_asr.whisper import load_base
+from tests.test_module import tiny_module
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model):
+    module = tiny_module(tiny_model, quantization="int8")
+    with torch.no_grad():  # make the adapter non-trivial (LoRA B starts at zero)
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return module.eval()
+
+
+def test_adapter_folder_loads_with_plain_peft_and_gives_the_same_outputs(tmp_path, tiny_model, trained):
+    save_adapter(trained, tmp_path / "last", {"val/wer": 0.5})
+    files = {p.name for p in (tmp_path / "last").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json", "processor_config.json",
+            "lightning_asr.json"} <= files
+    info = json.loads((tmp_path / "last" / "lightning_asr.json").read_text())
+    assert info["language"] == "marathi" and info["task"] == "transcribe" and info["metrics"] == {"val/wer": 0.5}
+    # Plain peft, no project code: the same base loaded the same way + the folder.
+    reloaded = PeftModel.from_pretrained(load_base(tiny_model, "int8"), tmp_path / "last").eval()
+    features = torch.randn(2, 80, 400)
+    labels = torch.tensor([[50258, 50320, 50359, 50363, 400, 50257]] * 2)
+    with torch.no_grad():
+        expected = trained.model(input_features=features, decoder_input_ids=labels).logits
+        got = reloaded(input_features=features, decoder_input_ids=labels).logits
+    torch.testing.assert_close(got, expected)
+    with torch.no_grad():
+        base_only = load_base(tiny_model, "int8")(input_features=features, decoder_input_ids=labels).logits
+    assert not torch.allclose(base_only, expected)  # the adapter does change the outputs
+
+
+def test_a_crash_mid_write_leaves_the_previous_adapter_intact(tmp_path, trained, monkeypatch):
+    save_adapter(trained, tmp_path / "last")
+    before = (tmp_path / "last" / "adapter_model.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trained.processor, "save_pretrained", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_adapter(trained, tmp_path / "last")
+    assert (tmp_path / "last" / "adapter_model.safetensors").read_bytes() == before
+    assert (tmp_path / "last" / "tokenizer_config.json").is_file()
+
+
+def test_top_k_keeps_the_best_and_best_tracks_the_leader(tmp_path, trained):
+    callback = AdapterCheckpoint(dirpath=str(tmp_path), monitor="val/wer", mode="min", save_top_k=2)
+    for step, wer in [(10, 0.9), (20, 0.5), (30, 0.7), (40, 0.8), (50, 0.4)]:
+        trainer = SimpleNamespace(global_step=step, callback_metrics={"val/wer": torch.tensor(wer)})
+        trained._trainer = None
+        callback._save(trainer, trained)
+        assert (tmp_path / "last").is_dir()
+    kept = sorted(p.name for p in Path(tmp_path).iterdir() if p.name.startswith("step-"))
+    assert kept == ["step-20", "step-50"]
+    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(0.4)
+    assert not any(p.name.startswith(".") for p in Path(tmp_path).iterdir())  # no temp folders left behind

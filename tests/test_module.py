@@ -1,0 +1,149 @@
+import math
+
+import bitsandbytes as bnb
+import lightning as L
+import pytest
+import torch
+
+from lightning_asr.data import SpeechDataModule
+from lightning_asr.module import NonFiniteLossError, WhisperLoRA
+from lightning_asr.whisper import load_base, load_processor
+from tests.conftest import write_common_voice, write_tiny_model
+
+
+def tiny_module(model: str, **kwargs) -> WhisperLoRA:
+    defaults = dict(model=model, language="mr", gradient_checkpointing=False, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                    validate_before_training=False, max_new_tokens=8)
+    module = WhisperLoRA(**(defaults | kwargs))
+    torch.manual_seed(0)  # LoRA's A matrices are drawn at random
+    module.configure_model()
+    return module
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, tiny_model):
+    root = write_common_voice(tmp_path_factory.mktemp("cv"))
+    dm = SpeechDataModule(model=tiny_model, path=str(root), language="mr", num_workers=0)
+    dm.setup("fit")
+    return dm.collate([dm.datasets["train"][i] for i in range(4)])
+
+
+def test_trainable_count_matches_a_hand_count(tiny_model):
+    module = tiny_module(tiny_model, quantization="none", lora_r=4)
+    config = module.model.config
+    # q_proj and v_proj (d_model -> d_model) in every attention block: 1 per encoder layer,
+    # 2 per decoder layer (self + cross); each LoRA pair adds r * (in + out).
+    blocks = config.encoder_layers + 2 * config.decoder_layers
+    expected = blocks * 2 * 4 * (config.d_model + config.d_model)
+    trainable, total = module.model.get_nb_trainable_parameters()
+    assert trainable == expected == sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert total == expected + sum(p.numel() for p in module.model.get_base_model().parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("quantization, layer", [("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)])
+def test_kbit_base_trains_only_lora_and_loss_falls(tiny_model, batch, quantization, layer):
+    module = tiny_module(tiny_model, quantization=quantization, gradient_checkpointing=True, lora_r=16, lora_alpha=32)
+    q_proj = module.model.get_base_model().model.encoder.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, layer)  # the real bitsandbytes path, on CPU
+    frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    assert lora and all("lora_" in n for n in lora)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    module.train()
+    losses = []
+    for _ in range(6):
+        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.2 and losses == sorted(losses, reverse=True), losses
+    for name, before in frozen.items():
+        assert torch.equal(before, dict(module.named_parameters())[name]), f"{name} changed"
+    assert any(not torch.equal(before, dict(module.named_parameters())[n]) for n, before in lora.items())
+
+
+def test_gradient_checkpointing_is_active_in_lightning_training(tmp_path, tiny_model):
+    """Lightning keeps submodule modes: a base left in eval mode would skip checkpointing silently."""
+    seen = {}
+
+    class Probe(WhisperLoRA):
+        def training_step(self, batch, batch_idx):
+            layer = self.model.get_base_model().model.encoder.layers[0]
+            seen["training"], seen["checkpointing"] = layer.training, layer.gradient_checkpointing
+            saved = []
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+                loss = super().training_step(batch, batch_idx)
+            seen["saved"] = len(saved)
+            return loss
+
+    def saved_tensors(checkpointing: bool) -> int:
+        module = Probe(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=checkpointing,
+                       lora_r=4, validate_before_training=False)
+        data = SpeechDataModule(path=str(write_common_voice(tmp_path / str(checkpointing))), model=tiny_model,
+                                language="mr", num_workers=0, batch_size=2)
+        L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False).fit(module, data)
+        return seen["saved"]
+
+    without = saved_tensors(False)
+    with_checkpointing = saved_tensors(True)
+    assert seen["training"] and seen["checkpointing"]
+    assert with_checkpointing < without / 2, (with_checkpointing, without)
+
+
+def test_prompt_ids_for_marathi(tiny_model):
+    processor = load_processor(tiny_model, "Marathi", "transcribe")
+    assert processor.tokenizer.prefix_tokens == [50258, 50320, 50359, 50363]
+    assert processor.tokenizer.convert_ids_to_tokens([50258, 50320, 50359, 50363]) == [
+        "<|startoftranscript|>", "<|mr|>", "<|transcribe|>", "<|notimestamps|>"]
+
+
+def test_generation_starts_from_audio_alone(tiny_model, batch):
+    module = tiny_module(tiny_model, quantization="none", max_new_tokens=5)
+    module.eval()
+    texts, degenerate = module.transcribe(batch["input_features"])
+    assert len(texts) == 4 and len(degenerate) == 4
+    ids = module.model.generate(input_features=batch["input_features"], language="mr", task="transcribe",
+                                max_new_tokens=5, return_dict_in_generate=True)
+    # Only the forced prompt precedes generation: nothing from the labels leaks in.
+    assert ids.sequences.shape[1] <= 5 + 4
+
+
+def test_outdated_generation_config_is_a_clear_error(tmp_path):
+    folder = write_tiny_model(tmp_path / "old")
+    (folder / "generation_config.json").write_text('{"decoder_start_token_id": 50258, "eos_token_id": 50257}')
+    with pytest.raises(ValueError, match="lacks lang_to_id, task_to_id, is_multilingual, no_timestamps_token_id.*generation_config.json"):
+        load_base(str(folder), "none")
+
+
+def test_unknown_language_fails_before_loading():
+    with pytest.raises(ValueError, match="language 'Elvish'"):
+        WhisperLoRA(model="does/not-matter", language="Elvish")
+
+
+def test_validation_gives_finite_metrics_and_zero_shot_at_step_0(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path / "cv")
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora_r=4, max_new_tokens=6,
+                         gradient_checkpointing=False, warmup_steps=1)
+    data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, eval_batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0,
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for name in ("val/wer", "val/wer_norm", "val/cer", "val/degenerate"):
+        assert math.isfinite(metrics[name])
+    assert [step for step, *_ in module.history] == [0, 2]  # zero-shot, then after the epoch
+    assert 0.0 <= metrics["val/degenerate"] <= 1.0
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny_model, batch):
+    module = tiny_module(tiny_model, quantization="none", max_bad_steps=3)
+    trainer = L.Trainer(accelerator="cpu", logger=False)
+    module.trainer = trainer
+    module.log = lambda *args, **kwargs: None  # no loop is running to log into
+    module.model.forward = lambda **_: type("Out", (), {"loss": torch.tensor(float("nan"))})()
+    assert module.training_step(batch, 0) is None
+    assert module.training_step(batch, 1) is None
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
+        module.training_step(batch, 2)
