@@ -120,8 +120,9 @@ def _audio_seconds(batch: dict) -> float:
 class SpeechThroughput(ThroughputMonitor):
     """Lightning's ``ThroughputMonitor`` for speech batches.
 
-    Logs ``train/samples_per_sec``, ``train/items_per_sec`` (here: seconds of audio per second) and,
-    on GPUs it knows, ``train/mfu`` from the module's ``flops_per_batch``.
+    Logs ``train/device/samples_per_sec``, ``train/device/items_per_sec`` (here: seconds of audio per
+    second) and, on GPUs it knows, ``train/device/mfu`` from the module's ``flops_per_batch``; under
+    DDP also the all-GPU ``train/samples_per_sec`` and ``train/items_per_sec``.
 
     Args:
         window_size: batches averaged over.

@@ -427,8 +427,10 @@ class SpeechDataModule(L.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train)
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
+            # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
+            # a global count resumes correctly under any world size (to within one batch).
             sampler.set_epoch(self._resume["epoch"])
-            sampler.start = self._resume["batches"] * batch_size
+            sampler.start = self._resume["samples"] // world
             self._resume = None
         workers = self.hparams.num_workers
         return DataLoader(
@@ -439,6 +441,9 @@ class SpeechDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             collate_fn=self.collate,
             pin_memory=torch.cuda.is_available(),
+            # Iterators draw their worker seed from this, not from the global RNG, so starting a
+            # loader mid-run (resume) leaves the training RNG (dropout) exactly where it was.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def collate(self, items: list) -> dict:
@@ -486,8 +491,9 @@ class SpeechDataModule(L.LightningDataModule):
         """The training position, so a resumed run continues with the next unseen batch."""
         if self.trainer is None:
             return {}
-        loop = self.trainer.fit_loop
-        return {"epoch": self.trainer.current_epoch, "batches": loop.epoch_loop.batch_progress.current.processed}
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        samples = batches * self.hparams.batch_size * self.trainer.world_size
+        return {"epoch": self.trainer.current_epoch, "samples": samples}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None

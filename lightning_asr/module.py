@@ -2,13 +2,14 @@
 
 import logging
 import math
+import random
 import warnings
 from typing import Any, Literal
 
 import jiwer
 import lightning as L
+import numpy as np
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
@@ -277,14 +278,35 @@ class WhisperLoRA(L.LightningModule):
         """Keep only the trainable (adapter) tensors: the frozen base is rebuilt from ``model``."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["rng_states"] = _collect_rng_states()
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
-            _set_rng_states(checkpoint["rng_states"])
+            set_rng_states(checkpoint["rng_states"])
 
     def language_name(self) -> str:
         return LANGUAGES[language_code(self.hparams.language)]
+
+
+def rng_states() -> dict:
+    """Every RNG that training draws from (LoRA dropout, shuffling), as types that
+    ``torch.load(weights_only=True)`` accepts, so a resumed run draws the same numbers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def train_flops(config: Any, features_shape: torch.Size, label_tokens: int) -> int:

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+import safetensors.torch
 import torch
 from transformers import BitsAndBytesConfig, GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
@@ -82,8 +83,11 @@ def load_base(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             random_model = WhisperForConditionalGeneration(WhisperConfig.from_pretrained(model))
-        random_model.generation_config = GenerationConfig.from_pretrained(model)
-        random_model.to(dtype).save_pretrained(tmp)
+        # Every rank writes its own private copy: transformers' save_pretrained writes on rank 0 only.
+        random_model.to(dtype)
+        random_model.config.save_pretrained(tmp)
+        GenerationConfig.from_pretrained(model).save_pretrained(tmp)
+        safetensors.torch.save_model(random_model, f"{tmp}/model.safetensors", metadata={"format": "pt"})
         del random_model
         source = tmp
     try:

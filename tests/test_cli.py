@@ -50,12 +50,12 @@ def test_recipe_config_is_the_guides(tmp_path):
     assert (model["learning_rate"], model["warmup_steps"], model["max_new_tokens"]) == (1e-3, 50, 128)
     assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
-    assert data["language"] == "Marathi" and data["model"] == "openai/whisper-large-v2"  # linked from the model
+    assert "language" not in data and "model" not in data  # linked from the model: set in one place
 
 
 def test_demo_fit_writes_adapter_and_tensorboard_and_reports_wer(tmp_path):
     out = run(demo_args(tmp_path, "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--data.max_samples=8",
-                        "--model.max_new_tokens=8"), tmp_path)
+                        "--model.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp_path)
     assert "WER:" in out.stdout and "at step 0 ->" in out.stdout
     for name in ("last", "best"):
         folder = tmp_path / "adapters" / name
@@ -66,7 +66,7 @@ def test_demo_fit_writes_adapter_and_tensorboard_and_reports_wer(tmp_path):
 
     acc = EventAccumulator(str(events[0].parent), size_guidance={"scalars": 0}).Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "val/wer", "val/wer_norm", "val/cer", "val/degenerate", "train/samples_per_sec", "train/items_per_sec"} <= tags
+    assert {"train/loss", "train/lr", "val/wer", "val/wer_norm", "val/cer", "val/degenerate", "train/device/samples_per_sec", "train/device/items_per_sec"} <= tags
     assert [e.step for e in acc.Scalars("val/wer")][0] == 0  # the zero-shot point
     assert "val/examples/text_summary" in acc.Tags()["tensors"]
 
@@ -108,7 +108,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path):
     expected, got = trained_weights(tmp_path / "a/ckpt/step=6.ckpt"), trained_weights(tmp_path / "b/resumed/step=6.ckpt")
     assert expected.keys() == got.keys() and expected
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
     # Slim: the checkpoint holds the adapter, its optimizer state and a little bookkeeping, not the base.
     adapter_bytes = sum(v.numel() * v.element_size() for v in expected.values())
     assert (tmp_path / "a/ckpt/step=6.ckpt").stat().st_size < 4 * adapter_bytes + 200_000

@@ -141,6 +141,20 @@ def test_config_errors_name_the_field(tmp_path, tiny_model):
         module(tiny_model, path=str(root), language="Klingon").setup("test")
 
 
+def test_resume_position_carries_across_a_change_of_world_size():
+    data = list(range(48))
+    order = list(ShardSampler(data, 1, 0, shuffle=True, seed=3, pad=True))
+    consumed = set()
+    for rank in range(4):  # 4 ranks each ran 2 batches of 3
+        consumed |= set(list(ShardSampler(data, 4, rank, shuffle=True, seed=3, pad=True))[:6])
+    resumed = set()
+    for rank in range(2):  # resumed on 2 ranks from the global count 4 * 2 * 3 = 24
+        sampler = ShardSampler(data, 2, rank, shuffle=True, seed=3, pad=True)
+        sampler.start = 24 // 2
+        resumed |= set(sampler)
+    assert consumed == set(order[:24]) and resumed == set(order[24:])
+
+
 def test_sampler_shards_every_clip_once_and_resumes_mid_epoch():
     data = list(range(11))
     shards = [list(ShardSampler(data, 3, r, shuffle=False, seed=0, pad=False)) for r in range(3)]

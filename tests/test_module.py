@@ -8,7 +8,7 @@ import torch
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import NonFiniteLossError, WhisperLoRA
 from lightning_asr.whisper import load_base, load_processor
-from tests.conftest import write_common_voice, write_tiny_model
+from tests.conftest import gpu, write_common_voice, write_tiny_model
 
 
 def tiny_module(model: str, **kwargs) -> WhisperLoRA:
@@ -147,3 +147,20 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny_model, batch):
     assert module.training_step(batch, 1) is None
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
         module.training_step(batch, 2)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantization", ["int8", "nf4", "none"])
+def test_training_step_on_gpu(tiny_model, batch, quantization):
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization=quantization, lora_r=4, validate_before_training=False)
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", logger=False)
+    module.trainer = trainer
+    module._trainer = trainer
+    module.configure_model()
+    layer = module.model.get_base_model().model.encoder.layers[0].self_attn.q_proj.base_layer
+    assert next(layer.parameters()).device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = module.model(input_features=batch["input_features"].cuda(), labels=batch["labels"].cuda()).loss
+    loss.backward()
+    assert torch.isfinite(loss)

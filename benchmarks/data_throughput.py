@@ -1,0 +1,117 @@
+"""How fast the data path is, and what a million-row release costs to index.
+
+    python benchmarks/data_throughput.py [--clips DIR] [--rows 1000000]
+
+1. clips/s for decode (48 kHz MP3) + resample + log-mel features, one process and through a
+   DataLoader with ``--workers`` processes, against what training consumes (README: 48.8
+   samples/s on an H100 in the fastest mode; the guide's recipe 3.5);
+2. a synthetic ``train.tsv`` of ``--rows`` rows (pointing at a few real clips): time and peak RSS
+   of ``setup("fit")`` (goal: <= 10 s and <= 1 GiB on a 2-core, 24 GiB machine).
+Writes ``benchmarks/results/data-<date>.{json,md}``.
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lightning_asr.data import SpeechDataModule  # noqa: E402
+
+HEADER = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
+
+
+def processor_folder() -> str:
+    folder = Path(tempfile.mkdtemp()) / "whisper-30s"
+    shutil.copytree(REPO / "demo" / "whisper-tiny-random", folder)
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        config = json.loads((folder / name).read_text())
+        config.get("feature_extractor", config).update(chunk_length=30, n_samples=480000, nb_max_frames=3000)
+        (folder / name).write_text(json.dumps(config))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"max_source_positions": 1500}))
+    return str(folder)
+
+
+def throughput(model: str, root: str, workers: int, batches: int) -> dict:
+    dm = SpeechDataModule(path=root, model=model, language="mr", train_split="train", batch_size=8, num_workers=0)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    n = min(len(dataset), 64)
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[i]
+    single = n / (time.perf_counter() - start)
+    dm.hparams.num_workers = workers
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # workers started
+    start, clips = time.perf_counter(), 0
+    for _, batch in zip(range(batches), it):
+        clips += len(batch["paths"])
+    return {"one_process_clips_per_s": single, "loader_clips_per_s": clips / (time.perf_counter() - start),
+            "workers": workers}
+
+
+def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
+    root = Path(tempfile.mkdtemp()) / "big"
+    (root / "mr").mkdir(parents=True)
+    (root / "mr" / "clips").symlink_to(clips_dir.resolve())
+    names = sorted(p.name for p in clips_dir.glob("*.mp3"))[:8]
+    sentence = "यातील बरीचशी लेणी वरपासून सुरू करून खालपर्यंत कोरीवकाम करीत निर्मिलेली आहेत."
+    with open(root / "mr" / "train.tsv", "w") as f:
+        f.write(HEADER + "\n")
+        for i in range(rows):
+            f.write(f"{'a' * 128}\t{names[i % len(names)]}\t{'b' * 64}\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
+    (root / "mr" / "test.tsv").write_text(HEADER + "\n" + f"c\t{names[0]}\ts\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
+    code = (f"import time, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
+            "from lightning_asr.data import SpeechDataModule\n"
+            f"dm = SpeechDataModule(path={str(root)!r}, model={model!r}, language='mr', train_split='train', num_workers=0)\n"
+            "t = time.perf_counter(); dm.setup('fit'); s = time.perf_counter() - t\n"
+            "print(s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, len(dm.datasets['train']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    shutil.rmtree(root)
+    return {"rows": int(out[2]), "setup_seconds": float(out[0]), "peak_rss_gib": float(out[1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared/data/cv-synth"), help="a Common Voice root with mr/")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    args = parser.parse_args()
+    if not Path(args.data, "mr").is_dir():
+        args.data = str(REPO / "demo" / "common_voice")
+    model = processor_folder()
+    report = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+              "date": datetime.date.today().isoformat(), "data": args.data}
+    report["throughput"] = throughput(model, args.data, args.workers, args.batches)
+    report["index"] = index_cost(model, Path(args.data) / "mr" / "clips", args.rows)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / f"data-{report['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    t, i = report["throughput"], report["index"]
+    lines = [f"# Data path: {report['machine']}, {report['date']}", "",
+             f"Command: `python benchmarks/data_throughput.py` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).", "",
+             "| measure | value |", "|---|---|",
+             f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
+             f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
+             f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |"]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

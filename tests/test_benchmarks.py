@@ -1,0 +1,17 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
+    """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
+    subprocess.run([sys.executable, str(REPO / "benchmarks/speed.py"), "--tiny", "--work", str(tmp_path / "work"),
+                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64"], check=True, cwd=tmp_path,
+                   capture_output=True)
+    report = json.loads(next(tmp_path.glob("speed-*-tiny.json")).read_text())
+    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
+    assert all(row["samples_per_s"] > 0 for row in report["train"].values())
+    assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
+    assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()

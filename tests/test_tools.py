@@ -1,0 +1,56 @@
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from lightning_asr.tools import export, merge, transcribe
+from tests.conftest import tone
+from tests.test_callbacks import trained  # noqa: F401 (fixture)
+from lightning_asr.callbacks import save_adapter
+
+
+@pytest.fixture()
+def adapter(tmp_path, trained):  # noqa: F811
+    save_adapter(trained, tmp_path / "adapter")
+    return str(tmp_path / "adapter")
+
+
+def test_transcribe_writes_text_and_jsonl(tmp_path, adapter):
+    clips = []
+    for i, rate in enumerate((8000, 48000)):
+        sf.write(tmp_path / f"c{i}.wav", tone(1.5, rate, seed=i), rate)
+        clips.append(str(tmp_path / f"c{i}.wav"))
+    transcribe(clips, adapter=adapter, output=str(tmp_path / "out"), num_workers=0, max_new_tokens=5, accelerator="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == clips and [r["duration"] for r in rows] == [1.5, 1.5]
+    assert (tmp_path / "out.txt").read_text().splitlines() == [r["text"] for r in rows]
+
+
+def test_export_merges_into_a_standard_whisper_folder(tmp_path, tiny_model, adapter, trained):  # noqa: F811
+    from transformers import WhisperForConditionalGeneration, pipeline
+
+    export(adapter, str(tmp_path / "exported"), dtype="float32")
+    model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "exported")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    features = torch.randn(1, 80, 400)
+    ids = torch.tensor([[50258, 50320, 50359, 50363]])
+    with torch.no_grad():
+        merged = model(input_features=features, decoder_input_ids=ids).logits
+        trained_unquantized = merge_reference(tiny_model, adapter)(input_features=features, decoder_input_ids=ids).logits
+    torch.testing.assert_close(merged, trained_unquantized, rtol=1e-4, atol=1e-4)
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "exported"), device=-1)
+    assert isinstance(asr({"raw": tone(1.0, 16000), "sampling_rate": 16000}, generate_kwargs={"max_new_tokens": 3})["text"], str)
+
+
+def merge_reference(tiny_model, adapter):
+    from peft import PeftModel
+
+    from lightning_asr.whisper import load_base
+
+    return PeftModel.from_pretrained(load_base(tiny_model, "none"), adapter).eval()
+
+
+def test_merge_refuses_a_quantized_base(trained):  # noqa: F811
+    with pytest.raises(ValueError, match="base is quantized.*Load the base unquantized"):
+        merge(trained.model)
