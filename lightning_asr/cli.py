@@ -24,8 +24,6 @@ class ASRCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # bitsandbytes notes at first use that an optional CPU kernel package is absent: not actionable.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in ("transcribe", "export"):
         from jsonargparse import CLI
