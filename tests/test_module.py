@@ -20,6 +20,20 @@ def tiny_module(model: str, **kwargs) -> WhisperLoRA:
     return module
 
 
+def train_steps(module: WhisperLoRA, batch: dict, steps: int, lr: float) -> list[float]:
+    """Plain AdamW steps on one fixed batch; the losses, first to last."""
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
+    module.train()
+    losses = []
+    for _ in range(steps):
+        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, tiny_model):
     root = write_common_voice(tmp_path_factory.mktemp("cv"))
@@ -48,15 +62,7 @@ def test_kbit_base_trains_only_lora_and_loss_falls(tiny_model, batch, quantizati
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     assert lora and all("lora_" in n for n in lora)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
-    module.train()
-    losses = []
-    for _ in range(6):
-        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_steps(module, batch, steps=6, lr=1e-2)
     assert losses[-1] < losses[0] - 0.2 and losses == sorted(losses, reverse=True), losses
     for name, before in frozen.items():
         assert torch.equal(before, dict(module.named_parameters())[name]), f"{name} changed"

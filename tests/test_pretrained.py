@@ -27,6 +27,7 @@ def test_zero_shot_english_wer_through_our_loader_and_normaliser():
 @requires_shared
 def test_lora_on_whisper_base_lowers_training_loss_on_cpu():
     from lightning_asr.module import WhisperLoRA
+    from tests.test_module import train_steps
 
     torch.manual_seed(0)
     module = WhisperLoRA(model=BASE, language="Marathi", quantization="int8", gradient_checkpointing=False,
@@ -35,12 +36,5 @@ def test_lora_on_whisper_base_lowers_training_loss_on_cpu():
     data = SpeechDataModule(path=DATA, model=BASE, language="Marathi", train_split="train", max_samples=4, num_workers=0)
     data.setup("fit")
     batch = data.collate([data.datasets["train"][i] for i in range(4)])
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
-    losses = []
-    for _ in range(4):
-        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_steps(module, batch, steps=4, lr=1e-3)
     assert losses[-1] < 0.8 * losses[0], losses
