@@ -3,7 +3,6 @@
 import logging
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Literal
 
 import safetensors.torch
@@ -106,7 +105,3 @@ def load_base(
     base.generation_config.suppress_tokens = []
     base.config.use_cache = False
     return base
-
-
-def is_local(model: str) -> bool:
-    return Path(model).expanduser().is_dir()

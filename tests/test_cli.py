@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import subprocess
@@ -8,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tests.conftest import REPO
 

@@ -1,8 +1,6 @@
 """DDP on CPU (gloo, 2 processes): metrics synchronise exactly and no clip is counted twice."""
 
 import re
-import subprocess
-import sys
 
 from tests.conftest import REPO
 from tests.test_cli import DEMO, run
