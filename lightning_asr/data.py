@@ -127,8 +127,12 @@ def manifest_index(path: str, audio_column: str = "audio", text_column: str | No
     return pa.table({"audio": audio, "text": text})
 
 
-def hf_index(name: str, config: str | None, split: str, audio_column: str, text_column: str):
-    """Rows of a Hugging Face dataset, audio left encoded (our decoder reads it; no FFmpeg needed)."""
+def hf_index(name: str, config: str | None, split: str, audio_column: str, text_column: str) -> pa.Table:
+    """Rows of a Hugging Face dataset, audio left encoded (our decoder reads it; no FFmpeg needed).
+
+    The dataset's own Arrow table (memory-mapped from its cache) becomes the index; its ``audio``
+    cells are ``{bytes, path}`` structs.
+    """
     import datasets
 
     ds = datasets.load_dataset(name, config, split=split)
@@ -136,8 +140,8 @@ def hf_index(name: str, config: str | None, split: str, audio_column: str, text_
         if column not in ds.column_names:
             raise DataConfigError(f"dataset {name!r}: no column {column!r}; columns: {ds.column_names}")
     ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
-    ds = ds.select_columns([audio_column, text_column])
-    return ds.rename_columns({audio_column: "audio", text_column: "text"})
+    ds = ds.select_columns([audio_column, text_column]).rename_columns({audio_column: "audio", text_column: "text"})
+    return ds.flatten_indices().data.table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ class SpeechDataset(Dataset):
 
     def __init__(
         self,
-        rows: Any,
+        rows: pa.Table,
         processor: Any,
         max_duration_s: float = 30.0,
         max_label_tokens: int = 448,
@@ -170,10 +174,7 @@ class SpeechDataset(Dataset):
         return len(self.rows)
 
     def _row(self, index: int) -> tuple[Any, str]:
-        if isinstance(self.rows, pa.Table):
-            return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
-        row = self.rows[index]
-        return row["audio"], row["text"]
+        return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
 
     def _audio(self, audio: Any, name: str) -> np.ndarray:
         if isinstance(audio, dict):  # a Hugging Face Audio(decode=False) cell
@@ -364,7 +365,7 @@ class SpeechDataModule(L.LightningDataModule):
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def rows(self, split: str, labelled: bool = True) -> Any:
+    def rows(self, split: str, labelled: bool = True) -> pa.Table:
         """The index of one split; for labelled splits, empty transcripts are dropped (and counted)."""
         hp = self.hparams
         if hp.source == "common_voice":
@@ -376,11 +377,11 @@ class SpeechDataModule(L.LightningDataModule):
         else:
             raise DataConfigError(f"data.source: {hp.source!r} is not one of common_voice, manifest, hf")
         if hp.max_samples is not None:
-            table = table.slice(0, hp.max_samples) if isinstance(table, pa.Table) else table.select(range(min(hp.max_samples, len(table))))
+            table = table.slice(0, hp.max_samples)
         return self._drop_empty(table) if labelled else table
 
-    def _drop_empty(self, table: Any) -> Any:
-        text = table["text"] if isinstance(table, pa.Table) else pa.array(table["text"], pa.string())
+    def _drop_empty(self, table: pa.Table) -> pa.Table:
+        text = table["text"]
         # Only short transcripts can be blank; testing just those keeps a million-row index from
         # being copied twice more in memory.
         short = np.flatnonzero(pc.less_equal(pc.utf8_length(text), 16).to_numpy(zero_copy_only=False))
@@ -388,12 +389,11 @@ class SpeechDataModule(L.LightningDataModule):
         if not empty:
             return table
         for i in empty:
-            cell = table["audio"][i]
-            cell = cell.as_py() if hasattr(cell, "as_py") else cell
+            cell = table["audio"][i].as_py()
             self._note([Skipped(cell["path"] if isinstance(cell, dict) else cell, "empty_text", "transcript is empty")])
         keep = np.ones(len(table), dtype=bool)
         keep[empty] = False
-        return table.filter(pa.array(keep)) if isinstance(table, pa.Table) else table.select(np.flatnonzero(keep))
+        return table.filter(pa.array(keep))
 
     # -- Lightning hooks ---------------------------------------------------------------------------
 
