@@ -61,6 +61,7 @@ class AdapterCheckpoint(L.Callback):
     def __init__(self, dirpath: str | None = None, monitor: str = "val/wer", mode: Literal["min", "max"] = "min", save_top_k: int = 1) -> None:
         self.dirpath, self.monitor, self.mode, self.save_top_k = dirpath, monitor, mode, save_top_k
         self.ranked: list[tuple[float, str]] = []
+        self._last_step: int | None = None
 
     def directory(self, trainer: L.Trainer) -> Path:
         if self.dirpath:
@@ -73,20 +74,22 @@ class AdapterCheckpoint(L.Callback):
         self._save(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A run without validation (or stopped between validations) still leaves its adapter.
-        if trainer.global_step > 0:
+        # A run without validation (or stopped between validations) still leaves its adapter;
+        # one that just validated has written this step's last/ already.
+        if trainer.global_step > 0 and self._last_step != trainer.global_step:
             self._save_last(trainer, pl_module)
 
     @rank_zero_only
-    def _save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         save_adapter(pl_module, self.directory(trainer) / "last", metrics)
+        self._last_step = trainer.global_step
+        return metrics
 
     @rank_zero_only
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         root = self.directory(trainer)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        save_adapter(pl_module, root / "last", metrics)
+        metrics = self._save_last(trainer, pl_module)
         if self.monitor not in metrics or self.save_top_k == 0:
             return
         score = metrics[self.monitor] if self.mode == "min" else -metrics[self.monitor]
