@@ -24,19 +24,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.speed import write_processor  # noqa: E402
 from lightning_asr.data import SpeechDataModule  # noqa: E402
 
 HEADER = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
 
 
 def processor_folder() -> str:
-    folder = Path(tempfile.mkdtemp()) / "whisper-30s"
-    shutil.copytree(REPO / "demo" / "whisper-tiny-random", folder)
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        config = json.loads((folder / name).read_text())
-        config.get("feature_extractor", config).update(chunk_length=30, n_samples=480000, nb_max_frames=3000)
-        (folder / name).write_text(json.dumps(config))
-    config = json.loads((folder / "config.json").read_text())
+    """A 30 s Whisper processor plus a config (for the label limit); no weights are needed."""
+    folder = write_processor(Path(tempfile.mkdtemp()) / "whisper-30s")
+    config = json.loads((REPO / "demo" / "whisper-tiny-random" / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"max_source_positions": 1500}))
     return str(folder)
 

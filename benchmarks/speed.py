@@ -73,6 +73,14 @@ def build_model(folder: Path, arch: dict, device: str) -> Path:
     model.generation_config = GenerationConfig.from_pretrained(demo)
     model.save_pretrained(folder)
     del model
+    return write_processor(folder)
+
+
+def write_processor(folder: Path) -> Path:
+    """The demo's real multilingual tokenizer and generation config, with Whisper's standard 30 s
+    feature extractor (the demo's own is a 4 s one), written into ``folder``."""
+    demo = REPO / "demo" / "whisper-tiny-random"
+    folder.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         shutil.copy(demo / name, folder / name)
     for name in ("preprocessor_config.json", "processor_config.json"):

@@ -57,12 +57,10 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def whisper30(tmp_path_factory) -> str:
     """A config-only tiny Whisper with the standard 30 s window (for real-length clips)."""
+    from benchmarks.speed import write_processor
+
     folder = write_tiny_model(tmp_path_factory.mktemp("whisper30"), weights=False, max_source_positions=1500)
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        config = json.loads((folder / name).read_text())
-        config.get("feature_extractor", config).update(chunk_length=30, n_samples=480000, nb_max_frames=3000)
-        (folder / name).write_text(json.dumps(config))
-    return str(folder)
+    return str(write_processor(folder))
 
 
 def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
