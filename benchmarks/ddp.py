@@ -17,7 +17,9 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import LARGE_V2, MODES, StepTimer, build_model, lightning_parts, make_clips  # noqa: E402
+from speed import LARGE_V2, MODES, StepTimer, build_model, lightning_parts, make_clips
+
+import lightning_asr.data as data_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1)
-    parser.add_argument("--mode", default="bf16-trim-gc-b32")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mode", default="bf16-trim-gc-b64")
+    parser.add_argument("--steps", type=int, default=12, help="a multiple of --warmup")
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--work", default="/tmp/ddp")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
@@ -37,20 +40,22 @@ def main() -> None:
         return report(work, Path(args.results))
     if not (work / "model" / "config.json").is_file():
         build_model(work / "model", LARGE_V2, "cuda")
-    if not (work / "clips" / "clips.jsonl").is_file():
-        make_clips(work / "clips", 64 * (args.steps + args.warmup + 2))
     mode = {m.name: m for m in MODES}[args.mode]
+    steps = args.steps + args.warmup + args.profile_steps
+    if not (work / "clips" / "clips.jsonl").is_file():
+        make_clips(work / "clips", 2 * mode.batch_size * (steps + 1))  # two GPUs, one epoch
+    data_lib.GROUP_WINDOW = args.warmup  # as in speed.py: the timed steps average whole windows
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl")
-    timer = StepTimer(args.warmup)
+    timer = StepTimer(args.warmup, args.steps, args.profile_steps)
     trainer = L.Trainer(accelerator="gpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-                        precision=mode.precision, max_steps=args.steps + args.warmup, limit_val_batches=0, logger=False,
+                        precision=mode.precision, max_steps=steps, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(module, data)
     if trainer.is_global_zero:
         row = timer.result()
         row = {"devices": args.devices, "mode": args.mode, "per_gpu_batch": mode.batch_size,
                "samples_per_s": row["samples_per_s"] * args.devices, "gpu": torch.cuda.get_device_name(),
-               "peak_gib_rank0": torch.cuda.max_memory_allocated() / 2**30}
+               "peak_gib_rank0": torch.cuda.max_memory_allocated() / 2**30, "profile_rank0": row.get("profile")}
         with open(work / "runs.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(row, flush=True)
@@ -58,16 +63,20 @@ def main() -> None:
 
 def report(work: Path, results: Path) -> None:
     rows = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
-    one = next(r for r in rows if r["devices"] == 1)
     date = datetime.date.today().isoformat()
     results.mkdir(parents=True, exist_ok=True)
     (results / f"ddp-{date}.json").write_text(json.dumps(rows, indent=2))
-    lines = [f"# DDP scaling: whisper-large-v2 architecture, {one['mode']}, {one['gpu']}, {date}", "",
-             "Command: `python benchmarks/ddp.py --devices 1; python benchmarks/ddp.py --devices 2; python benchmarks/ddp.py --report`",
-             f"Per-GPU batch {one['per_gpu_batch']}; samples/s over all GPUs, timed steps after warm-up.", "",
-             "| GPUs | samples/s | speed-up | peak GiB (rank 0) |", "|---|---|---|---|"]
+    lines = [f"# DDP scaling: whisper-large-v2 architecture, {rows[0]['gpu']}, {date}", "",
+             ("Command, per mode: `python benchmarks/ddp.py --mode M --devices 1; python benchmarks/ddp.py --mode M --devices 2`, "
+              "then `python benchmarks/ddp.py --report`. Same per-GPU batch; samples/s over all GPUs, timed steps after warm-up. "
+              "Rank 0's profile of two later steps: GPU busy = summed kernel time, nccl = all-reduce kernels."), "",
+             "| mode | GPUs | samples/s | speed-up | peak GiB (rank 0) | wall ms/step | GPU busy ms | nccl ms |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['devices']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / one['samples_per_s']:.2f}× | {r['peak_gib_rank0']:.2f} |")
+        one = next(x for x in rows if x["devices"] == 1 and x["mode"] == r["mode"])
+        p = r.get("profile_rank0") or {}
+        prof = f"{p['wall_ms']:.0f} | {p['gpu_busy_ms']:.0f} | {p['kinds_ms']['nccl']:.1f}" if "wall_ms" in p else "– | – | –"
+        lines.append(f"| {r['mode']} | {r['devices']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / one['samples_per_s']:.2f}× | "
+                     f"{r['peak_gib_rank0']:.2f} | {prof} |")
     (results / f"ddp-{date}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import datetime
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from lightning_asr.data import SpeechDataModule  # noqa: E402
-from lightning_asr.module import WhisperLoRA, train_flops  # noqa: E402
+import lightning_asr.data as data_lib
+from lightning_asr.data import SpeechDataModule
+from lightning_asr.module import WhisperLoRA, train_flops
 
 TOKENIZER_FILES = ["added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
                    "generation_config.json"]
@@ -51,15 +53,17 @@ class Mode:
     trim: bool
     precision: str
     tradeoff: str
+    group: bool = False  # data.group_by_length
 
 
 MODES = [
     Mode("ours-recipe", "int8", True, 8, False, "16-mixed", "the recipe's settings through our code"),
-    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8"),
-    Mode("nf4-trim-gc-b32", "nf4", True, 32, True, "bf16-mixed", "recipe-sized memory: nf4 base, trimmed encoder, batch 32"),
-    Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, batch 64"),
-    Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 128"),
-    Mode("bf16-trim-b32", "none", False, 32, True, "bf16-mixed", "bf16 base, trimmed, no checkpointing, batch 32"),
+    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8, length-grouped", True),
+    Mode("nf4-trim-gc-b24", "nf4", True, 24, True, "bf16-mixed", "recipe-sized memory: nf4, trimmed, length-grouped, batch 24", True),
+    Mode("nf4-trim-gc-b32", "nf4", True, 32, True, "bf16-mixed", "nf4, trimmed, length-grouped, batch 32", True),
+    Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
+    Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
+    Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
 ]
 
 
@@ -107,24 +111,72 @@ def make_clips(folder: Path, n: int, seed: int = 0) -> tuple[Path, float]:
 
 
 class StepTimer(L.Callback):
-    """Times steps after ``warmup`` (device-synchronised), counting samples, audio seconds, FLOPs."""
+    """Times ``steps`` steps after ``warmup`` (device-synchronised), counting samples, audio seconds
+    and FLOPs; then profiles ``profile_steps`` more (kept out of the timing)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.samples, self.audio, self.flops = warmup, None, 0, 0.0, 0
+    def __init__(self, warmup: int, steps: int = 10**9, profile_steps: int = 0) -> None:
+        self.warmup, self.steps, self.profile_steps = warmup, steps, profile_steps
+        self.start, self.seconds, self.samples, self.audio, self.flops = None, None, 0, 0.0, 0
+        self.profiler, self.profile = None, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        if trainer.global_step == self.warmup:
+        step = trainer.global_step
+        if step == self.warmup:
             self.start = time.perf_counter()
-        elif trainer.global_step > self.warmup:
+        elif self.warmup < step <= self.warmup + self.steps:
             self.samples += len(batch["paths"])
             self.audio += float(batch["durations"].sum())
             self.flops += pl_module.flops_per_batch or 0
+            if step == self.warmup + self.steps:
+                self.seconds = time.perf_counter() - self.start
+                if self.profile_steps:
+                    self.profiler = start_profiler()
+        elif self.profiler is not None and step == self.warmup + self.steps + self.profile_steps:
+            self.profile, self.profiler = stop_profiler(self.profiler, self.profile_steps), None
 
     def result(self) -> dict:
-        seconds = time.perf_counter() - self.start
-        return {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds}
+        seconds = self.seconds or time.perf_counter() - self.start
+        row = {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds}
+        return row | ({"profile": self.profile} if self.profile else {})
+
+
+# Kernel name patterns, first match wins: where a step's GPU time goes.
+KERNEL_KINDS = [("bitsandbytes", r"4bit|dequant|quant|int8|igemm|kbit"), ("attention", r"flash|fmha|attention|softmax"),
+                ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|matmul|sm90_"), ("nccl", r"nccl")]
+
+
+def start_profiler() -> torch.profiler.profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities)
+    profiler.start()
+    profiler.wall_start = time.perf_counter()
+    return profiler
+
+
+def stop_profiler(profiler: torch.profiler.profile, steps: int) -> dict:
+    """Per step: wall time, GPU busy time (sum of kernel times), kernel launches, and busy time by
+    kernel kind. Busy far under wall means the GPU waits on the host (launches, Python)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - profiler.wall_start
+    profiler.stop()
+    try:
+        kernels = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        _ = [e.self_device_time_total for e in kernels]
+    except Exception as err:  # a profiler API change must not cost the timings
+        return {"error": repr(err)[:300]}
+    ms = {e.key: e.self_device_time_total / 1e3 / steps for e in kernels}
+    kinds = dict.fromkeys([k for k, _ in KERNEL_KINDS] + ["other"], 0.0)
+    for name, t in ms.items():
+        kinds[next((k for k, pattern in KERNEL_KINDS if re.search(pattern, name, re.IGNORECASE)), "other")] += t
+    busy = sum(ms.values())
+    return {"steps": steps, "wall_ms": 1e3 * wall / steps, "gpu_busy_ms": busy, "busy_fraction": busy / (1e3 * wall / steps),
+            "kernels": sum(e.count for e in kernels) / steps, "kinds_ms": kinds,
+            "top": [[name[:90], round(t, 2)] for name, t in sorted(ms.items(), key=lambda kv: -kv[1])[:6]]}
 
 
 class HFStepTimer(TrainerCallback):
@@ -183,16 +235,17 @@ def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size
                          validate_before_training=False, max_new_tokens=max_new_tokens)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
-                            trim_frames=mode.trim)
+                            trim_frames=mode.trim, group_by_length=mode.group)
     return module, data
 
 
-def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str) -> dict:
+def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str,
+             profile_steps: int = 2) -> dict:
     reset()
     module, data = lightning_parts(mode, model_dir, manifest)
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, steps, profile_steps)
     precision = mode.precision if accelerator == "gpu" else "32-true"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup,
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup + profile_steps,
                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer])
     trainer.fit(module, data)
@@ -212,64 +265,98 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     warm = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, limit_val_batches=1)
     warm.validate(module, data)  # warm-up: model load, kernel selection
+    profiler = start_profiler()  # one more batch, profiled: per token step below
+    warm.validate(module, data)
+    profile = stop_profiler(profiler, max_new_tokens)
     start = time.perf_counter()
     trainer.validate(module, data)
     seconds = time.perf_counter() - start
     return {"clips": clips, "seconds": seconds, "seconds_per_1000": 1000 * seconds / clips, "peak_gib": peak_gib(),
-            "tokens_per_s": clips * max_new_tokens / seconds}
+            "tokens_per_s": clips * max_new_tokens / seconds, "profile": profile}
+
+
+DECODES = {  # name: (mode, eval batch, max new tokens)
+    "recipe": ("ours-recipe", 8, 32),
+    "bf16": ("bf16-trim-gc-b128", 128, 96),
+}
+DECODE_TITLES = {"recipe": "recipe-eval: int8, batch 8, 32 new tokens",
+                 "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per mode (a multiple of --warmup)")
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--profile-steps", type=int, default=2, help="steps profiled after the timed ones")
     parser.add_argument("--modes", nargs="*", default=[m.name for m in MODES])
     parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--decode", nargs="*", default=list(DECODES), choices=list(DECODES))
     parser.add_argument("--decode-clips", type=int, default=1000)
+    parser.add_argument("--commit", help="commit to name in the report where .git is absent (the GPU machine)")
     parser.add_argument("--work", default="/tmp/speed")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--merge", nargs="*", help="merge these report JSONs (runs split over GPUs) into --results")
     args = parser.parse_args()
+    if args.merge:
+        return merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.results))
     work = Path(args.work)
     accelerator = "cpu" if args.tiny else "gpu"
     device = "cpu" if args.tiny else "cuda"
     if args.tiny:
         args.steps, args.warmup, args.decode_clips = 2, 1, 8
+    # Grouped modes sort within windows of GROUP_WINDOW batches, longest window first. With a window
+    # of --warmup batches the warm-up takes the longest window and the timed steps whole windows
+    # after it: an average over typical batches, not the longest ones (users get windows of 64).
+    data_lib.GROUP_WINDOW = args.warmup
     model_dir = build_model(work / "model", TINY if args.tiny else LARGE_V2, device)
-    manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, 64 * (args.steps + args.warmup + 1)))
+    batches = args.steps + args.warmup + args.profile_steps + 1
+    manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, (16 if args.tiny else 128) * batches))
     peak_flops = None
     if not args.tiny:
         from lightning.fabric.utilities.throughput import get_available_flops
 
         peak_flops = get_available_flops(torch.device("cuda"), torch.bfloat16)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
               "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
-              "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "mean_clip_s": mean_audio,
-              "peak_bf16_flops": peak_flops, "train": {}, "decode": {}}
+              "commit": commit or args.commit, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
+              "mean_clip_s": mean_audio, "peak_bf16_flops": peak_flops, "train": {}, "decode": {}}
+    results = Path(args.results)
     if not args.skip_recipe:
         report["train"]["recipe"] = run_recipe(model_dir, manifest, args.steps, args.warmup, mean_audio, work / "recipe") | {
             "tradeoff": "the guide: int8 + checkpointing + fp16, batch 8, 30 s windows (HF Seq2SeqTrainer)"}
         print("recipe", report["train"]["recipe"], flush=True)
-        write(report, Path(args.results), args.tiny)
+        write(report, results, args.tiny)
     for mode in MODES:
         if mode.name in args.modes:
             try:
-                report["train"][mode.name] = run_mode(mode, model_dir, manifest, args.steps, args.warmup, accelerator) | {
-                    "tradeoff": mode.tradeoff}
+                report["train"][mode.name] = run_mode(mode, model_dir, manifest, args.steps, args.warmup, accelerator,
+                                                      args.profile_steps) | {"tradeoff": mode.tradeoff}
             except Exception as err:  # one broken mode must not cost the others' numbers
                 report.setdefault("errors", {})[mode.name] = repr(err)[:500]
                 print(mode.name, "FAILED", repr(err)[:500], flush=True)
                 continue
             print(mode.name, report["train"][mode.name], flush=True)
-            write(report, Path(args.results), args.tiny)
+            write(report, results, args.tiny)
     by_name = {m.name: m for m in MODES}
-    decode_modes = [("recipe-eval: int8, batch 8", by_name["ours-recipe"], 8, min(args.decode_clips, 8)),
-                    ("bf16 trimmed, batch 128", by_name["bf16-trim-gc-b128"], 128, args.decode_clips)]
-    for name, mode, batch, clips in decode_modes:
-        report["decode"][name] = run_decode(mode, model_dir, manifest, clips, batch, accelerator, 96)
-        print(name, report["decode"][name], flush=True)
-        write(report, Path(args.results), args.tiny)
+    for key in args.decode:
+        mode, batch, tokens = DECODES[key]
+        clips = min(args.decode_clips, batch) if key == "recipe" else args.decode_clips  # the recipe's: one batch
+        report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator, tokens)
+        print(key, report["decode"][DECODE_TITLES[key]], flush=True)
+        write(report, results, args.tiny)
+
+
+def merge(reports: list[dict], results: Path) -> None:
+    """One report from runs of the same command split over the GPUs of one machine."""
+    merged = reports[0] | {"train": {}, "decode": {}, "parts": len(reports)}
+    for report in reports:
+        merged["train"] |= report["train"]
+        merged["decode"] |= report["decode"]
+        merged.setdefault("errors", {}).update(report.get("errors", {}))
+    merged["train"] = {"recipe": merged["train"].pop("recipe")} | merged["train"] if "recipe" in merged["train"] else merged["train"]
+    write(merged, results, False)
 
 
 def write(report: dict, results: Path, tiny: bool) -> None:
@@ -283,10 +370,11 @@ def write(report: dict, results: Path, tiny: bool) -> None:
         row["vs_recipe"] = row["samples_per_s"] / base if base else None
         row["mfu"] = row["flops_per_s"] / report["peak_bf16_flops"] if report["peak_bf16_flops"] else None
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    split = f" Run as {report['parts']} processes, one per GPU of the machine, at the same time." if report.get("parts", 1) > 1 else ""
     lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
-             "Command: `python benchmarks/speed.py`.", "",
+             f"Command: `python benchmarks/speed.py`.{split}", "",
              "| mode | samples/s | audio s/s | peak GiB | MFU | × recipe | trade-off |", "|---|---|---|---|---|---|---|"]
     for name, r in report["train"].items():
         if "samples_per_s" not in r:
@@ -294,10 +382,21 @@ def write(report: dict, results: Path, tiny: bool) -> None:
         mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "–"
         ratio = f"{r['vs_recipe']:.1f}×" if r["vs_recipe"] else "–"
         lines.append(f"| {name} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {mfu} | {ratio} | {r['tradeoff']} |")
-    lines += ["", "| decoding (validation: generate + WER, 96 new tokens a clip) | clips | s per 1,000 clips | tokens/s | peak GiB |",
+    lines += ["", "| decoding (validation: generate + WER; random weights never stop early) | clips | s per 1,000 clips | tokens/s | peak GiB |",
               "|---|---|---|---|---|"]
     for name, r in report["decode"].items():
         lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |")
+    profiles = {name: r["profile"] for name, r in {**report["train"], **report["decode"]}.items() if "wall_ms" in r.get("profile", {})}
+    if profiles:
+        kinds = list(next(iter(profiles.values()))["kinds_ms"])
+        lines += ["", ("Profiles (torch.profiler, steps after the timed ones; decoding: per generated token step). "
+                       "GPU busy = summed kernel time; where it is far under wall time the GPU waits on the host."), "",
+                  "| profile | wall ms | GPU busy ms | busy | kernels | " + " | ".join(f"{k} ms" for k in kinds) + " | top kernel |",
+                  "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]
+        for name, p in profiles.items():
+            top = f"{p['top'][0][0][:50]} ({p['top'][0][1]:.1f} ms)" if p["top"] else "–"
+            lines.append(f"| {name} | {p['wall_ms']:.1f} | {p['gpu_busy_ms']:.1f} | {100 * p['busy_fraction']:.0f} % | "
+                         f"{p['kernels']:.0f} | " + " | ".join(f"{p['kinds_ms'][k]:.1f}" for k in kinds) + f" | {top} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

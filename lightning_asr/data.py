@@ -11,6 +11,7 @@ import io
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,11 +99,7 @@ def common_voice_index(root: str, locale: str, split: str) -> pa.Table:
     ``root`` is the release folder holding ``<locale>/`` or the locale folder itself. Old (10-column)
     and new (13-column) headers both work: only ``path`` and ``sentence`` are read.
     """
-    base = Path(root).expanduser()
-    if (base / locale).is_dir():
-        base = base / locale
-    if not base.is_dir():
-        raise DataConfigError(f"data.path: Common Voice folder not found: {root}")
+    base = common_voice_folder(root, locale)
     tables = []
     for name in split.split("+"):
         tsv = base / f"{name}.tsv"
@@ -113,6 +110,46 @@ def common_voice_index(root: str, locale: str, split: str) -> pa.Table:
         clips = str(base / "clips") + os.sep
         tables.append(pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]}))
     return pa.concat_tables(tables)
+
+
+def common_voice_folder(root: str, locale: str) -> Path:
+    base = Path(root).expanduser()
+    if (base / locale).is_dir():
+        base = base / locale
+    if not base.is_dir():
+        raise DataConfigError(f"data.path: Common Voice folder not found: {root}")
+    return base
+
+
+def clip_lengths(rows: pa.Table, durations_tsv: Path | None = None) -> np.ndarray:
+    """A length for each row, only ever compared with the others (for length-grouped batches).
+
+    Common Voice's own ``clip_durations.tsv`` gives exact durations for free when it covers every
+    row; otherwise each clip's encoded size stands in (one ``stat`` per file, no decoding).
+    """
+    audio = rows["audio"]
+    if durations_tsv is not None and durations_tsv.is_file() and pa.types.is_string(audio.type):
+        table = _read_table(durations_tsv, ["clip", "duration[ms]"], "Common Voice clip durations")
+        names = pc.replace_substring_regex(audio, r"^.*[/\\]", "")
+        found = pc.index_in(names, value_set=table["clip"])
+        if found.null_count == 0:
+            ms = pc.cast(table["duration[ms]"], pa.float64()).to_numpy(zero_copy_only=False)
+            return ms[found.to_numpy(zero_copy_only=False)]
+        log.info("%s lacks %d of %d clips: grouping by file size instead", durations_tsv, found.null_count, len(rows))
+    if not pa.types.is_string(audio.type):  # Hugging Face cells: {bytes, path}
+        cells = audio.combine_chunks()
+        data = pc.binary_length(cells.field("bytes")).to_numpy(zero_copy_only=False)
+        return np.nan_to_num(data.astype(np.float64), nan=0.0)
+
+    def size(path: str) -> float:
+        try:
+            return float(os.stat(path).st_size)
+        except OSError:  # missing: skipped (and counted) when its batch loads
+            return 0.0
+
+    # Threads, because on network storage a stat is a round trip, not a CPU cost.
+    with ThreadPoolExecutor(32) as pool:
+        return np.fromiter(pool.map(size, audio.to_pylist(), chunksize=4096), np.float64, len(rows))
 
 
 def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> pa.Table:
@@ -261,25 +298,35 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frame
 # ---------------------------------------------------------------------------------------------
 
 
+# Batches per sorted window: up to this many ranks, one step's clips sit in one window.
+GROUP_WINDOW = 64
+
+
 class ShardSampler(DistributedSampler):
     """A rank's share of the data, shuffled per epoch, startable mid-epoch.
 
     Subclassing ``DistributedSampler`` tells Lightning not to replace it. Training shards are
     padded to equal length (DDP needs the same number of steps on every rank); evaluation shards
     are not, so no clip is counted twice in WER.
+
+    With ``lengths``, the global order is grouped by length (:func:`group_by_length`). Step k of
+    rank r takes clips ``k·W·B + r + j·W`` of it: one contiguous run of similar clips shared by all
+    ranks, so trimmed batches carry little padding and no rank waits on a longer batch.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool,
+                 lengths: np.ndarray | None = None, batch_size: int = 1) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self.pad, self.start = pad, 0
+        self.pad, self.start, self.lengths, self.batch_size = pad, 0, lengths, batch_size
 
     def _shard(self) -> list[int]:
         n = len(self.dataset)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if self.lengths is not None:
+            # Training sorts within windows of GROUP_WINDOW batches of the shuffled order (the epoch
+            # stays random); evaluation sorts everything.
+            order = group_by_length(order, self.lengths, GROUP_WINDOW * self.batch_size if self.shuffle else max(n, 1))
         if self.pad and n % self.num_replicas:
             order += order[: self.num_replicas - n % self.num_replicas]
         return order[self.rank :: self.num_replicas]
@@ -294,6 +341,24 @@ class ShardSampler(DistributedSampler):
         if self.pad:
             return -(-n // self.num_replicas)
         return len(range(self.rank, n, self.num_replicas))
+
+
+def group_by_length(order: list[int], lengths: np.ndarray, span: int) -> list[int]:
+    """``order`` sorted by length, longest first, within consecutive windows of ``span`` clips;
+    the window holding the longest clip goes first, so an out-of-memory shows at step 1, not
+    hours in (the scheme of Hugging Face's LengthGroupedSampler).
+
+    Nothing here depends on the number of ranks, so a global sample count still names the same
+    position after a resume on another world size.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    windows = [order[i : i + span] for i in range(0, len(order), span)]
+    windows = [w[np.argsort(-lengths[w], kind="stable")] for w in windows]
+    if not windows:
+        return []
+    first = max(range(len(windows)), key=lambda i: lengths[windows[i][0]])
+    windows.insert(0, windows.pop(first))
+    return np.concatenate(windows).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,6 +390,10 @@ class SpeechDataModule(L.LightningDataModule):
         strict: raise on the first bad clip instead of skipping and counting it.
         cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
         trim_frames: cut each batch's mel frames to its longest clip (needs ``model.trim_encoder``).
+        group_by_length: batch clips of similar length together (durations from Common Voice's
+            ``clip_durations.tsv``, else file sizes). With ``trim_frames`` it removes most padding;
+            under DDP every rank's batch of a step has similar lengths, so no rank waits. Training
+            order stays random at the level of batches.
         audio_column: audio column of a manifest or dataset.
         text_column: text column of a manifest or dataset; ``None`` for unlabelled audio (``predict``).
         hf_config: dataset config name for ``source: hf`` (e.g. the language).
@@ -350,6 +419,7 @@ class SpeechDataModule(L.LightningDataModule):
         strict: bool = False,
         cache_dir: str | None = None,
         trim_frames: bool = False,
+        group_by_length: bool = False,
         audio_column: str = "audio",
         text_column: str | None = "text",
         hf_config: str | None = None,
@@ -361,6 +431,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.skipped: Counter[str] = Counter()
         self._named: set[str] = set()
         self._resume: dict | None = None
+        self._clip_lengths: dict[str, np.ndarray] = {}
         self.processor = None
 
     # -- rows ------------------------------------------------------------------------------------
@@ -425,7 +496,9 @@ class SpeechDataModule(L.LightningDataModule):
     def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
         dataset = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train)
+        lengths = self._lengths(name) if self.hparams.group_by_length else None
+        sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
+                               lengths=lengths, batch_size=batch_size)
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
             # a global count resumes correctly under any world size (to within one batch).
@@ -445,6 +518,13 @@ class SpeechDataModule(L.LightningDataModule):
             # loader mid-run (resume) leaves the training RNG (dropout) exactly where it was.
             generator=torch.Generator().manual_seed(self.hparams.seed),
         )
+
+    def _lengths(self, name: str) -> np.ndarray:
+        if name not in self._clip_lengths:
+            hp = self.hparams
+            tsv = common_voice_folder(hp.path, hp.locale) / "clip_durations.tsv" if hp.source == "common_voice" else None
+            self._clip_lengths[name] = clip_lengths(self.datasets[name].rows, tsv)
+        return self._clip_lengths[name]
 
     def collate(self, items: list) -> dict:
         return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_frames)

@@ -119,7 +119,14 @@ class WhisperLoRA(L.LightningModule):
             from lightning_asr.trim import enable_trimmed_encoder
 
             enable_trimmed_encoder(base)
-        ckpt = {"use_reentrant": False}
+        # bitsandbytes' int8 matmul keeps its input on ``ctx`` rather than through save_for_backward,
+        # out of reach of non-reentrant checkpointing: every int8 layer's input then lives until
+        # backward (large-v2, batch 8: 20 GiB instead of the guide's 5.4). Reentrant checkpointing
+        # runs the forward without autograd, so nothing is kept; it is what the guide's recipe used.
+        # (Reentrant checkpoints need inputs that require grad: prepare_model_for_kbit_training hooks
+        # the encoder's conv stem and the decoder's embeddings for that, as the guide did by hand.)
+        reentrant = hp.quantization == "int8"
+        ckpt = {"use_reentrant": reentrant}
         if hp.quantization != "none":
             base = prepare_model_for_kbit_training(base, hp.gradient_checkpointing, ckpt)
         else:

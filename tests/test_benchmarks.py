@@ -14,4 +14,15 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
+    assert all(row["profile"]["wall_ms"] > 0 for name, row in report["train"].items() if name != "recipe")
     assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()
+    # A run split over two GPUs merges back into one report, the recipe first.
+    parts = []
+    for i, names in enumerate([["ours-recipe"], ["recipe", "bf16-trim-gc-b64"]]):
+        part = report | {"train": {n: report["train"][n] for n in names}, "decode": {} if i else report["decode"]}
+        parts.append(tmp_path / f"part{i}.json")
+        parts[-1].write_text(json.dumps(part))
+    subprocess.run([sys.executable, str(REPO / "benchmarks/speed.py"), "--merge", *map(str, parts), "--results",
+                    str(tmp_path / "merged")], check=True, cwd=tmp_path, capture_output=True)
+    merged = json.loads(next((tmp_path / "merged").glob("speed-*.json")).read_text())
+    assert list(merged["train"]) == ["recipe", "ours-recipe", "bf16-trim-gc-b64"] and merged["decode"] == report["decode"]

@@ -9,7 +9,14 @@ import soundfile as sf
 import torch
 
 from lightning_asr.audio import AudioError
-from lightning_asr.data import DataConfigError, ShardSampler, SpeechDataModule, collate
+from lightning_asr.data import (
+    DataConfigError,
+    ShardSampler,
+    SpeechDataModule,
+    clip_lengths,
+    collate,
+    common_voice_index,
+)
 from tests.conftest import SENTENCES, SHARED, requires_shared, tone, write_common_voice
 
 
@@ -84,6 +91,7 @@ def test_hugging_face_parquet_dataset_decoded_by_our_decoder(tmp_path, tiny_mode
     items = all_items(dm, "test")
     assert [x["text"] for x in items] == SENTENCES[:2]
     assert [round(x["duration"], 2) for x in items] == [1.5, 1.5]
+    assert list(clip_lengths(dm.datasets["test"].rows)) == [len(p["bytes"]) for p in payloads]  # for group_by_length
 
 
 def test_filters_drop_and_count_long_clips_long_labels_and_empty_text(tmp_path, tiny_model, caplog):
@@ -141,15 +149,17 @@ def test_config_errors_name_the_field(tmp_path, tiny_model):
         module(tiny_model, path=str(root), language="Klingon").setup("test")
 
 
-def test_resume_position_carries_across_a_change_of_world_size():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_resume_position_carries_across_a_change_of_world_size(grouped):
     data = list(range(48))
-    order = list(ShardSampler(data, 1, 0, shuffle=True, seed=3, pad=True))
+    group = dict(lengths=np.random.default_rng(0).uniform(1, 10, 48), batch_size=3) if grouped else {}
+    order = list(ShardSampler(data, 1, 0, shuffle=True, seed=3, pad=True, **group))
     consumed = set()
     for rank in range(4):  # 4 ranks each ran 2 batches of 3
-        consumed |= set(list(ShardSampler(data, 4, rank, shuffle=True, seed=3, pad=True))[:6])
+        consumed |= set(list(ShardSampler(data, 4, rank, shuffle=True, seed=3, pad=True, **group))[:6])
     resumed = set()
     for rank in range(2):  # resumed on 2 ranks from the global count 4 * 2 * 3 = 24
-        sampler = ShardSampler(data, 2, rank, shuffle=True, seed=3, pad=True)
+        sampler = ShardSampler(data, 2, rank, shuffle=True, seed=3, pad=True, **group)
         sampler.start = 24 // 2
         resumed |= set(sampler)
     assert consumed == set(order[:24]) and resumed == set(order[24:])
@@ -166,6 +176,61 @@ def test_sampler_shards_every_clip_once_and_resumes_mid_epoch():
     full = list(sampler)
     sampler.start = 5
     assert list(sampler) == full[5:] and list(sampler) == full  # the offset applies once
+
+
+def test_length_grouping_gives_every_rank_similar_clips_each_step():
+    lengths = np.random.default_rng(0).uniform(1, 10, 1000)
+    data, world, batch = list(range(1000)), 4, 8
+
+    def steps(**group) -> list[np.ndarray]:
+        shards = [list(ShardSampler(data, world, r, shuffle=True, seed=1, pad=True, **group)) for r in range(world)]
+        assert sorted(sum(shards, [])) == data  # every clip once, whatever the order
+        return [lengths[sum((s[k * batch : (k + 1) * batch] for s in shards), [])] for k in range(-(-len(shards[0]) // batch))]
+
+    plain, grouped = steps(), steps(lengths=lengths, batch_size=batch)
+    spread = {name: np.mean([r.max() - r.min() for r in runs]) for name, runs in (("plain", plain), ("grouped", grouped))}
+    assert spread["grouped"] < 0.1 * spread["plain"], spread
+    assert grouped[0].max() == lengths.max()  # the longest clip comes first: an OOM shows at once
+    sampler = ShardSampler(data, world, 0, shuffle=True, seed=1, pad=True, lengths=lengths, batch_size=batch)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # still shuffled per epoch
+
+
+def test_clip_lengths_from_common_voice_durations_else_file_sizes(tmp_path):
+    root = write_common_voice(tmp_path, rates=(16000,), splits=("train",), rows_per_split=4)
+    rows = common_voice_index(str(root), "mr", "train")
+    sizes = clip_lengths(rows, root / "mr" / "clip_durations.tsv")  # no such file: sizes
+    assert list(np.argsort(sizes)) == [0, 1, 2, 3]  # clips of 1, 1.25, 1.5, 1.75 s
+    names = [Path(p).name for p in rows["audio"].to_pylist()]
+    tsv = root / "mr" / "clip_durations.tsv"
+    tsv.write_text("clip\tduration[ms]\n" + "".join(f"{n}\t{ms}\n" for n, ms in zip(names, [900, 100, 300, 200])))
+    assert list(clip_lengths(rows, tsv)) == [900, 100, 300, 200]
+    tsv.write_text("clip\tduration[ms]\n" + f"{names[0]}\t900\n")  # an outdated file: sizes again
+    assert list(clip_lengths(rows, tsv)) == list(sizes)
+
+
+def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
+    root = write_common_voice(tmp_path, rates=(16000,), splits=("train", "test"), rows_per_split=16)
+    header, *lines = (root / "mr" / "test.tsv").read_text().splitlines()  # written shortest first: unsort it
+    (root / "mr" / "test.tsv").write_text("\n".join([header] + lines[1::2] + lines[::2]) + "\n")
+    rows = common_voice_index(str(root), "mr", "train+test")
+    (root / "mr" / "clip_durations.tsv").write_text("clip\tduration[ms]\n" + "".join(
+        f"{Path(p).name}\t{1000 + 250 * int(Path(p).stem[-8:])}\n" for p in rows["audio"].to_pylist()))
+
+    def frames(grouped: bool, loader: str) -> tuple[int, list[float]]:
+        dm = module(whisper30, path=str(root), train_split="train", val_split="test", batch_size=4, eval_batch_size=4,
+                    trim_frames=True, group_by_length=grouped)
+        dm.setup("fit")
+        batches = list(getattr(dm, loader)())
+        return sum(b["input_features"].shape[0] * b["input_features"].shape[-1] for b in batches), sum(
+            (b["durations"].tolist() for b in batches), [])
+
+    for loader, bound in (("train_dataloader", 0.85), ("val_dataloader", 0.95)):
+        (plain, plain_clips), (grouped, grouped_clips) = frames(False, loader), frames(True, loader)
+        assert sorted(plain_clips) == sorted(grouped_clips)
+        assert grouped < bound * plain, (loader, grouped, plain)
+    assert grouped_clips == sorted(grouped_clips, reverse=True)  # evaluation: fully sorted, longest first
 
 
 @requires_shared

@@ -22,3 +22,13 @@ def test_distributed_wer_equals_single_process_wer(tmp_path):
     assert set(single) >= {"val/wer", "val/cer", "val/wer_norm"}
     for name, value in single.items():
         assert abs(ddp[name] - value) < 1e-6, (name, ddp[name], value)
+
+
+def test_ddp_trains_int8_with_reentrant_checkpointing(tmp_path):
+    """int8 checkpoints re-enter autograd; DDP must still reduce every LoRA gradient once per step."""
+    from tests.test_cli import demo_args
+
+    out = run(demo_args(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=2",
+                        "--trainer.limit_val_batches=0", "--model.validate_before_training=false",
+                        "--model.gradient_checkpointing=true", "--data.num_workers=0", "--data.batch_size=2"), tmp_path)
+    assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file(), out.stdout[-2000:]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU runs behind benchmarks/results/*-2026-11-25*: one call on a two-H100 machine
+# (device kind nvidia-h100-x2), as the device README says: wheels carried in .whl, results under $OUT.
+#   bash benchmarks/gpu_session.sh speed COMMIT   # speed.py split over the two GPUs, then merged
+#   bash benchmarks/gpu_session.sh ddp COMMIT     # ddp.py, 1 vs 2 GPUs, grouped and random batches
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
+case "$1" in
+speed)
+  CUDA_VISIBLE_DEVICES=0 timeout 540 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/gpu0" --decode \
+    --modes ours-recipe nf4-trim-gc-b8 nf4-trim-gc-b24 nf4-trim-gc-b32 >"$OUT/gpu0.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=1 timeout 540 python3 benchmarks/speed.py --commit "$2" --work /tmp/s1 --results "$OUT/gpu1" --skip-recipe \
+    --modes bf16-trim-gc-b64-ungrouped bf16-trim-gc-b64 bf16-trim-gc-b128 >"$OUT/gpu1.log" 2>&1
+  wait
+  python3 benchmarks/speed.py --merge "$OUT"/gpu0/speed-*.json "$OUT"/gpu1/speed-*.json --results "$OUT"
+  ;;
+ddp)
+  for mode in bf16-trim-gc-b64 bf16-trim-gc-b64-ungrouped; do
+    for devices in 1 2; do
+      timeout 200 python3 benchmarks/ddp.py --mode $mode --devices $devices --work /tmp/ddp >>"$OUT/ddp.log" 2>&1
+    done
+  done
+  python3 benchmarks/ddp.py --report --work /tmp/ddp --results "$OUT"
+  ;;
+esac
