@@ -26,3 +26,12 @@ ddp)
   python3 benchmarks/ddp.py --report --work /tmp/ddp --results "$OUT"
   ;;
 esac
+# Third call: decoding 1,000 clips, the smallest-memory nf4 mode alone (host profile), DDP with random batches.
+if [ "$1" = rest ]; then
+  timeout 200 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/decode" --skip-recipe --modes --decode bf16 >"$OUT/decode.log" 2>&1
+  timeout 120 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/nf4" --skip-recipe --modes nf4-trim-gc-b24 --decode >"$OUT/nf4.log" 2>&1
+  for devices in 1 2; do
+    timeout 120 python3 benchmarks/ddp.py --mode bf16-trim-gc-b64-ungrouped --devices $devices --work /tmp/ddp >>"$OUT/ddp.log" 2>&1
+  done
+  cp /tmp/ddp/runs.jsonl "$OUT/ddp-runs.jsonl"
+fi

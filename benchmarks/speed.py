@@ -165,8 +165,12 @@ def stop_profiler(profiler: torch.profiler.profile, steps: int) -> dict:
     wall = time.perf_counter() - profiler.wall_start
     profiler.stop()
     try:
-        kernels = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-        _ = [e.self_device_time_total for e in kernels]
+        events = profiler.key_averages()
+        # record_function ranges (Optimizer.step, DDP.forward) also show device time: leave them out.
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
+        host = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU and not e.is_user_annotation),
+                      key=lambda e: -e.self_cpu_time_total)[:8]
+        host = [[e.key[:60], round(e.self_cpu_time_total / 1e3 / steps, 2), e.count // steps] for e in host]
     except Exception as err:  # a profiler API change must not cost the timings
         return {"error": repr(err)[:300]}
     ms = {e.key: e.self_device_time_total / 1e3 / steps for e in kernels}
@@ -176,7 +180,8 @@ def stop_profiler(profiler: torch.profiler.profile, steps: int) -> dict:
     busy = sum(ms.values())
     return {"steps": steps, "wall_ms": 1e3 * wall / steps, "gpu_busy_ms": busy, "busy_fraction": busy / (1e3 * wall / steps),
             "kernels": sum(e.count for e in kernels) / steps, "kinds_ms": kinds,
-            "top": [[name[:90], round(t, 2)] for name, t in sorted(ms.items(), key=lambda kv: -kv[1])[:6]]}
+            "top": [[name[:90], round(t, 2)] for name, t in sorted(ms.items(), key=lambda kv: -kv[1])[:6]],
+            "host_top": host}
 
 
 class HFStepTimer(TrainerCallback):
@@ -320,7 +325,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
               "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
-              "commit": commit or args.commit, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
+              "commit": args.commit or commit, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
               "mean_clip_s": mean_audio, "peak_bf16_flops": peak_flops, "train": {}, "decode": {}}
     results = Path(args.results)
     if not args.skip_recipe:
