@@ -3,8 +3,8 @@
     python benchmarks/data_throughput.py [--clips DIR] [--rows 1000000]
 
 1. clips/s for decode (48 kHz MP3) + resample + log-mel features, one process and through a
-   DataLoader with ``--workers`` processes, against what training consumes (README: 48.8
-   samples/s on an H100 in the fastest mode; the guide's recipe 3.5);
+   DataLoader with ``--workers`` processes, against what training consumes (README: 65.8
+   samples/s on an H100 in the fastest mode; the guide's recipe 3.7);
 2. a synthetic ``train.tsv`` of ``--rows`` rows (pointing at a few real clips): time and peak RSS
    of ``setup("fit")`` (goal: <= 10 s and <= 1 GiB on a 2-core, 24 GiB machine).
 Writes ``benchmarks/results/data-<date>.{json,md}``.

@@ -70,12 +70,14 @@ def report(work: Path, results: Path) -> None:
              ("Command, per mode: `python benchmarks/ddp.py --mode M --devices 1; python benchmarks/ddp.py --mode M --devices 2`, "
               "then `python benchmarks/ddp.py --report`. Same per-GPU batch; samples/s over all GPUs, timed steps after warm-up. "
               "Rank 0's profile of two later steps: GPU busy = summed kernel time, nccl = all-reduce kernels."), "",
-             "| mode | GPUs | samples/s | speed-up | peak GiB (rank 0) | wall ms/step | GPU busy ms | nccl ms |", "|---|---|---|---|---|---|---|---|"]
+             "| machine | mode | GPUs | samples/s | speed-up | peak GiB (rank 0) | wall ms/step | GPU busy ms | nccl ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        one = next(x for x in rows if x["devices"] == 1 and x["mode"] == r["mode"])
+        # Speed-ups only against the 1-GPU run on the same machine (rows may carry a "machine" label).
+        one = next(x for x in rows if x["devices"] == 1 and x["mode"] == r["mode"] and x.get("machine") == r.get("machine"))
         p = r.get("profile_rank0") or {}
         prof = f"{p['wall_ms']:.0f} | {p['gpu_busy_ms']:.0f} | {p['kinds_ms']['nccl']:.1f}" if "wall_ms" in p else "– | – | –"
-        lines.append(f"| {r['mode']} | {r['devices']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / one['samples_per_s']:.2f}× | "
+        lines.append(f"| {r.get('machine', '–')} | {r['mode']} | {r['devices']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / one['samples_per_s']:.2f}× | "
                      f"{r['peak_gib_rank0']:.2f} | {prof} |")
     (results / f"ddp-{date}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,6 +3,8 @@
 # (device kind nvidia-h100-x2), as the device README says: wheels carried in .whl, results under $OUT.
 #   bash benchmarks/gpu_session.sh speed COMMIT   # speed.py split over the two GPUs, then merged
 #   bash benchmarks/gpu_session.sh ddp COMMIT     # ddp.py, 1 vs 2 GPUs, grouped and random batches
+#   bash benchmarks/gpu_session.sh rest COMMIT    # 1,000-clip decode, nf4 batch 24 alone, DDP random batches
+#   bash benchmarks/gpu_session.sh next COMMIT    # not yet run: one process on one GPU, no host sharing
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -34,4 +36,9 @@ if [ "$1" = rest ]; then
     timeout 120 python3 benchmarks/ddp.py --mode bf16-trim-gc-b64-ungrouped --devices $devices --work /tmp/ddp >>"$OUT/ddp.log" 2>&1
   done
   cp /tmp/ddp/runs.jsonl "$OUT/ddp-runs.jsonl"
+fi
+# Not yet run (issue 7): the modes that run 2 measured with host sharing or a leftover model, on one GPU.
+if [ "$1" = next ]; then
+  timeout 560 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/next" --decode bf16 \
+    --modes ours-recipe nf4-trim-gc-b8 >"$OUT/next.log" 2>&1
 fi
