@@ -55,6 +55,9 @@ class Mode:
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
+    # Experiments on levers the profiles point at (process-wide torch switches, not product knobs):
+    cudnn_attention: bool = True  # False: SDPA picks flash/efficient kernels (cuDNN costs ~1 ms of host time a call)
+    tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores
 
 
 MODES = [
@@ -65,6 +68,10 @@ MODES = [
     Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
     Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
     Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
+    # Not yet measured: candidates from the run-2 profiles.
+    Mode("nf4-trim-gc-b24-no-cudnn-attention", "nf4", True, 24, True, "bf16-mixed",
+         "fast-nf4 with cuDNN attention off (host-bound: GPU busy 24-27 %)", True, cudnn_attention=False),
+    Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
 ]
 
 
@@ -255,7 +262,13 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup + profile_steps,
                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer])
-    trainer.fit(module, data)
+    torch.backends.cuda.enable_cudnn_sdp(mode.cudnn_attention)
+    torch.backends.cuda.matmul.allow_tf32 = mode.tf32
+    try:
+        trainer.fit(module, data)
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        torch.backends.cuda.matmul.allow_tf32 = False
     return timer.result() | {"peak_gib": peak_gib()}
 
 

@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
@@ -92,6 +93,9 @@ def test_hugging_face_parquet_dataset_decoded_by_our_decoder(tmp_path, tiny_mode
     assert [x["text"] for x in items] == SENTENCES[:2]
     assert [round(x["duration"], 2) for x in items] == [1.5, 1.5]
     assert list(clip_lengths(dm.datasets["test"].rows)) == [len(p["bytes"]) for p in payloads]  # for group_by_length
+    cells = [{"bytes": None, "path": str(tmp_path / f"c{i}.flac")} for i in range(2)]
+    by_path = pa.table({"audio": pa.array(cells, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))})
+    assert list(clip_lengths(by_path)) == [len(p["bytes"]) for p in payloads]  # cells that only name a file
 
 
 def test_filters_drop_and_count_long_clips_long_labels_and_empty_text(tmp_path, tiny_model, caplog):
