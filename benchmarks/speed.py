@@ -329,8 +329,8 @@ def main() -> None:
     device = "cpu" if args.tiny else "cuda"
     if args.tiny:
         args.steps, args.warmup, args.decode_clips = 2, 1, 8
-    # Grouped modes sort within windows of GROUP_WINDOW batches, longest window first. With a window
-    # of --warmup batches the warm-up takes the longest window and the timed steps whole windows
+    # Grouped modes sort within windows of GROUP_WINDOW steps, longest window first. With a window
+    # of --warmup steps the warm-up takes the longest window and the timed steps whole windows
     # after it: an average over typical batches, not the longest ones (users get windows of 64).
     data_lib.GROUP_WINDOW = args.warmup
     model_dir = build_model(work / "model", TINY if args.tiny else LARGE_V2, device)

@@ -311,7 +311,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frame
 # ---------------------------------------------------------------------------------------------
 
 
-# Batches per sorted window: up to this many ranks, one step's clips sit in one window.
+# Steps per sorted window of length-grouped training batches.
 GROUP_WINDOW = 64
 
 
@@ -322,24 +322,33 @@ class ShardSampler(DistributedSampler):
     padded to equal length (DDP needs the same number of steps on every rank); evaluation shards
     are not, so no clip is counted twice in WER.
 
-    With ``lengths``, the global order is grouped by length (:func:`group_by_length`). Step k of
-    rank r takes clips ``k·W·B + r + j·W`` of it: one contiguous run of similar clips shared by all
-    ranks, so trimmed batches carry little padding and no rank waits on a longer batch.
+    With ``lengths``, the global order is grouped by length (:func:`group_by_length`) in windows
+    of ``GROUP_WINDOW`` global steps. Step k of rank r takes clips ``k·W·B + r + j·W`` of it: one
+    contiguous run of similar clips shared by all ranks, so trimmed batches carry little padding
+    and no rank waits on a longer batch. The windows depend on W and B; ``order_for`` pins the
+    W and B of a checkpoint for the epoch it resumes, so that epoch continues exactly.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool,
                  lengths: np.ndarray | None = None, batch_size: int = 1) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.pad, self.start, self.lengths, self.batch_size = pad, 0, lengths, batch_size
+        self.order_for: tuple[int, int, int] | None = None  # (epoch, world, batch) of a resumed epoch
 
     def _shard(self) -> list[int]:
         n = len(self.dataset)
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
         if self.lengths is not None:
-            # Training sorts within windows of GROUP_WINDOW batches of the shuffled order (the epoch
-            # stays random); evaluation sorts everything.
-            order = group_by_length(order, self.lengths, GROUP_WINDOW * self.batch_size if self.shuffle else max(n, 1))
+            # Training sorts within windows of up to GROUP_WINDOW steps of the shuffled order (the
+            # epoch stays random); evaluation sorts everything.
+            world, batch = self.num_replicas, self.batch_size
+            if self.order_for is not None and self.order_for[0] == self.epoch:
+                world, batch = self.order_for[1:]
+            step = world * batch
+            # At least ~4 windows an epoch, so a small dataset is not one sorted (hence fixed) order.
+            span = step * max(1, min(GROUP_WINDOW, n // (4 * step))) if self.shuffle else max(n, 1)
+            order = group_by_length(order, self.lengths, span)
         if self.pad and n % self.num_replicas:
             order += order[: self.num_replicas - n % self.num_replicas]
         return order[self.rank :: self.num_replicas]
@@ -361,8 +370,7 @@ def group_by_length(order: list[int], lengths: np.ndarray, span: int) -> list[in
     the window holding the longest clip goes first, so an out-of-memory shows at step 1, not
     hours in (the scheme of Hugging Face's LengthGroupedSampler).
 
-    Nothing here depends on the number of ranks, so a global sample count still names the same
-    position after a resume on another world size.
+    ``span`` should hold several global steps: a step's clips then come from one window.
     """
     order = np.asarray(order, dtype=np.int64)
     windows = [order[i : i + span] for i in range(0, len(order), span)]
@@ -405,8 +413,8 @@ class SpeechDataModule(L.LightningDataModule):
         trim_frames: cut each batch's mel frames to its longest clip (needs ``model.trim_encoder``).
         group_by_length: batch clips of similar length together (durations from Common Voice's
             ``clip_durations.tsv``, else file sizes). With ``trim_frames`` it removes most padding;
-            under DDP every rank's batch of a step has similar lengths, so no rank waits. Training
-            order stays random at the level of batches.
+            under DDP every rank's batch of a step has similar lengths, so no rank waits. Clips are
+            sorted only within windows of the shuffled order, so training order stays random.
         audio_column: audio column of a manifest or dataset.
         text_column: text column of a manifest or dataset; ``None`` for unlabelled audio (``predict``).
         hf_config: dataset config name for ``source: hf`` (e.g. the language).
@@ -517,6 +525,9 @@ class SpeechDataModule(L.LightningDataModule):
             # a global count resumes correctly under any world size (to within one batch).
             sampler.set_epoch(self._resume["epoch"])
             sampler.start = self._resume["samples"] // world
+            # The grouped order of the interrupted epoch was cut for its world size and batch.
+            sampler.order_for = (self._resume["epoch"], self._resume.get("world", world),
+                                 self._resume.get("batch_size", self.hparams.batch_size))
             self._resume = None
         workers = self.hparams.num_workers
         return DataLoader(
@@ -589,7 +600,8 @@ class SpeechDataModule(L.LightningDataModule):
             return {}
         batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         samples = batches * self.hparams.batch_size * self.trainer.world_size
-        return {"epoch": self.trainer.current_epoch, "samples": samples}
+        return {"epoch": self.trainer.current_epoch, "samples": samples, "world": self.trainer.world_size,
+                "batch_size": self.hparams.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None

@@ -155,15 +155,18 @@ def test_config_errors_name_the_field(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("grouped", [False, True])
 def test_resume_position_carries_across_a_change_of_world_size(grouped):
-    data = list(range(48))
-    group = dict(lengths=np.random.default_rng(0).uniform(1, 10, 48), batch_size=3) if grouped else {}
-    order = list(ShardSampler(data, 1, 0, shuffle=True, seed=3, pad=True, **group))
+    data = list(range(1536))  # several grouping windows, cut differently for 4 and for 2 ranks
+    group = dict(lengths=np.random.default_rng(0).uniform(1, 10, 1536), batch_size=3) if grouped else {}
+    whole = ShardSampler(data, 1, 0, shuffle=True, seed=3, pad=True, **group)
+    whole.order_for = (0, 4, 3)  # the global order as 4 ranks of 3 cut it
+    order = list(whole)
     consumed = set()
     for rank in range(4):  # 4 ranks each ran 2 batches of 3
         consumed |= set(list(ShardSampler(data, 4, rank, shuffle=True, seed=3, pad=True, **group))[:6])
     resumed = set()
     for rank in range(2):  # resumed on 2 ranks from the global count 4 * 2 * 3 = 24
         sampler = ShardSampler(data, 2, rank, shuffle=True, seed=3, pad=True, **group)
+        sampler.order_for = (0, 4, 3)  # what SpeechDataModule reads from the checkpoint
         sampler.start = 24 // 2
         resumed |= set(sampler)
     assert consumed == set(order[:24]) and resumed == set(order[24:])
@@ -182,9 +185,10 @@ def test_sampler_shards_every_clip_once_and_resumes_mid_epoch():
     assert list(sampler) == full[5:] and list(sampler) == full  # the offset applies once
 
 
-def test_length_grouping_gives_every_rank_similar_clips_each_step():
-    lengths = np.random.default_rng(0).uniform(1, 10, 1000)
-    data, world, batch = list(range(1000)), 4, 8
+@pytest.mark.parametrize("world, batch, n", [(4, 8, 1000), (64, 2, 3 * 64 * 64 * 2)])
+def test_length_grouping_gives_every_rank_similar_clips_each_step(world, batch, n):
+    lengths = np.random.default_rng(0).uniform(1, 10, n)
+    data = list(range(n))
 
     def steps(**group) -> list[np.ndarray]:
         shards = [list(ShardSampler(data, world, r, shuffle=True, seed=1, pad=True, **group)) for r in range(world)]
@@ -193,7 +197,7 @@ def test_length_grouping_gives_every_rank_similar_clips_each_step():
 
     plain, grouped = steps(), steps(lengths=lengths, batch_size=batch)
     spread = {name: np.mean([r.max() - r.min() for r in runs]) for name, runs in (("plain", plain), ("grouped", grouped))}
-    assert spread["grouped"] < 0.1 * spread["plain"], spread
+    assert spread["grouped"] < 0.25 * spread["plain"], spread
     assert grouped[0].max() == lengths.max()  # the longest clip comes first: an OOM shows at once
     sampler = ShardSampler(data, world, 0, shuffle=True, seed=1, pad=True, lengths=lengths, batch_size=batch)
     first = list(sampler)
@@ -215,9 +219,10 @@ def test_clip_lengths_from_common_voice_durations_else_file_sizes(tmp_path):
 
 
 def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
-    root = write_common_voice(tmp_path, rates=(16000,), splits=("train", "test"), rows_per_split=16)
+    root = write_common_voice(tmp_path, rates=(16000,), splits=("train", "test"), rows_per_split=48)
     header, *lines = (root / "mr" / "test.tsv").read_text().splitlines()  # written shortest first: unsort it
-    (root / "mr" / "test.tsv").write_text("\n".join([header] + lines[1::2] + lines[::2]) + "\n")
+    np.random.default_rng(0).shuffle(lines)
+    (root / "mr" / "test.tsv").write_text("\n".join([header, *lines]) + "\n")
     rows = common_voice_index(str(root), "mr", "train+test")
     (root / "mr" / "clip_durations.tsv").write_text("clip\tduration[ms]\n" + "".join(
         f"{Path(p).name}\t{1000 + 250 * int(Path(p).stem[-8:])}\n" for p in rows["audio"].to_pylist()))
@@ -271,3 +276,16 @@ def test_legacy_header_release(tiny_model):
     dm = SpeechDataModule(model=tiny_model, path=str(SHARED / "data" / "cv-legacy"), num_workers=0)
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 16 and len(dm.datasets["val"]) == 4
+
+
+def test_resumed_grouped_epoch_keeps_the_order_it_was_cut_for(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path, rates=(16000,), splits=("train", "test"), rows_per_split=24)
+    dm = module(tiny_model, path=str(root), train_split="train", val_split="test", batch_size=3, group_by_length=True)
+    dm.load_state_dict({"epoch": 0, "samples": 12, "world": 4, "batch_size": 3})  # as a 4-GPU run saved it
+    dm.setup("fit")
+    sampler = dm.train_dataloader().sampler
+    assert sampler.order_for == (0, 4, 3) and sampler.start == 12
+    cut_for_four = ShardSampler(list(range(24)), 1, 0, shuffle=True, seed=dm.hparams.seed, pad=True,
+                                lengths=dm._lengths("train"), batch_size=3)
+    cut_for_four.order_for = (0, 4, 3)
+    assert list(sampler) == list(cut_for_four)[12:]
