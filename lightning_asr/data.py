@@ -517,7 +517,8 @@ class SpeechDataModule(L.LightningDataModule):
     def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
         dataset = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        lengths = self._lengths(name) if self.hparams.group_by_length else None
+        # Predictions keep the input order: transcripts are read in the order the files were given.
+        lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
         sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
                                lengths=lengths, batch_size=batch_size)
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):

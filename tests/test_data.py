@@ -240,6 +240,10 @@ def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
         assert sorted(plain_clips) == sorted(grouped_clips)
         assert grouped < bound * plain, (loader, grouped, plain)
     assert grouped_clips == sorted(grouped_clips, reverse=True)  # evaluation: fully sorted, longest first
+    dm = module(whisper30, path=str(root), test_split="test", group_by_length=True)
+    dm.setup("predict")
+    paths = [p for b in dm.predict_dataloader() for p in b["paths"]]
+    assert paths == dm.datasets["predict"].rows["audio"].to_pylist()  # transcripts keep the input order
 
 
 @requires_shared
