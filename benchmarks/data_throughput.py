@@ -6,7 +6,8 @@
    DataLoader with ``--workers`` processes, against what training consumes (README: 65.8
    samples/s on an H100 in the fastest mode; the guide's recipe 3.7);
 2. a synthetic ``train.tsv`` of ``--rows`` rows (pointing at a few real clips): time and peak RSS
-   of ``setup("fit")`` (goal: <= 10 s and <= 1 GiB on a 2-core, 24 GiB machine).
+   of ``setup("fit")`` (goal: <= 10 s and <= 1 GiB on a 2-core, 24 GiB machine), then the time
+   ``group_by_length`` takes to find their lengths, from ``clip_durations.tsv`` and from file sizes.
 Writes ``benchmarks/results/data-<date>.{json,md}``.
 """
 
@@ -69,14 +70,23 @@ def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
         for i in range(rows):
             f.write(f"{'a' * 128}\t{names[i % len(names)]}\t{'b' * 64}\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
     (root / "mr" / "test.tsv").write_text(HEADER + "\n" + f"c\t{names[0]}\ts\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
+    durations = root / "mr" / "clip_durations.tsv"
+    durations.write_text("clip\tduration[ms]\n" + "".join(f"{name}\t{5000 + i}\n" for i, name in enumerate(names)))
+    # Then the lengths group_by_length needs, both ways: from clip_durations.tsv, and from file sizes.
     code = (f"import time, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
-            "from lightning_asr.data import SpeechDataModule\n"
+            "from pathlib import Path\n"
+            "from lightning_asr.data import SpeechDataModule, clip_lengths\n"
             f"dm = SpeechDataModule(path={str(root)!r}, model={model!r}, language='mr', train_split='train', num_workers=0)\n"
             "t = time.perf_counter(); dm.setup('fit'); s = time.perf_counter() - t\n"
-            "print(s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, len(dm.datasets['train']))")
+            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+            "rows = dm.datasets['train'].rows\n"
+            f"t = time.perf_counter(); clip_lengths(rows, Path({str(durations)!r})); d = time.perf_counter() - t\n"
+            "t = time.perf_counter(); clip_lengths(rows); z = time.perf_counter() - t\n"
+            "print(s, rss, len(dm.datasets['train']), d, z)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     shutil.rmtree(root)
-    return {"rows": int(out[2]), "setup_seconds": float(out[0]), "peak_rss_gib": float(out[1])}
+    return {"rows": int(out[2]), "setup_seconds": float(out[0]), "peak_rss_gib": float(out[1]),
+            "lengths_from_durations_seconds": float(out[3]), "lengths_from_sizes_seconds": float(out[4])}
 
 
 def main() -> None:
@@ -104,7 +114,9 @@ def main() -> None:
              "| measure | value |", "|---|---|",
              f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
              f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
-             f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |"]
+             f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |",
+             f"| `group_by_length` lengths of those rows from `clip_durations.tsv` | {i['lengths_from_durations_seconds']:.2f} s |",
+             f"| the same from file sizes: one `stat` a row, over 8 distinct files (warm inode cache; a real release's million files, or network storage, costs more) | {i['lengths_from_sizes_seconds']:.2f} s |"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
