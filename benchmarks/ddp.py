@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import LARGE_V2, MODES, StepTimer, build_model, lightning_parts, make_clips
+from speed import LARGE_V2, MODES, StepTimer, build_model, lightning_parts, make_clips, quiet_trainer
 
 import lightning_asr.data as data_lib
 
@@ -47,9 +46,8 @@ def main() -> None:
     data_lib.GROUP_WINDOW = args.warmup  # as in speed.py: the timed steps average whole windows
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl")
     timer = StepTimer(args.warmup, args.steps, args.profile_steps)
-    trainer = L.Trainer(accelerator="gpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-                        precision=mode.precision, max_steps=steps, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer = quiet_trainer(mode, "gpu", args.devices, strategy="ddp" if args.devices > 1 else "auto", max_steps=steps,
+                            limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, data)
     if trainer.is_global_zero:
         row = timer.result()

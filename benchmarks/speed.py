@@ -253,15 +253,20 @@ def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size
     return module, data
 
 
+def quiet_trainer(mode: Mode, accelerator: str, devices: int = 1, **kwargs) -> L.Trainer:
+    """A Trainer that does only the run: no logger, checkpoints, progress bar or model summary."""
+    precision = mode.precision if accelerator == "gpu" else "32-true"
+    return L.Trainer(accelerator=accelerator, devices=devices, precision=precision, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
 def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str,
              profile_steps: int = 2) -> dict:
     reset()
     module, data = lightning_parts(mode, model_dir, manifest)
     timer = StepTimer(warmup, steps, profile_steps)
-    precision = mode.precision if accelerator == "gpu" else "32-true"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup + profile_steps,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer])
+    trainer = quiet_trainer(mode, accelerator, max_steps=steps + warmup + profile_steps, limit_val_batches=0,
+                            callbacks=[timer])
     torch.backends.cuda.enable_cudnn_sdp(mode.cudnn_attention)
     torch.backends.cuda.matmul.allow_tf32 = mode.tf32
     try:
@@ -279,11 +284,8 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     reset()
     module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens)
     data.hparams.max_samples = clips
-    precision = mode.precision if accelerator == "gpu" else "32-true"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    warm = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, limit_val_batches=1)
+    trainer = quiet_trainer(mode, accelerator)
+    warm = quiet_trainer(mode, accelerator, limit_val_batches=1)
     warm.validate(module, data)  # warm-up: model load, kernel selection
     start = time.perf_counter()
     trainer.validate(module, data)
