@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_session.sh speed COMMIT   # speed.py split over the two GPUs, then merged
 #   bash benchmarks/gpu_session.sh ddp COMMIT     # ddp.py, 1 vs 2 GPUs, grouped and random batches
 #   bash benchmarks/gpu_session.sh rest COMMIT    # 1,000-clip decode, nf4 batch 24 alone, DDP random batches
-#   bash benchmarks/gpu_session.sh next1 COMMIT   # not yet run: one process on one GPU, no host sharing
-#   bash benchmarks/gpu_session.sh next2 COMMIT   # not yet run: likewise
+#   bash benchmarks/gpu_session.sh run4a COMMIT   # one H100 (nvidia-h100-x1), one process: recipe and the bf16 modes
+#   bash benchmarks/gpu_session.sh run4b COMMIT   # the same machine, next call: int8/nf4 modes and the 1,000-clip decodes
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -38,13 +38,14 @@ if [ "$1" = rest ]; then
   done
   cp /tmp/ddp/runs.jsonl "$OUT/ddp-runs.jsonl"
 fi
-# Not yet run (issue 7): the modes that run 2 measured with host sharing or a leftover model, and the
-# two levers its profiles point at, one process on one GPU, in two calls (each about 7 minutes).
-if [ "$1" = next1 ]; then
-  timeout 560 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/next1" --decode \
-    --modes ours-recipe ours-recipe-tf32 nf4-trim-gc-b8 >"$OUT/next1.log" 2>&1
+# Run 4 (issue 7): one process on one GPU, so no mode shares the host; two calls on the same machine,
+# merged into one report. Each mode is written out as soon as it finishes.
+if [ "$1" = run4a ]; then
+  timeout 570 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4a" --decode \
+    --modes bf16-trim-gc-b128-compile bf16-trim-gc-b16 bf16-trim-gc-b16-compile bf16-trim-gc-b128 >"$OUT/run4a.log" 2>&1
 fi
-if [ "$1" = next2 ]; then  # compared with each other: no recipe in this call
-  timeout 560 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/next2" --skip-recipe --decode bf16 \
-    --modes nf4-trim-gc-b24 nf4-trim-gc-b24-no-cudnn-attention >"$OUT/next2.log" 2>&1
+if [ "$1" = run4b ]; then  # no recipe here: its ratios use run4a's recipe, same machine
+  timeout 570 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4b" --skip-recipe \
+    --decode bf16-merged-b512 bf16-merged-b256 bf16 \
+    --modes ours-recipe ours-recipe-tf32 nf4-trim-gc-b8 nf4-trim-gc-b24 >"$OUT/run4b.log" 2>&1
 fi

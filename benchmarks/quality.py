@@ -30,14 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lightning_asr.data import SpeechDataModule  # noqa: E402
+from lightning_asr.module import merged  # noqa: E402
 from lightning_asr.text import normalize  # noqa: E402
 from lightning_asr.whisper import language_code, load_base  # noqa: E402
 
 
 @torch.no_grad()
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
-             batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None) -> dict:
-    """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split."""
+             batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False) -> dict:
+    """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split;
+    ``merge``: decode as ``model.merge_for_eval`` does, with the adapter merged into the base."""
     from peft import PeftModel
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -53,8 +55,9 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     start = time.perf_counter()
     for batch in dm.test_dataloader():
         batch = dm.on_after_batch_transfer(batch, 0)
-        ids = net.generate(input_features=batch["input_features"].to(device, dtype), language=language_code(language),
-                           task="transcribe", max_new_tokens=max_new_tokens)
+        with merged(net, merge):
+            ids = net.generate(input_features=batch["input_features"].to(device, dtype), language=language_code(language),
+                               task="transcribe", max_new_tokens=max_new_tokens)
         preds += dm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         refs += batch["texts"]
     seconds = time.perf_counter() - start
@@ -118,7 +121,11 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/quality")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test clips (smoke runs)")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
+                        "model.merge_for_eval (goal 5 of issue 7), into quality-merge-<date>.{json,md}")
     args = parser.parse_args()
+    if args.merge_check:
+        return merge_check(args.model, args.data, args.merge_check, args.limit, Path(args.results))
     work = Path(args.work)
     report = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
               "date": datetime.date.today().isoformat(), "steps": args.steps, "seed": args.seed,
@@ -159,6 +166,25 @@ def main() -> None:
     en = report["english_zero_shot"]
     lines += ["", f"English sanity check (adapter-free base, cv-synth/en test, {en['clips']} clips): WER {100 * en['wer_norm']:.1f} % normalised; "
               f"first 20 clips in fp32: {100 * report['english_zero_shot_first20_fp32']['wer_norm']:.2f} %."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def merge_check(model: str, data: str, adapter: str, limit: int | None, results: Path) -> None:
+    """Does decoding with the adapter merged into bf16 weights change WER? Same adapter, same clips."""
+    runs = {merge: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, merge=merge)
+            for merge in (False, True)}
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    report = {"machine": machine, "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
+              "unmerged": runs[False], "merged": runs[True]}
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / f"quality-merge-{report['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    lines = [f"# Merged bf16 evaluation: whisper-base + one adapter on cv-synth/mr test ({runs[False]['clips']} clips)", "",
+             f"Machine: {machine}; torch {report['torch']}. Command: `python benchmarks/quality.py --merge-check ADAPTER`.", "",
+             "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |", "|---|---|---|---|---|"]
+    for name, m in (("LoRA branch (default)", runs[False]), ("merged (model.merge_for_eval)", runs[True])):
+        lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -58,6 +58,7 @@ class Mode:
     # Experiments on levers the profiles point at (process-wide torch switches, not product knobs):
     cudnn_attention: bool = True  # False: SDPA picks flash/efficient kernels (cuDNN costs ~1 ms of host time a call)
     tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores
+    compile: bool = False  # model.compile: torch.compile each encoder/decoder layer
 
 
 MODES = [
@@ -72,6 +73,9 @@ MODES = [
     Mode("nf4-trim-gc-b24-no-cudnn-attention", "nf4", True, 24, True, "bf16-mixed",
          "fast-nf4 with cuDNN attention off (host-bound: GPU busy 24-27 %)", True, cudnn_attention=False),
     Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
+    Mode("bf16-trim-gc-b16", "none", True, 16, True, "bf16-mixed", "recipe-sized memory: bf16 base, trimmed, checkpointing, length-grouped, batch 16", True),
+    Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True),
+    Mode("bf16-trim-gc-b128-compile", "none", True, 128, True, "bf16-mixed", "bf16-trim-gc-b128 with compiled layers", True, compile=True),
 ]
 
 
@@ -243,10 +247,12 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
     return result
 
 
-def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96):
+def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
+                    merge_for_eval: bool = False):
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
                          gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim,
-                         validate_before_training=False, max_new_tokens=max_new_tokens)
+                         validate_before_training=False, max_new_tokens=max_new_tokens, compile=mode.compile,
+                         merge_for_eval=merge_for_eval)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_frames=mode.trim, group_by_length=mode.group)
@@ -278,11 +284,11 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
 
 
 def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
-               max_new_tokens: int) -> dict:
+               max_new_tokens: int, merge_for_eval: bool = False) -> dict:
     """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
     early, so every clip decodes ``max_new_tokens`` tokens: the worst case."""
     reset()
-    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens)
+    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval)
     data.hparams.max_samples = clips
     trainer = quiet_trainer(mode, accelerator)
     warm = quiet_trainer(mode, accelerator, limit_val_batches=1)
@@ -301,12 +307,16 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
 
 
 PROFILED_TOKENS = 16
-DECODES = {  # name: (mode, eval batch, max new tokens)
-    "recipe": ("ours-recipe", 8, 32),
-    "bf16": ("bf16-trim-gc-b128", 128, 96),
+DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval)
+    "recipe": ("ours-recipe", 8, 32, False),
+    "bf16": ("bf16-trim-gc-b128", 128, 96, False),
+    "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True),
+    "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True),
 }
 DECODE_TITLES = {"recipe": "recipe-eval: int8, batch 8, 32 new tokens",
-                 "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens"}
+                 "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens",
+                 "bf16-merged-b256": "bf16, trimmed, length-sorted, LoRA merged, batch 256, 96 new tokens",
+                 "bf16-merged-b512": "bf16, trimmed, length-sorted, LoRA merged, batch 512, 96 new tokens"}
 
 
 def main() -> None:
@@ -367,9 +377,17 @@ def main() -> None:
             write(report, results, args.tiny)
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
-        mode, batch, tokens = DECODES[key]
+        mode, batch, tokens, merge = DECODES[key]
         clips = min(args.decode_clips, batch) if key == "recipe" else args.decode_clips  # the recipe's: one batch
-        report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator, tokens)
+        if args.tiny:
+            batch = min(batch, 8)
+        try:
+            report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
+                                                              tokens, merge)
+        except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
+            report.setdefault("errors", {})[key] = repr(err)[:500]
+            print(key, "FAILED", repr(err)[:500], flush=True)
+            continue
         print(key, report["decode"][DECODE_TITLES[key]], flush=True)
         write(report, results, args.tiny)
 

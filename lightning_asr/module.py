@@ -1,9 +1,11 @@
 """The model path: a k-bit Whisper base with LoRA adapters, trained on loss, validated on WER."""
 
+import contextlib
 import logging
 import math
 import random
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import jiwer
@@ -11,6 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft.tuners.lora import LoraLayer
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import get_linear_schedule_with_warmup
@@ -24,6 +27,28 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@contextlib.contextmanager
+def merged(model: PeftModel, enabled: bool = True) -> Iterator[None]:
+    """``model`` with its LoRA update merged into the base weights, then the base's exact weights back.
+
+    PEFT's own ``unmerge_adapter`` subtracts the update again, which in bf16 does not give the same
+    weights back: repeated validations would drift the frozen base. So the weights are copied first.
+    """
+    if not enabled:
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+        with torch.no_grad():
+            for layer, weight in zip(layers, saved):
+                layer.get_base_layer().weight.copy_(weight)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,6 +89,12 @@ class WhisperLoRA(L.LightningModule):
         log_examples: reference/prediction pairs written to TensorBoard per validation.
         trim_encoder: run the encoder over the batch's real length instead of a 30 s window
             (with ``data.trim_frames``): much faster on short clips, slightly different numerics.
+        compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
+            none`` only): fuses the elementwise work between matmuls. The first steps of each new
+            batch shape compile (about a minute on large-v2); decoding stays eager.
+        merge_for_eval: decode with the LoRA update merged into the base weights (``quantization:
+            none`` only): no LoRA branch kernels in any token step. Slightly different numerics (one
+            bf16 rounding of W + BA); the base's exact weights are restored after every batch.
     """
 
     def __init__(
@@ -91,9 +122,18 @@ class WhisperLoRA(L.LightningModule):
         max_bad_steps: int = 10,
         log_examples: int = 8,
         trim_encoder: bool = False,
+        compile: bool = False,
+        merge_for_eval: bool = False,
     ) -> None:
         super().__init__()
         language_code(language)  # fail at parse time, not after loading a 3 GB model
+        for knob, on in (("compile", compile), ("merge_for_eval", merge_for_eval)):
+            if on and quantization != "none":
+                raise ValueError(
+                    f"model.{knob}: true needs model.quantization: none (got {quantization!r}): "
+                    + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
+                       if knob == "compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
+                )
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
@@ -151,6 +191,12 @@ class WhisperLoRA(L.LightningModule):
         # without this the base never trains as a whole and gradient checkpointing (which only acts
         # in training mode) silently does nothing.
         self.model.train()
+        if hp.compile:
+            # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
+            # loss, the trimmed encoder's slicing and generate() stay plain Python.
+            decoder = self.model.get_base_model().model
+            for layer in (*decoder.encoder.layers, *decoder.decoder.layers):
+                layer.compile()
         trainable, total = self.model.get_nb_trainable_parameters()
         log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
@@ -201,13 +247,16 @@ class WhisperLoRA(L.LightningModule):
     def transcribe(self, input_features: torch.Tensor) -> tuple[list[str], list[bool]]:
         """Greedy decoding from the audio alone (language and task forced, no label tokens)."""
         hp = self.hparams
-        ids = self.model.generate(
-            input_features=input_features.to(self.dtype_of_inputs()),
-            language=language_code(hp.language),
-            task=hp.task,
-            max_new_tokens=hp.max_new_tokens,
-            use_cache=True,
-        )
+        # generate() calls the layers with a new cache length every token: compiling that would
+        # recompile until torch gives up, so decoding runs the layers eagerly.
+        with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval):
+            ids = self.model.generate(
+                input_features=input_features.to(self.dtype_of_inputs()),
+                language=language_code(hp.language),
+                task=hp.task,
+                max_new_tokens=hp.max_new_tokens,
+                use_cache=True,
+            )
         tokenizer = self.processor.tokenizer
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         special = set(tokenizer.all_special_ids)

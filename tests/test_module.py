@@ -200,3 +200,73 @@ def test_int8_checkpointing_holds_no_layer_inputs_and_still_trains_every_adapter
     assert any(".encoder." in n for n in lora_b) and any(".decoder." in n for n in lora_b)
     for name, param in lora_b.items():  # the encoder too: its checkpoints need an input that requires grad
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def randomize_lora_b(module: WhisperLoRA, seed: int = 1) -> None:
+    """LoRA B starts at zero, which would hide any difference in how the update is applied."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
+
+
+def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_model, batch):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    modules = {c: tiny_module(tiny_model, quantization="none", gradient_checkpointing=True, compile=c) for c in (False, True)}
+    grads, losses = {}, {}
+    for compiled, module in modules.items():
+        randomize_lora_b(module)
+        module.train()
+        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        loss.backward()
+        losses[compiled] = loss.item()
+        grads[compiled] = [p.grad for p in module.parameters() if p.requires_grad]
+    assert counters["stats"]["unique_graphs"] > 0  # the compiled path really ran
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    for eager, compiled in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+    graphs = counters["stats"]["unique_graphs"]
+    texts = {}
+    for compiled, module in modules.items():
+        module.eval()
+        texts[compiled], _ = module.transcribe(batch["input_features"])
+    assert counters["stats"]["unique_graphs"] == graphs  # decoding compiled nothing
+    assert texts[True] == texts[False]
+
+
+def test_compile_and_merge_for_eval_need_an_unquantized_base():
+    for knob in ("compile", "merge_for_eval"):
+        with pytest.raises(ValueError, match=f"model.{knob}: true needs model.quantization: none"):
+            WhisperLoRA(model="unused", language="mr", quantization="nf4", **{knob: True})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_model, batch, dtype):
+    module = tiny_module(tiny_model, quantization="none", dtype=dtype, merge_for_eval=True)
+    randomize_lora_b(module)
+    module.eval()
+    base = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_" not in n}
+    features = batch["input_features"].to(getattr(torch, dtype))
+    branch_calls = []
+    hooks = [m.register_forward_hook(lambda *_: branch_calls.append(1))
+             for n, m in module.model.named_modules() if n.endswith("lora_A.default")]
+    merged_texts, _ = module.transcribe(features)
+    assert not branch_calls  # the update was in the weights, not in a branch
+    for n, p in module.model.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base[n]), f"{n} changed by a merged decode"
+    module.hparams.merge_for_eval = False
+    plain_texts, _ = module.transcribe(features)
+    assert branch_calls
+    for hook in hooks:
+        hook.remove()
+    if dtype == "float32":
+        assert merged_texts == plain_texts
+    else:
+        # Why the weights are copied: PEFT's merge + unmerge alone does not give bf16 weights back.
+        module.model.merge_adapter()
+        module.model.unmerge_adapter()
+        assert any(not torch.equal(p, base[n]) for n, p in module.model.named_parameters() if "lora_" not in n)
