@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_session.sh rest COMMIT    # 1,000-clip decode, nf4 batch 24 alone, DDP random batches
 #   bash benchmarks/gpu_session.sh run4a COMMIT   # one H100 (nvidia-h100-x1), one process: recipe and the bf16 modes
 #   bash benchmarks/gpu_session.sh run4b COMMIT   # the same machine, next call: int8/nf4 modes and the 1,000-clip decodes
+#   bash benchmarks/gpu_session.sh run4c COMMIT   # another H100: recipe and bf16-b16-compile again, merged vs unmerged decodes
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -48,4 +49,8 @@ if [ "$1" = run4b ]; then  # no recipe here: its ratios use run4a's recipe, same
   timeout 570 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4b" --skip-recipe \
     --decode bf16-merged-b512 bf16-merged-b256 bf16 \
     --modes ours-recipe ours-recipe-tf32 nf4-trim-gc-b8 nf4-trim-gc-b24 >"$OUT/run4b.log" 2>&1
+fi
+if [ "$1" = run4c ]; then  # run4b ran out of time before its unmerged decode; a second machine for goal 1's margin
+  timeout 550 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4c" \
+    --decode bf16 bf16-merged-b128 bf16-merged-b256 --modes bf16-trim-gc-b16-compile >"$OUT/run4c.log" 2>&1
 fi

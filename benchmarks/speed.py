@@ -310,11 +310,13 @@ PROFILED_TOKENS = 16
 DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval)
     "recipe": ("ours-recipe", 8, 32, False),
     "bf16": ("bf16-trim-gc-b128", 128, 96, False),
+    "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True),
     "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True),
     "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True),
 }
 DECODE_TITLES = {"recipe": "recipe-eval: int8, batch 8, 32 new tokens",
                  "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens",
+                 "bf16-merged-b128": "bf16, trimmed, length-sorted, LoRA merged, batch 128, 96 new tokens",
                  "bf16-merged-b256": "bf16, trimmed, length-sorted, LoRA merged, batch 256, 96 new tokens",
                  "bf16-merged-b512": "bf16, trimmed, length-sorted, LoRA merged, batch 512, 96 new tokens"}
 
