@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU runs behind benchmarks/results/*-2026-11-25*: one call on a two-H100 machine
-# (device kind nvidia-h100-x2), as the device README says: wheels carried in .whl, results under $OUT.
+# The GPU runs behind benchmarks/results/*-2026-11-25*, one call each, as the device README says: wheels
+# carried in .whl, results under $OUT. speed/ddp/rest ran on two-H100 machines (device kind nvidia-h100-x2),
+# run4a/b/c on one-H100 machines (nvidia-h100-x1).
 #   bash benchmarks/gpu_session.sh speed COMMIT   # speed.py split over the two GPUs, then merged
 #   bash benchmarks/gpu_session.sh ddp COMMIT     # ddp.py, 1 vs 2 GPUs, grouped and random batches
 #   bash benchmarks/gpu_session.sh rest COMMIT    # 1,000-clip decode, nf4 batch 24 alone, DDP random batches

@@ -69,7 +69,7 @@ MODES = [
     Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
     Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
     Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
-    # Not yet measured: candidates from the run-2 profiles.
+    # Candidates from the run-2 profiles; the cuDNN one is still unmeasured (see README, "Speed").
     Mode("nf4-trim-gc-b24-no-cudnn-attention", "nf4", True, 24, True, "bf16-mixed",
          "fast-nf4 with cuDNN attention off (host-bound: GPU busy 24-27 %)", True, cudnn_attention=False),
     Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
@@ -379,13 +379,13 @@ def main() -> None:
             write(report, results, args.tiny)
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
-        mode, batch, tokens, merge = DECODES[key]
+        mode, batch, tokens, merge_for_eval = DECODES[key]
         clips = min(args.decode_clips, batch) if key == "recipe" else args.decode_clips  # the recipe's: one batch
         if args.tiny:
             batch = min(batch, 8)
         try:
             report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
-                                                              tokens, merge)
+                                                              tokens, merge_for_eval)
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)

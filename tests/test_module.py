@@ -225,6 +225,8 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
         losses[compiled] = loss.item()
         grads[compiled] = [p.grad for p in module.parameters() if p.requires_grad]
     assert counters["stats"]["unique_graphs"] > 0  # the compiled path really ran
+    # Layer.compile() keeps parameter names: checkpoints and saved adapters are the same either way.
+    assert modules[True].state_dict().keys() == modules[False].state_dict().keys()
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
     for eager, compiled in zip(grads[False], grads[True], strict=True):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
