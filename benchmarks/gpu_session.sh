@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_session.sh run4a COMMIT   # one H100 (nvidia-h100-x1), one process: recipe and the bf16 modes
 #   bash benchmarks/gpu_session.sh run4b COMMIT   # the same machine, next call: int8/nf4 modes and the 1,000-clip decodes
 #   bash benchmarks/gpu_session.sh run4c COMMIT   # another H100: recipe and bf16-b16-compile again, merged vs unmerged decodes
+#   bash benchmarks/gpu_session.sh run5 COMMIT    # not yet run: goal 1's mode with and without cuDNN attention, fresh process each
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -54,4 +55,10 @@ fi
 if [ "$1" = run4c ]; then  # run4b ran out of time before its unmerged decode; a second machine for goal 1's margin
   timeout 550 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4c" \
     --decode bf16 bf16-merged-b128 bf16-merged-b256 --modes bf16-trim-gc-b16-compile >"$OUT/run4c.log" 2>&1
+fi
+if [ "$1" = run5 ]; then  # each mode in its own process, so none inherits another's cuDNN plans
+  for mode in bf16-trim-gc-b16-compile bf16-trim-gc-b16-compile-no-cudnn-attention; do
+    timeout 280 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run5-$mode" --decode \
+      --modes $mode >>"$OUT/run5.log" 2>&1
+  done
 fi

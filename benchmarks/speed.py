@@ -76,6 +76,9 @@ MODES = [
     Mode("bf16-trim-gc-b16", "none", True, 16, True, "bf16-mixed", "recipe-sized memory: bf16 base, trimmed, checkpointing, length-grouped, batch 16", True),
     Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True),
     Mode("bf16-trim-gc-b128-compile", "none", True, 128, True, "bf16-mixed", "bf16-trim-gc-b128 with compiled layers", True, compile=True),
+    # Not yet measured: run 4c's profile puts 0.5 s a step of host time into cuDNN attention plans for new shapes.
+    Mode("bf16-trim-gc-b16-compile-no-cudnn-attention", "none", True, 16, True, "bf16-mixed",
+         "lean-bf16 with cuDNN attention off (flash/efficient SDPA kernels)", True, cudnn_attention=False, compile=True),
 ]
 
 
