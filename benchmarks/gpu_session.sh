@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_session.sh run4b COMMIT   # the same machine, next call: int8/nf4 modes and the 1,000-clip decodes
 #   bash benchmarks/gpu_session.sh run4c COMMIT   # another H100: recipe and bf16-b16-compile again, merged vs unmerged decodes
 #   bash benchmarks/gpu_session.sh run5 COMMIT    # not yet run: goal 1's mode with and without cuDNN attention, fresh process each
+#   bash benchmarks/gpu_session.sh run6 COMMIT    # not yet run: compiled bf16 with untrimmed 30 s windows (default numerics)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -61,4 +62,8 @@ if [ "$1" = run5 ]; then  # each mode in its own process, so none inherits anoth
     timeout 280 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run5-$mode" --decode \
       --modes $mode >>"$OUT/run5.log" 2>&1
   done
+fi
+if [ "$1" = run6 ]; then
+  timeout 560 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run6" --decode \
+    --modes bf16-gc-b32-compile >"$OUT/run6.log" 2>&1
 fi

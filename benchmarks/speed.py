@@ -79,6 +79,9 @@ MODES = [
     # Not yet measured: run 4c's profile puts 0.5 s a step of host time into cuDNN attention plans for new shapes.
     Mode("bf16-trim-gc-b16-compile-no-cudnn-attention", "none", True, 16, True, "bf16-mixed",
          "lean-bf16 with cuDNN attention off (flash/efficient SDPA kernels)", True, cudnn_attention=False, compile=True),
+    # Not yet measured: the fast path without the trimmed encoder, whose WER cost keeps it off by default.
+    Mode("bf16-gc-b32-compile", "none", True, 32, False, "bf16-mixed",
+         "bf16 base, full 30 s windows (default numerics), checkpointing, compiled layers, batch 32", compile=True),
 ]
 
 
