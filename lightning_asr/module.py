@@ -195,8 +195,8 @@ class WhisperLoRA(L.LightningModule):
         if hp.compile:
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
-            decoder = self.model.get_base_model().model
-            for layer in (*decoder.encoder.layers, *decoder.decoder.layers):
+            whisper = self.model.get_base_model().model
+            for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
                 layer.compile()
         trainable, total = self.model.get_nb_trainable_parameters()
         log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
