@@ -90,8 +90,8 @@ class WhisperLoRA(L.LightningModule):
         trim_encoder: run the encoder over the batch's real length instead of a 30 s window
             (with ``data.trim_frames``): much faster on short clips, slightly different numerics.
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
-            none`` only): fuses the elementwise work between matmuls. The first steps of each new
-            batch shape compile (about a minute on large-v2); decoding stays eager.
+            none`` only): fuses the elementwise work between matmuls. The first two batch shapes
+            compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
         merge_for_eval: decode with the LoRA update merged into the base weights (``quantization:
             none`` only): no LoRA branch kernels in any token step. Slightly different numerics (one
             bf16 rounding of W + BA); the base's exact weights are restored after every batch, from
