@@ -72,6 +72,11 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     }
 
 
+def machine_name() -> str:
+    # platform.processor() is empty on many Linux machines; fall back to the architecture.
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+
+
 def ours(model: str, data: str, out: Path, steps: int, seed: int, *extra: str) -> dict:
     args = [
         sys.executable, "-m", "lightning_asr.cli", "fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"),
@@ -127,7 +132,7 @@ def main() -> None:
     if args.merge_check:
         return merge_check(args.model, args.data, args.merge_check, args.limit, Path(args.results))
     work = Path(args.work)
-    report = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
+    report = {"machine": machine_name(),
               "date": datetime.date.today().isoformat(), "steps": args.steps, "seed": args.seed,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
               "torch": torch.__version__}
@@ -174,7 +179,7 @@ def merge_check(model: str, data: str, adapter: str, limit: int | None, results:
     """Does decoding with the adapter merged into bf16 weights change WER? Same adapter, same clips."""
     runs = {merge: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, merge=merge)
             for merge in (False, True)}
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    machine = machine_name()
     report = {"machine": machine, "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
               "unmerged": runs[False], "merged": runs[True]}
     results.mkdir(parents=True, exist_ok=True)

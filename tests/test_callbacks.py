@@ -8,16 +8,13 @@ from peft import PeftModel
 
 from lightning_asr.callbacks import AdapterCheckpoint, save_adapter
 from lightning_asr.whisper import load_base
-from tests.test_module import tiny_module
+from tests.test_module import randomize_lora_b, tiny_module
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model):
     module = tiny_module(tiny_model, quantization="int8")
-    with torch.no_grad():  # make the adapter non-trivial (LoRA B starts at zero)
-        for name, p in module.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    randomize_lora_b(module, std=0.05)  # a non-trivial adapter
     return module.eval()
 
 

@@ -202,13 +202,13 @@ def test_int8_checkpointing_holds_no_layer_inputs_and_still_trains_every_adapter
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def randomize_lora_b(module: WhisperLoRA, seed: int = 1) -> None:
+def randomize_lora_b(module: WhisperLoRA, std: float = 0.5, seed: int = 1) -> None:
     """LoRA B starts at zero, which would hide any difference in how the update is applied."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.model.named_parameters():
             if "lora_B" in name:
-                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
+                p.copy_(std * torch.randn(p.shape, generator=generator))
 
 
 def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_model, batch):
