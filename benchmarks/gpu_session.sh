@@ -8,8 +8,11 @@
 #   bash benchmarks/gpu_session.sh run4a COMMIT   # one H100 (nvidia-h100-x1), one process: recipe and the bf16 modes
 #   bash benchmarks/gpu_session.sh run4b COMMIT   # the same machine, next call: int8/nf4 modes and the 1,000-clip decodes
 #   bash benchmarks/gpu_session.sh run4c COMMIT   # another H100: recipe and bf16-b16-compile again, merged vs unmerged decodes
-#   bash benchmarks/gpu_session.sh run5 COMMIT    # not yet run: goal 1's mode with and without cuDNN attention, fresh process each
+#   bash benchmarks/gpu_session.sh run5 COMMIT    # goal 1's mode, fresh process each; its "no cuDNN" half reused the first
+#                                                 # half's compiled graphs (inductor's disk cache), cuDNN kernels included
 #   bash benchmarks/gpu_session.sh run6 COMMIT    # not yet run: compiled bf16 with untrimmed 30 s windows (default numerics)
+#   bash benchmarks/gpu_session.sh run7a COMMIT   # training with model.cudnn_attention off (the new default) and on
+#   bash benchmarks/gpu_session.sh run7b COMMIT   # the same machine: static decoding against generate()
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -66,4 +69,19 @@ fi
 if [ "$1" = run6 ]; then
   timeout 560 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run6" --decode \
     --modes bf16-gc-b32-compile >"$OUT/run6.log" 2>&1
+fi
+# Run 7: each process gets its own empty inductor cache, so none reuses graphs compiled with another
+# attention choice (inductor's cache key does not include it: run 5 reused cuDNN graphs that way).
+if [ "$1" = run7a ]; then
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind7a timeout 330 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
+    --results "$OUT/run7a" --decode --modes bf16-trim-gc-b16-compile bf16-trim-gc-b128-compile >"$OUT/run7a.log" 2>&1
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind7a-cudnn timeout 200 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
+    --results "$OUT/run7a-cudnn" --skip-recipe --decode --modes bf16-trim-gc-b16-compile-cudnn-attention >>"$OUT/run7a.log" 2>&1
+fi
+if [ "$1" = run7b ]; then
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_decode.py >"$OUT/pytest-decode.log" 2>&1
+  tail -3 "$OUT/pytest-decode.log"
+  timeout 500 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run7b" --skip-recipe --modes \
+    --decode bf16-static-b256 bf16-static-merged-b256 bf16-static-b128 bf16-static-b512 bf16-static-b256-untrimmed \
+    bf16-merged-b256 >"$OUT/run7b.log" 2>&1
 fi

@@ -55,9 +55,8 @@ class Mode:
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
-    # Experiments on levers the profiles point at (process-wide torch switches, not product knobs):
-    cudnn_attention: bool = True  # False: SDPA picks flash/efficient kernels (cuDNN costs ~1 ms of host time a call)
-    tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores
+    cudnn_attention: bool = False  # model.cudnn_attention
+    tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
     compile: bool = False  # model.compile: torch.compile each encoder/decoder layer
 
 
@@ -69,16 +68,14 @@ MODES = [
     Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
     Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
     Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
-    # Candidates from the run-2 profiles; the cuDNN one is still unmeasured (see README, "Speed").
-    Mode("nf4-trim-gc-b24-no-cudnn-attention", "nf4", True, 24, True, "bf16-mixed",
-         "fast-nf4 with cuDNN attention off (host-bound: GPU busy 24-27 %)", True, cudnn_attention=False),
     Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
     Mode("bf16-trim-gc-b16", "none", True, 16, True, "bf16-mixed", "recipe-sized memory: bf16 base, trimmed, checkpointing, length-grouped, batch 16", True),
     Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True),
     Mode("bf16-trim-gc-b128-compile", "none", True, 128, True, "bf16-mixed", "bf16-trim-gc-b128 with compiled layers", True, compile=True),
-    # Not yet measured: run 4c's profile puts 0.5 s a step of host time into cuDNN attention plans for new shapes.
-    Mode("bf16-trim-gc-b16-compile-no-cudnn-attention", "none", True, 16, True, "bf16-mixed",
-         "lean-bf16 with cuDNN attention off (flash/efficient SDPA kernels)", True, cudnn_attention=False, compile=True),
+    # Runs 1-5 ran every mode with cuDNN attention (then the default); run 5's profile puts 40 % of this
+    # mode's step into cuDNN's host-side plan building for new shapes.
+    Mode("bf16-trim-gc-b16-compile-cudnn-attention", "none", True, 16, True, "bf16-mixed",
+         "lean-bf16 with cuDNN attention (model.cudnn_attention: true)", True, cudnn_attention=True, compile=True),
     # Not yet measured: the fast path without the trimmed encoder, whose WER cost keeps it off by default.
     Mode("bf16-gc-b32-compile", "none", True, 32, False, "bf16-mixed",
          "bf16 base, full 30 s windows (default numerics), checkpointing, compiled layers, batch 32", compile=True),
@@ -254,11 +251,11 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
-                    merge_for_eval: bool = False):
+                    merge_for_eval: bool = False, decoding: str = "generate"):
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
                          gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim,
                          validate_before_training=False, max_new_tokens=max_new_tokens, compile=mode.compile,
-                         merge_for_eval=merge_for_eval)
+                         merge_for_eval=merge_for_eval, decoding=decoding, cudnn_attention=mode.cudnn_attention)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_frames=mode.trim, group_by_length=mode.group)
@@ -279,22 +276,20 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
     timer = StepTimer(warmup, steps, profile_steps)
     trainer = quiet_trainer(mode, accelerator, max_steps=steps + warmup + profile_steps, limit_val_batches=0,
                             callbacks=[timer])
-    torch.backends.cuda.enable_cudnn_sdp(mode.cudnn_attention)
     torch.backends.cuda.matmul.allow_tf32 = mode.tf32
     try:
         trainer.fit(module, data)
     finally:
-        torch.backends.cuda.enable_cudnn_sdp(True)
         torch.backends.cuda.matmul.allow_tf32 = False
     return timer.result() | {"peak_gib": peak_gib()}
 
 
 def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
-               max_new_tokens: int, merge_for_eval: bool = False) -> dict:
+               max_new_tokens: int, merge_for_eval: bool = False, decoding: str = "generate") -> dict:
     """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
     early, so every clip decodes ``max_new_tokens`` tokens: the worst case."""
     reset()
-    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval)
+    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval, decoding)
     data.hparams.max_samples = clips
     trainer = quiet_trainer(mode, accelerator)
     warm = quiet_trainer(mode, accelerator, limit_val_batches=1)
@@ -313,18 +308,28 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
 
 
 PROFILED_TOKENS = 16
-DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval)
-    "recipe": ("ours-recipe", 8, 32, False),
-    "bf16": ("bf16-trim-gc-b128", 128, 96, False),
-    "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True),
-    "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True),
-    "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True),
+DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, model.decoding)
+    "recipe": ("ours-recipe", 8, 32, False, "generate"),
+    "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
+    "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
+    "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "generate"),
+    "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True, "generate"),
+    "bf16-static-b128": ("bf16-trim-gc-b128", 128, 96, False, "static"),
+    "bf16-static-b256": ("bf16-trim-gc-b128", 256, 96, False, "static"),
+    "bf16-static-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "static"),
+    "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
+    "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
 }
 DECODE_TITLES = {"recipe": "recipe-eval: int8, batch 8, 32 new tokens",
                  "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens",
                  "bf16-merged-b128": "bf16, trimmed, length-sorted, LoRA merged, batch 128, 96 new tokens",
                  "bf16-merged-b256": "bf16, trimmed, length-sorted, LoRA merged, batch 256, 96 new tokens",
-                 "bf16-merged-b512": "bf16, trimmed, length-sorted, LoRA merged, batch 512, 96 new tokens"}
+                 "bf16-merged-b512": "bf16, trimmed, length-sorted, LoRA merged, batch 512, 96 new tokens",
+                 "bf16-static-b128": "bf16, trimmed, length-sorted, static decoding, batch 128, 96 new tokens",
+                 "bf16-static-b256": "bf16, trimmed, length-sorted, static decoding, batch 256, 96 new tokens",
+                 "bf16-static-merged-b256": "bf16, trimmed, length-sorted, static decoding, LoRA merged, batch 256, 96 new tokens",
+                 "bf16-static-b512": "bf16, trimmed, length-sorted, static decoding, batch 512, 96 new tokens",
+                 "bf16-static-b256-untrimmed": "bf16, 30 s windows, static decoding, batch 256, 96 new tokens"}
 
 
 def main() -> None:
@@ -385,13 +390,13 @@ def main() -> None:
             write(report, results, args.tiny)
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
-        mode, batch, tokens, merge_for_eval = DECODES[key]
+        mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
         clips = min(args.decode_clips, batch) if key == "recipe" else args.decode_clips  # the recipe's: one batch
         if args.tiny:
             batch = min(batch, 8)
         try:
             report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
-                                                              tokens, merge_for_eval)
+                                                              tokens, merge_for_eval, decoding)
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)

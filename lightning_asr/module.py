@@ -14,10 +14,12 @@ import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from peft.tuners.lora import LoraLayer
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import get_linear_schedule_with_warmup
 
+from lightning_asr.decode import greedy, prompt_ids
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor
 
@@ -96,6 +98,14 @@ class WhisperLoRA(L.LightningModule):
             none`` only): no LoRA branch kernels in any token step. Slightly different numerics (one
             bf16 rounding of W + BA); the base's exact weights are restored after every batch, from
             a copy of the adapted layers' weights (630 MB for large-v2 with q/v adapters).
+        decoding: how validation, test and predict decode (greedy either way, same tokens):
+            ``generate`` is transformers' ``generate()``; ``static`` is our loop over a
+            preallocated KV cache (``lightning_asr/decode.py``), its token step replayed as a CUDA
+            graph on GPU when ``quantization: none``. See README "Speed" for what each costs.
+        cudnn_attention: let attention use cuDNN's kernels. cuDNN builds an execution plan for
+            every new input shape, and batches of varying length bring new shapes every step: on
+            an H100 that host work took 40 % of a compiled bf16 step at batch 16 (README "Speed").
+            Off, attention runs on the flash / memory-efficient kernels.
     """
 
     def __init__(
@@ -125,6 +135,8 @@ class WhisperLoRA(L.LightningModule):
         trim_encoder: bool = False,
         compile: bool = False,
         merge_for_eval: bool = False,
+        decoding: Literal["generate", "static"] = "generate",
+        cudnn_attention: bool = False,
     ) -> None:
         super().__init__()
         language_code(language)  # fail at parse time, not after loading a 3 GB model
@@ -203,12 +215,18 @@ class WhisperLoRA(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------
 
+    def attention(self) -> contextlib.AbstractContextManager:
+        """The attention kernels forward and backward may use (compiled layers bake in their first choice)."""
+        backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        return sdpa_kernel(backends + [SDPBackend.CUDNN_ATTENTION] * self.hparams.cudnn_attention)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         n = len(batch["paths"])
         if n == 0:  # every clip of this batch was skipped
             return None
         self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1])
-        loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        with self.attention():
+            loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
         if not torch.isfinite(loss):
             self.bad_steps += 1
             self.log("train/skipped_nonfinite", float(self.bad_steps))
@@ -225,6 +243,10 @@ class WhisperLoRA(L.LightningModule):
         if torch.cuda.is_available() and self.device.type == "cuda":
             self.log("train/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, batch_size=n)
         return loss
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        with self.attention():  # gradient checkpointing runs the forward again in here
+            super().backward(loss, *args, **kwargs)
 
     def configure_optimizers(self) -> dict:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -250,15 +272,22 @@ class WhisperLoRA(L.LightningModule):
         hp = self.hparams
         # generate() calls the layers with a new cache length every token: compiling that would
         # recompile until torch gives up, so decoding runs the layers eagerly.
-        with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval):
-            ids = self.model.generate(
-                input_features=input_features.to(self.dtype_of_inputs()),
-                language=language_code(hp.language),
-                task=hp.task,
-                max_new_tokens=hp.max_new_tokens,
-                use_cache=True,
-            )
         tokenizer = self.processor.tokenizer
+        features = input_features.to(self.dtype_of_inputs())
+        with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval), self.attention():
+            if hp.decoding == "static":
+                config = self.model.generation_config
+                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer), hp.max_new_tokens,
+                             config.eos_token_id, config.suppress_tokens or [], config.begin_suppress_tokens or [],
+                             cuda_graph=hp.quantization == "none")
+            else:
+                ids = self.model.generate(
+                    input_features=features,
+                    language=language_code(hp.language),
+                    task=hp.task,
+                    max_new_tokens=hp.max_new_tokens,
+                    use_cache=True,
+                )
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         special = set(tokenizer.all_special_ids)
         degenerate = [is_degenerate([t for t in row.tolist() if t not in special], hp.max_new_tokens) for row in ids]

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+from benchmarks.speed import DECODES
 from tests.conftest import REPO
 
 
@@ -13,7 +14,7 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     report = json.loads(next(tmp_path.glob("speed-*-tiny.json")).read_text())
     assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
-    assert len(report["decode"]) == 5  # the recipe's, ours, and ours merged at three batch sizes
+    assert len(report["decode"]) == len(DECODES)  # the recipe's, ours with generate() and static, merged or not
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
     assert all(row["profile"]["wall_ms"] > 0 for name, row in report["train"].items() if name != "recipe")
     assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()

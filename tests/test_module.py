@@ -272,3 +272,21 @@ def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_m
         module.model.merge_adapter()
         module.model.unmerge_adapter()
         assert any(not torch.equal(p, base[n]) for n, p in module.model.named_parameters() if "lora_" not in n)
+
+
+@pytest.mark.parametrize("cudnn", [False, True])
+def test_attention_kernel_choice_holds_in_forward_recompute_and_decoding(tmp_path, tiny_model, cudnn):
+    """cuDNN attention is off (unless asked) wherever attention runs, backward's recompute included."""
+    seen = []
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=True, lora_r=4,
+                         validate_before_training=False, max_new_tokens=4, cudnn_attention=cudnn)
+    module.configure_model()
+    attention = module.model.get_base_model().model.decoder.layers[0].self_attn
+    attention.register_forward_pre_hook(lambda *_: seen.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled())))
+    data = SpeechDataModule(path=str(write_common_voice(tmp_path)), model=tiny_model, language="mr", num_workers=0,
+                            batch_size=2, eval_batch_size=2)
+    L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=1, val_check_interval=1, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(module, data)
+    assert {grad for grad, _ in seen} == {True, False}  # training (forward, recompute) and decoding both ran
+    assert len(seen) >= 3 and {flag for _, flag in seen} == {cudnn}
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # and the process default is back afterwards

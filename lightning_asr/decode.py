@@ -1,0 +1,152 @@
+"""Greedy decoding over a preallocated KV cache, its token step replayed as a CUDA graph on GPU.
+
+At a validation batch of 128-256 clips, ``generate()`` keeps the GPU busy for 40 % of a token step:
+the rest is host work (cache growth, logits processors, stopping checks) between ~2,000 small
+kernels. This loop does the same greedy search as ``generate(language=..., task=...)`` (the forced
+``<|sot|><|lang|><|task|><|notimestamps|>`` prompt, Whisper's suppressed tokens, EOS padding) with
+every buffer allocated once, so a token step is a fixed sequence of kernels: on CUDA it is
+captured once per batch and replayed per token. It calls the model's own layers and submodules
+(LoRA layers included), so adapters, merging and k-bit bases work as they do in ``generate()``.
+"""
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Stop when every row has ended, checked this often: each check waits for the GPU.
+CHECK_EVERY = 8
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, time, heads * dim) -> (batch, heads, time, dim)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _unheads(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2).flatten(2)
+
+
+def _token_bias(ids: list[int], vocab: int, like: torch.Tensor) -> torch.Tensor:
+    """A logits bias of -inf at ``ids``: what transformers' Suppress*LogitsProcessors do."""
+    bias = torch.zeros(vocab, dtype=torch.float32, device=like.device)
+    bias[[i for i in ids if i < vocab]] = float("-inf")
+    return bias
+
+
+@torch.no_grad()
+def greedy(
+    whisper: nn.Module,
+    input_features: torch.Tensor,
+    prompt: list[int],
+    max_new_tokens: int,
+    eos_token_id: int,
+    suppress_tokens: list[int] = (),
+    begin_suppress_tokens: list[int] = (),
+    cuda_graph: bool = True,
+) -> torch.Tensor:
+    """The ``max_new_tokens`` tokens after ``prompt`` for each clip, EOS-padded once a row has ended.
+
+    ``whisper`` is a ``WhisperForConditionalGeneration`` (unwrap a ``PeftModel`` with
+    ``get_base_model()``); ``cuda_graph`` replays the token step as a CUDA graph when the model is on
+    a GPU. A graph must hold no host syncs; bitsandbytes' k-bit layers were not checked for that, so
+    the module captures graphs only for ``quantization: none``.
+    """
+    limit = whisper.model.decoder.config.max_target_positions
+    if len(prompt) + max_new_tokens > limit:
+        raise ValueError(
+            f"model.max_new_tokens: {max_new_tokens} + the {len(prompt)}-token prompt exceeds the decoder's "
+            f"{limit} positions"
+        )
+    graphs = cuda_graph and input_features.device.type == "cuda"
+    # Autocast's weight-cast cache would hand a graph tensors that are freed when autocast exits, so
+    # with graphs the layers run in their own dtype throughout (graphs are for bases kept in bf16/fp32).
+    with torch.autocast("cuda", enabled=False) if graphs else contextlib.nullcontext():
+        return _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens,
+                       begin_suppress_tokens, graphs)
+
+
+def _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens, begin_suppress_tokens,
+            graphs: bool) -> torch.Tensor:
+    decoder = whisper.model.decoder
+    encoded = whisper.model.encoder(input_features).last_hidden_state
+    batch, device = encoded.shape[0], encoded.device
+    layers = decoder.layers
+    heads = layers[0].self_attn.num_heads
+    # Cross-attention keys and values depend only on the audio: once per batch, as generate() caches them.
+    cross = [
+        (_heads(layer.encoder_attn.k_proj(encoded), heads), _heads(layer.encoder_attn.v_proj(encoded), heads))
+        for layer in layers
+    ]
+    # Rounded up to 8 positions so memory-efficient attention takes the mask without copying it.
+    length = -(-(len(prompt) + max_new_tokens) // 8) * 8
+    shape = (len(layers), batch, heads, length, cross[0][0].shape[-1])
+    keys, values = encoded.new_zeros(shape), encoded.new_zeros(shape)
+    slots = torch.arange(length, device=device)
+
+    def logits(ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Next-token logits after ``ids`` (batch, n) at ``positions`` (n,), filling the cache there."""
+        x = decoder.embed_tokens(ids) + decoder.embed_positions.weight[positions]
+        visible = slots[None, :] <= positions[:, None]  # causal, and hides slots not written yet
+        for i, layer in enumerate(layers):
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            q = _heads(attn.q_proj(h) * attn.scaling, heads)
+            keys[i].index_copy_(2, positions, _heads(attn.k_proj(h), heads))
+            values[i].index_copy_(2, positions, _heads(attn.v_proj(h), heads))
+            x = x + attn.out_proj(_unheads(F.scaled_dot_product_attention(q, keys[i], values[i], visible, scale=1.0)))
+            attn = layer.encoder_attn
+            h = layer.encoder_attn_layer_norm(x)
+            q = _heads(attn.q_proj(h) * attn.scaling, heads)
+            x = x + attn.out_proj(_unheads(F.scaled_dot_product_attention(q, *cross[i], scale=1.0)))
+            x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
+        return whisper.proj_out(decoder.layer_norm(x[:, -1])).float()
+
+    vocab = whisper.proj_out.out_features
+    suppress = _token_bias(list(suppress_tokens), vocab, encoded)
+    first = logits(torch.tensor(prompt, device=device).expand(batch, -1), slots[: len(prompt)])
+    token = (first + suppress + _token_bias(list(begin_suppress_tokens), vocab, encoded)).argmax(-1)
+    out = torch.full((batch, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+    out[:, 0] = token
+    done = token == eos_token_id
+    position = torch.tensor([len(prompt)], device=device)  # where the latest token goes in the cache
+
+    def step() -> None:  # in place on the buffers above: a graph replays exactly this
+        nxt = (logits(token[:, None], position) + suppress).argmax(-1)
+        nxt = torch.where(done, eos_token_id, nxt)
+        done.logical_or_(nxt == eos_token_id)
+        token.copy_(nxt)
+        out.index_copy_(1, position - len(prompt) + 1, nxt[:, None])
+        position.add_(1)
+
+    run: Callable[[], None] = step
+    remaining = max_new_tokens - 1
+    if graphs and remaining > 1:
+        run = _graphed(step)  # runs one step itself, on a side stream, before capturing
+        remaining -= 1
+    for n in range(remaining):
+        if n % CHECK_EVERY == 0 and bool(done.all()):
+            break
+        run()
+    return out
+
+
+def _graphed(step: Callable[[], None]) -> Callable[[], None]:
+    """Run ``step`` once (warm-up: cuBLAS handles, attention kernel choice), capture it, return its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def prompt_ids(tokenizer) -> list[int]:
+    """``<|sot|><|lang|><|task|><|notimestamps|>``: the tokenizer's label prefix, the prompt generate() forces."""
+    return list(tokenizer.prefix_tokens)
+
