@@ -82,6 +82,10 @@ if [ "$1" = run7b ]; then
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_decode.py >"$OUT/pytest-decode.log" 2>&1
   tail -3 "$OUT/pytest-decode.log"
   timeout 500 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run7b" --skip-recipe --modes \
-    --decode bf16-static-b256 bf16-static-merged-b256 bf16-static-b128 bf16-static-b512 bf16-static-b256-untrimmed \
+    --decode bf16-static-b256 bf16-static-merged-b256 bf16-static-b512 bf16-static-b256-untrimmed \
     bf16-merged-b256 >"$OUT/run7b.log" 2>&1
+fi
+if [ "$1" = run7c ]; then  # run7a's compiled b128 ran after the b16 mode in its process; here it runs first
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind7c timeout 250 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
+    --results "$OUT/run7c" --skip-recipe --decode --modes bf16-trim-gc-b128-compile >"$OUT/run7c.log" 2>&1
 fi
