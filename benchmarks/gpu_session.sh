@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_session.sh run6 COMMIT    # not yet run: compiled bf16 with untrimmed 30 s windows (default numerics)
 #   bash benchmarks/gpu_session.sh run7a COMMIT   # training with model.cudnn_attention off (the new default) and on
 #   bash benchmarks/gpu_session.sh run7b COMMIT   # the same machine: static decoding against generate()
+#   bash benchmarks/gpu_session.sh run7c COMMIT   # compiled b128 first in its process; decodes timed over the loop alone
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -85,7 +86,10 @@ if [ "$1" = run7b ]; then
     --decode bf16-static-b256 bf16-static-merged-b256 bf16-static-b512 bf16-static-b256-untrimmed \
     bf16-merged-b256 >"$OUT/run7b.log" 2>&1
 fi
-if [ "$1" = run7c ]; then  # run7a's compiled b128 ran after the b16 mode in its process; here it runs first
-  TORCHINDUCTOR_CACHE_DIR=/tmp/ind7c timeout 250 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
+if [ "$1" = run7c ]; then  # run7a's compiled b128 ran after the b16 mode in its process; here it runs first.
+  # Then decoding timed over the validation loop alone (run 7b timed whole validate() calls).
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind7c timeout 200 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
     --results "$OUT/run7c" --skip-recipe --decode --modes bf16-trim-gc-b128-compile >"$OUT/run7c.log" 2>&1
+  timeout 250 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run7c-decode" --skip-recipe \
+    --modes --decode bf16-static-b256 bf16-static-merged-b256 bf16-merged-b256 >>"$OUT/run7c.log" 2>&1
 fi

@@ -21,8 +21,8 @@ CHECK_EVERY = 8
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(batch, time, heads * dim) -> (batch, heads, time, dim)."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+    """(batch, time, heads * dim) -> (batch, heads, time, dim), contiguous as the attention kernels want it."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2).contiguous()
 
 
 def _unheads(x: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,10 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from peft.tuners.lora import LoraLayer
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
-from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import get_linear_schedule_with_warmup
 
 from lightning_asr.decode import greedy, prompt_ids
+from lightning_asr.metrics import CharErrorRate, WordErrorRate
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor
 
