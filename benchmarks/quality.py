@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lightning_asr.data import SpeechDataModule  # noqa: E402
+from lightning_asr.decode import greedy, prompt_ids  # noqa: E402
 from lightning_asr.module import merged  # noqa: E402
 from lightning_asr.text import normalize  # noqa: E402
 from lightning_asr.whisper import language_code, load_base  # noqa: E402
@@ -37,9 +38,11 @@ from lightning_asr.whisper import language_code, load_base  # noqa: E402
 
 @torch.no_grad()
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
-             batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False) -> dict:
+             batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False,
+             decoding: str = "generate") -> dict:
     """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split;
-    ``merge``: decode as ``model.merge_for_eval`` does, with the adapter merged into the base."""
+    ``merge``: decode as ``model.merge_for_eval`` does, with the adapter merged into the base;
+    ``decoding``: ``generate`` or ``static`` (``model.decoding``)."""
     from peft import PeftModel
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -55,9 +58,16 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     start = time.perf_counter()
     for batch in dm.test_dataloader():
         batch = dm.on_after_batch_transfer(batch, 0)
+        features = batch["input_features"].to(device, dtype)
         with merged(net, merge):
-            ids = net.generate(input_features=batch["input_features"].to(device, dtype), language=language_code(language),
-                               task="transcribe", max_new_tokens=max_new_tokens)
+            if decoding == "static":
+                config = net.generation_config
+                whisper = net.get_base_model() if adapter else net
+                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer), max_new_tokens, config.eos_token_id,
+                             config.suppress_tokens or [], config.begin_suppress_tokens or [])
+            else:
+                ids = net.generate(input_features=features, language=language_code(language), task="transcribe",
+                                   max_new_tokens=max_new_tokens)
         preds += dm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         refs += batch["texts"]
     seconds = time.perf_counter() - start
@@ -128,9 +138,13 @@ def main() -> None:
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
                         "model.merge_for_eval (goal 5 of issue 7), into quality-merge-<date>.{json,md}")
+    parser.add_argument("--decoding-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER by generate() "
+                        "and by model.decoding: static, into quality-decoding-<date>.{json,md}")
     args = parser.parse_args()
     if args.merge_check:
-        return merge_check(args.model, args.data, args.merge_check, args.limit, Path(args.results))
+        return decode_check("merge", args.model, args.data, args.merge_check, args.limit, Path(args.results))
+    if args.decoding_check:
+        return decode_check("decoding", args.model, args.data, args.decoding_check, args.limit, Path(args.results))
     work = Path(args.work)
     report = {"machine": machine_name(),
               "date": datetime.date.today().isoformat(), "steps": args.steps, "seed": args.seed,
@@ -175,24 +189,32 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def merge_check(model: str, data: str, adapter: str, limit: int | None, results: Path) -> None:
-    """Does decoding with the adapter merged into bf16 weights change WER? Same adapter, same clips."""
-    runs = {merge: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, merge=merge)
-            for merge in (False, True)}
+# What each check compares: (row title, evaluate() arguments); the first row is the default.
+CHECKS = {
+    "merge": ("Merged bf16 evaluation", [("LoRA branch (default)", {}), ("merged (model.merge_for_eval)", {"merge": True})]),
+    "decoding": ("Static decoding in bf16", [("generate() (default)", {}), ("static (model.decoding: static)", {"decoding": "static"})]),
+}
+
+
+def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | None, results: Path) -> None:
+    """Does a decoding option change WER? bf16, same adapter, same clips, with and without it."""
+    title, variants = CHECKS[kind]
+    runs = {name: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, **kwargs)
+            for name, kwargs in variants}
     machine = machine_name()
     report = {"machine": machine, "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
-              "unmerged": runs[False], "merged": runs[True]}
+              "runs": runs}
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"quality-merge-{report['date']}"
+    stem = results / f"quality-{kind}-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    lines = [f"# Merged bf16 evaluation: whisper-base + one adapter on cv-synth/mr test ({runs[False]['clips']} clips)", "",
-             f"Machine: {machine}; torch {report['torch']}. Command: `python benchmarks/quality.py --merge-check ADAPTER`.", "",
+    clips = next(iter(runs.values()))["clips"]
+    lines = [f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)", "",
+             f"Machine: {machine}; torch {report['torch']}. Command: `python benchmarks/quality.py --{kind}-check ADAPTER`.", "",
              "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |", "|---|---|---|---|---|"]
-    for name, m in (("LoRA branch (default)", runs[False]), ("merged (model.merge_for_eval)", runs[True])):
+    for name, m in runs.items():
         lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

@@ -1,13 +1,13 @@
 """Greedy decoding over a preallocated KV cache, its token step replayed as a CUDA graph on GPU.
 
-At a validation batch of 128-256 clips, ``generate()`` keeps the GPU busy for 40 % of a token step:
-the rest is host work (cache growth, logits processors, stopping checks) between ~2,000 small
-kernels. This loop does the same greedy search as ``generate(language=..., task=...)`` (the forced
-``<|sot|><|lang|><|task|><|notimestamps|>`` prompt, Whisper's suppressed tokens, EOS padding) with
-every buffer allocated once, so a token step is a fixed sequence of kernels: on CUDA it is
-captured once per batch and replayed per token. It calls the model's own layers and submodules
-(LoRA layers included), so adapters, merging and k-bit bases work as they do in ``generate()``.
-"""
+``generate()`` grows its cache, runs logits processors and checks stopping criteria in Python
+around ~2,000 small kernels a token step. This loop does the same greedy search as
+``generate(language=..., task=...)`` (the forced ``<|sot|><|lang|><|task|><|notimestamps|>``
+prompt, Whisper's suppressed tokens, EOS padding) with every buffer allocated once, so a token
+step is a fixed sequence of kernels: on CUDA it is captured once per batch and replayed per token.
+On an H100 (large-v2, batch 256) 1,000 clips took 11.8 s this way and 29.2 s through
+``generate()`` (README, "Speed"). It calls the model's own submodules (LoRA layers included), so
+adapters, merging and k-bit bases work as they do in ``generate()``."""
 
 import contextlib
 from collections.abc import Callable
@@ -50,9 +50,10 @@ def greedy(
     """The ``max_new_tokens`` tokens after ``prompt`` for each clip, EOS-padded once a row has ended.
 
     ``whisper`` is a ``WhisperForConditionalGeneration`` (unwrap a ``PeftModel`` with
-    ``get_base_model()``); ``cuda_graph`` replays the token step as a CUDA graph when the model is on
-    a GPU. A graph must hold no host syncs; bitsandbytes' k-bit layers were not checked for that, so
-    the module captures graphs only for ``quantization: none``.
+    ``get_base_model()``). ``cuda_graph``: replay the token step as a CUDA graph when the model is on
+    a GPU, and (on any device, so that CPU checks compute what the GPU does) run the layers in their
+    own dtype, without autocast. A graph must hold no host syncs; bitsandbytes' k-bit layers were not
+    checked for that, so the module asks for graphs only with ``quantization: none``.
     """
     limit = whisper.model.decoder.config.max_target_positions
     if len(prompt) + max_new_tokens > limit:
@@ -60,12 +61,12 @@ def greedy(
             f"model.max_new_tokens: {max_new_tokens} + the {len(prompt)}-token prompt exceeds the decoder's "
             f"{limit} positions"
         )
-    graphs = cuda_graph and input_features.device.type == "cuda"
+    device = input_features.device.type
     # Autocast's weight-cast cache would hand a graph tensors that are freed when autocast exits, so
     # with graphs the layers run in their own dtype throughout (graphs are for bases kept in bf16/fp32).
-    with torch.autocast("cuda", enabled=False) if graphs else contextlib.nullcontext():
+    with torch.autocast(device, enabled=False) if cuda_graph else contextlib.nullcontext():
         return _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens,
-                       begin_suppress_tokens, graphs)
+                       begin_suppress_tokens, cuda_graph and device == "cuda")
 
 
 def _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens, begin_suppress_tokens,

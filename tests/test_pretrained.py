@@ -38,3 +38,15 @@ def test_lora_on_whisper_base_lowers_training_loss_on_cpu():
     batch = data.collate([data.datasets["train"][i] for i in range(4)])
     losses = train_steps(module, batch, steps=4, lr=1e-3)
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@requires_shared
+def test_static_decoding_transcribes_real_speech_like_generate():
+    """Pretrained whisper-base on real-length speech: words, EOS at each clip's own step, fp32."""
+    from benchmarks.quality import evaluate
+
+    runs = {d: evaluate(BASE, DATA, "en", "English", limit=6, batch_size=6, dtype=torch.float32, decoding=d)
+            for d in ("generate", "static")}
+    assert runs["static"]["examples"] == runs["generate"]["examples"]
+    assert [runs["static"][k] for k in ("wer", "wer_norm", "cer")] == [runs["generate"][k] for k in ("wer", "wer_norm", "cer")]
+    assert runs["static"]["wer_norm"] < 0.5
