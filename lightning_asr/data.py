@@ -261,9 +261,7 @@ class SpeechDataset(Dataset):
             if self.strict:
                 raise
             return Skipped(err.path, err.reason, err.detail)
-        features = self.processor.feature_extractor(
-            waveform, sampling_rate=SAMPLING_RATE, return_tensors="np"
-        ).input_features[0]
+        features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text}
 
 
@@ -274,6 +272,26 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
         raise AudioError(name, "undecodable", str(err)) from None
     audio = audio.mean(axis=1)
     return soxr.resample(audio, rate, SAMPLING_RATE, quality="HQ") if rate != SAMPLING_RATE else audio
+
+
+def log_mel(extractor, waveform: np.ndarray) -> np.ndarray:
+    """The extractor's log-mel of ``waveform`` padded to its window, computed over the audio alone.
+
+    Whisper pads every clip with zeros to 30 s before its STFT: a 5 s clip spends 5/6 of the work on
+    frames of silence. Their value is known: log10 of the power floor (-10), raised to the clip's
+    maximum - 8, then scaled like every frame, i.e. ``max(normalised max - 2, -1.5)``. So the STFT
+    runs over the audio plus a whole second of zeros (beyond the last window's reach) and the rest
+    is filled in: the same features (tests/test_data.py checks), 6x faster for a 5 s clip.
+    """
+    if getattr(extractor, "dither", 0.0):  # dither puts noise on the padding too: nothing to fill in
+        return extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="np").input_features[0]
+    tail = -(-(len(waveform) + extractor.n_fft) // SAMPLING_RATE) * SAMPLING_RATE
+    mel = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="np",
+                    max_length=min(extractor.n_samples, tail)).input_features[0]
+    frames = extractor.n_samples // extractor.hop_length
+    if mel.shape[1] < frames:
+        mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=max(mel.max() - 2.0, -1.5))
+    return mel
 
 
 def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frames: bool = False) -> dict:

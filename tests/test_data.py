@@ -293,3 +293,17 @@ def test_resumed_grouped_epoch_keeps_the_order_it_was_cut_for(tmp_path, tiny_mod
                                 lengths=dm._lengths("train"), batch_size=3)
     cut_for_four.order_for = (0, 4, 3)
     assert list(sampler) == list(cut_for_four)[12:]
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.3, 2.3, 5.0, 9.99, 29.5, 30.0])
+def test_log_mel_over_the_audio_alone_equals_the_extractors(seconds):
+    from transformers import WhisperFeatureExtractor
+
+    from lightning_asr.data import log_mel
+
+    extractor = WhisperFeatureExtractor()  # Whisper's 30 s, 80-bin extractor
+    rng = np.random.default_rng(int(seconds * 100))
+    for waveform in (0.1 * rng.standard_normal(int(seconds * 16000)), np.zeros(int(seconds * 16000))):
+        waveform = waveform.astype(np.float32)
+        expected = extractor(waveform, sampling_rate=16000, return_tensors="np").input_features[0]
+        np.testing.assert_allclose(log_mel(extractor, waveform), expected, rtol=0, atol=1e-6)
