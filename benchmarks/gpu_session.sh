@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_session.sh run7a COMMIT   # training with model.cudnn_attention off (the new default) and on
 #   bash benchmarks/gpu_session.sh run7b COMMIT   # the same machine: static decoding against generate()
 #   bash benchmarks/gpu_session.sh run7c COMMIT   # compiled b128 first in its process; decodes timed over the loop alone
+#   bash benchmarks/gpu_session.sh run8 COMMIT    # not yet run: decodes after data.log_mel; fast-bf16 and lean-bf16 as configured
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -61,7 +62,7 @@ if [ "$1" = run4c ]; then  # run4b ran out of time before its unmerged decode; a
   timeout 550 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run4c" \
     --decode bf16 bf16-merged-b128 bf16-merged-b256 --modes bf16-trim-gc-b16-compile >"$OUT/run4c.log" 2>&1
 fi
-if [ "$1" = run5 ]; then  # each mode in its own process, so none inherits another's cuDNN plans
+if [ "$1" = run5 ]; then  # each mode in its own process (as run at a85cbc6; its second mode is gone since)
   for mode in bf16-trim-gc-b16-compile bf16-trim-gc-b16-compile-no-cudnn-attention; do
     timeout 280 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run5-$mode" --decode \
       --modes $mode >>"$OUT/run5.log" 2>&1
@@ -92,4 +93,11 @@ if [ "$1" = run7c ]; then  # run7a's compiled b128 ran after the b16 mode in its
     --results "$OUT/run7c" --skip-recipe --decode --modes bf16-trim-gc-b128-compile >"$OUT/run7c.log" 2>&1
   timeout 250 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run7c-decode" --skip-recipe \
     --modes --decode bf16-static-b256 bf16-static-merged-b256 bf16-merged-b256 >>"$OUT/run7c.log" 2>&1
+fi
+if [ "$1" = run8 ]; then  # not yet run: goal 4 again after data.log_mel (first batch of 256 built 3x faster on CPU),
+  # then the bf16 training modes with the recipe in one process
+  timeout 260 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run8-decode" --skip-recipe \
+    --modes --decode bf16-static-merged-b256 bf16-static-b256 bf16-static-b128 >"$OUT/run8.log" 2>&1
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind8 timeout 300 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
+    --results "$OUT/run8" --decode --modes bf16-trim-gc-b128-compile-cudnn-attention bf16-trim-gc-b16-compile >>"$OUT/run8.log" 2>&1
 fi
