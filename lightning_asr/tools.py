@@ -72,6 +72,7 @@ def transcribe(
     num_workers: int = 2,
     accelerator: str = "auto",
     audio_column: str = "audio",
+    decoding: Literal["generate", "static"] = "generate",
 ) -> None:
     """Transcribe audio files with a base Whisper and (optionally) a trained adapter.
 
@@ -89,6 +90,8 @@ def transcribe(
         num_workers: audio decoding processes.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         audio_column: audio column of a manifest.
+        decoding: ``generate`` (transformers) or ``static`` (the same tokens from our loop over a
+            preallocated cache; on GPU with an unquantized base, 2.5x faster in README "Speed").
     """
     info = adapter_info(adapter) if adapter else {}
     base = base or info.get("base_model")
@@ -107,6 +110,7 @@ def transcribe(
         adapter=adapter,
         max_new_tokens=max_new_tokens,
         trim_encoder=False,
+        decoding=decoding,
     )
     with tempfile.TemporaryDirectory() as tmp:
         if len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES):

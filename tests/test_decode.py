@@ -54,7 +54,7 @@ def features(batch: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 80, 400, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("quantization", ["none", "int8"])
+@pytest.mark.parametrize("quantization", ["none", "int8", "nf4"])
 def test_static_decoding_gives_generates_tokens(talkative_model, quantization):
     module = talkative(talkative_model, quantization=quantization)
     x = features()

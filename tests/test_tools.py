@@ -21,10 +21,16 @@ def test_transcribe_writes_text_and_jsonl(tmp_path, adapter):
     for i, rate in enumerate((8000, 48000)):
         sf.write(tmp_path / f"c{i}.wav", tone(1.5, rate, seed=i), rate)
         clips.append(str(tmp_path / f"c{i}.wav"))
-    transcribe(clips, adapter=adapter, output=str(tmp_path / "out"), num_workers=0, max_new_tokens=5, accelerator="cpu")
-    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["path"] for r in rows] == clips and [r["duration"] for r in rows] == [1.5, 1.5]
-    assert (tmp_path / "out.txt").read_text().splitlines() == [r["text"] for r in rows]
+    texts = {}
+    for decoding in ("generate", "static"):
+        out = tmp_path / decoding
+        transcribe(clips, adapter=adapter, output=str(out), num_workers=0, max_new_tokens=5, accelerator="cpu",
+                   decoding=decoding)
+        rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+        assert [r["path"] for r in rows] == clips and [r["duration"] for r in rows] == [1.5, 1.5]
+        assert out.with_suffix(".txt").read_text().splitlines() == [r["text"] for r in rows]
+        texts[decoding] = [r["text"] for r in rows]
+    assert texts["static"] == texts["generate"]
 
 
 def test_export_merges_into_a_standard_whisper_folder(tmp_path, tiny_model, adapter, trained):  # noqa: F811
