@@ -61,10 +61,8 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
         features = batch["input_features"].to(device, dtype)
         with merged(net, merge):
             if decoding == "static":
-                config = net.generation_config
                 whisper = net.get_base_model() if adapter else net
-                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer), max_new_tokens, config.eos_token_id,
-                             config.suppress_tokens or [], config.begin_suppress_tokens or [])
+                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer), max_new_tokens)
             else:
                 ids = net.generate(input_features=features, language=language_code(language), task="transcribe",
                                    max_new_tokens=max_new_tokens)

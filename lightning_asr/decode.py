@@ -11,7 +11,7 @@ adapters, merging and k-bit bases work as they do in ``generate()``.
 """
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,15 +43,13 @@ def greedy(
     input_features: torch.Tensor,
     prompt: list[int],
     max_new_tokens: int,
-    eos_token_id: int,
-    suppress_tokens: Sequence[int] = (),
-    begin_suppress_tokens: Sequence[int] = (),
     cuda_graph: bool = True,
 ) -> torch.Tensor:
     """The ``max_new_tokens`` tokens after ``prompt`` for each clip, EOS-padded once a row has ended.
 
     ``whisper`` is a ``WhisperForConditionalGeneration`` (unwrap a ``PeftModel`` with
-    ``get_base_model()``). ``cuda_graph``: replay the token step as a CUDA graph when the model is on
+    ``get_base_model()``); its generation config gives EOS and the suppressed tokens, as it does
+    to ``generate()``. ``cuda_graph``: replay the token step as a CUDA graph when the model is on
     a GPU, and (on any device, so that CPU checks compute what the GPU does) run the layers in their
     own dtype, without autocast. A graph must hold no host syncs; bitsandbytes' k-bit layers were not
     checked for that, so the module asks for graphs only with ``quantization: none``.
@@ -66,12 +64,12 @@ def greedy(
     # Autocast's weight-cast cache would hand a graph tensors that are freed when autocast exits, so
     # with graphs the layers run in their own dtype throughout (graphs are for bases kept in bf16/fp32).
     with torch.autocast(device, enabled=False) if cuda_graph else contextlib.nullcontext():
-        return _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens,
-                       begin_suppress_tokens, cuda_graph and device == "cuda")
+        return _greedy(whisper, input_features, prompt, max_new_tokens, cuda_graph and device == "cuda")
 
 
-def _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppress_tokens, begin_suppress_tokens,
-            graphs: bool) -> torch.Tensor:
+def _greedy(whisper, input_features: torch.Tensor, prompt: list[int], max_new_tokens: int, graphs: bool) -> torch.Tensor:
+    config = whisper.generation_config
+    eos_token_id = config.eos_token_id
     decoder = whisper.model.decoder
     encoded = whisper.model.encoder(input_features).last_hidden_state
     batch, device = encoded.shape[0], encoded.device
@@ -107,9 +105,9 @@ def _greedy(whisper, input_features, prompt, max_new_tokens, eos_token_id, suppr
         return whisper.proj_out(decoder.layer_norm(x[:, -1])).float()
 
     vocab = whisper.proj_out.out_features
-    suppress = _token_bias(list(suppress_tokens), vocab, encoded)
+    suppress = _token_bias(config.suppress_tokens or [], vocab, encoded)
     first = logits(torch.tensor(prompt, device=device).expand(batch, -1), slots[: len(prompt)])
-    token = (first + suppress + _token_bias(list(begin_suppress_tokens), vocab, encoded)).argmax(-1)
+    token = (first + suppress + _token_bias(config.begin_suppress_tokens or [], vocab, encoded)).argmax(-1)
     out = torch.full((batch, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
     out[:, 0] = token
     done = token == eos_token_id

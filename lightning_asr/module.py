@@ -277,9 +277,7 @@ class WhisperLoRA(L.LightningModule):
         features = input_features.to(self.dtype_of_inputs())
         with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval), self.attention():
             if hp.decoding == "static":
-                config = self.model.generation_config
                 ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer), hp.max_new_tokens,
-                             config.eos_token_id, config.suppress_tokens or [], config.begin_suppress_tokens or [],
                              cuda_graph=hp.quantization == "none")
             else:
                 ids = self.model.generate(

@@ -45,9 +45,8 @@ def talkative(model: str, **kwargs) -> WhisperLoRA:
 
 
 def static_ids(module, features: torch.Tensor, max_new_tokens: int = 24, cuda_graph: bool = False) -> torch.Tensor:
-    config = module.model.generation_config
     return greedy(module.model.get_base_model(), features, prompt_ids(module.processor.tokenizer), max_new_tokens,
-                  config.eos_token_id, config.suppress_tokens, config.begin_suppress_tokens, cuda_graph)
+                  cuda_graph)
 
 
 def features(batch: int = 6, seed: int = 0) -> torch.Tensor:
