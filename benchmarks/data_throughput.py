@@ -59,6 +59,54 @@ def throughput(model: str, root: str, workers: int, batches: int) -> dict:
             "workers": workers}
 
 
+def validation_batch(model: str, clips: int = 256) -> dict:
+    """What a validation loop waits for before its first decode, and what it does after each one.
+
+    A DataLoader worker builds a whole batch, so the loop's first batch of ``clips`` clips comes from
+    one process: its time in one process (best of three), with ``log_mel`` and with the extractor's
+    full 30 s window (the path before ``log_mel``), on the speed benchmark's clips (16 kHz wav, 2-10 s). Then the
+    host work after a decode: texts, normalisation, degeneracy and error rates for ``clips`` rows of
+    96 random tokens (a model that never stops early).
+    """
+    import torch
+
+    import lightning_asr.data as data_lib
+    from benchmarks.speed import make_clips
+    from lightning_asr.metrics import CharErrorRate, WordErrorRate
+    from lightning_asr.text import clean_transcript, is_degenerate, normalize
+
+    work = Path(tempfile.mkdtemp())
+    manifest, _ = make_clips(work / "clips", clips)
+    seconds = {}
+    fast = data_lib.log_mel
+    full = lambda extractor, waveform: extractor(waveform, sampling_rate=16000, return_tensors="np").input_features[0]  # noqa: E731
+    dm = SpeechDataModule(source="manifest", path=str(manifest), model=model, language="mr", eval_batch_size=clips,
+                          num_workers=0, trim_frames=True)
+    dm.setup("validate")
+    for name, features in [("full_window", full), ("log_mel", fast)] * 3:  # alternating; the best of three each
+        data_lib.log_mel = features
+        try:
+            start = time.perf_counter()
+            next(iter(dm.val_dataloader()))
+            seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - start)
+        finally:
+            data_lib.log_mel = fast
+    tokenizer = dm.processor.tokenizer
+    ids = torch.randint(0, 50257, (clips, 96), generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    texts = [clean_transcript(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    special = set(tokenizer.all_special_ids)
+    [is_degenerate([t for t in row.tolist() if t not in special], 96) for row in ids]
+    refs = texts[::-1]
+    WordErrorRate().update(texts, refs)
+    WordErrorRate().update([normalize(t) for t in texts], [normalize(r) for r in refs])
+    CharErrorRate().update([normalize(t) for t in texts], [normalize(r) for r in refs])
+    post = time.perf_counter() - start
+    shutil.rmtree(work)
+    return {"clips": clips, "first_batch_full_window_s": seconds["full_window"], "first_batch_log_mel_s": seconds["log_mel"],
+            "post_processing_s": post}
+
+
 def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
     root = Path(tempfile.mkdtemp()) / "big"
     (root / "mr").mkdir(parents=True)
@@ -104,16 +152,22 @@ def main() -> None:
               "date": datetime.date.today().isoformat(), "data": args.data}
     report["throughput"] = throughput(model, args.data, args.workers, args.batches)
     report["index"] = index_cost(model, Path(args.data) / "mr" / "clips", args.rows)
+    # After the index: Linux keeps a process's peak RSS across fork + exec, so the index's child
+    # would report this process's larger peak as its own.
+    report["validation"] = validation_batch(model)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"data-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    t, i = report["throughput"], report["index"]
+    t, i, v = report["throughput"], report["index"], report["validation"]
     lines = [f"# Data path: {report['machine']}, {report['date']}", "",
              f"Command: `python benchmarks/data_throughput.py` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).", "",
              "| measure | value |", "|---|---|",
              f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
              f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
+             f"| a validation batch of {v['clips']} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): features over the full 30 s window | {v['first_batch_full_window_s']:.2f} s |",
+             f"| the same with `log_mel` (the STFT over the audio plus 1 s) | {v['first_batch_log_mel_s']:.2f} s |",
+             f"| after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER | {v['post_processing_s']:.2f} s |",
              f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |",
              f"| `group_by_length` lengths of those rows from `clip_durations.tsv` | {i['lengths_from_durations_seconds']:.2f} s |",
              f"| the same from file sizes: one `stat` a row, over 8 distinct files (warm inode cache; a real release's million files, or network storage, costs more) | {i['lengths_from_sizes_seconds']:.2f} s |"]
