@@ -318,7 +318,7 @@ class LoopTimer(L.Callback):
     device-to-host copies were that teardown."""
 
     def __init__(self, profile: bool = False) -> None:
-        self.want_profile, self.profile, self.seconds = profile, None, None
+        self.want_profile, self.profiler, self.profile, self.seconds = profile, None, None, None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if torch.cuda.is_available():
@@ -347,16 +347,15 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, mo
     "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
     "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
 }
-DECODE_TITLES = {"recipe": "recipe-eval: int8, batch 8, 32 new tokens",
-                 "bf16": "bf16, trimmed, length-sorted, batch 128, 96 new tokens",
-                 "bf16-merged-b128": "bf16, trimmed, length-sorted, LoRA merged, batch 128, 96 new tokens",
-                 "bf16-merged-b256": "bf16, trimmed, length-sorted, LoRA merged, batch 256, 96 new tokens",
-                 "bf16-merged-b512": "bf16, trimmed, length-sorted, LoRA merged, batch 512, 96 new tokens",
-                 "bf16-static-b128": "bf16, trimmed, length-sorted, static decoding, batch 128, 96 new tokens",
-                 "bf16-static-b256": "bf16, trimmed, length-sorted, static decoding, batch 256, 96 new tokens",
-                 "bf16-static-merged-b256": "bf16, trimmed, length-sorted, static decoding, LoRA merged, batch 256, 96 new tokens",
-                 "bf16-static-b512": "bf16, trimmed, length-sorted, static decoding, batch 512, 96 new tokens",
-                 "bf16-static-b256-untrimmed": "bf16, 30 s windows, static decoding, batch 256, 96 new tokens"}
+def decode_title(key: str) -> str:
+    """A decode's row title in the report (and its key in the JSON), from what DECODES says it runs."""
+    mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
+    mode = next(m for m in MODES if m.name == mode)
+    if mode.quantization != "none":
+        return f"recipe-eval: {mode.quantization}, batch {batch}, {tokens} new tokens"
+    parts = ["bf16", "trimmed, length-sorted" if mode.trim else "30 s windows"]
+    parts += ["static decoding"] * (decoding == "static") + ["LoRA merged"] * merge_for_eval
+    return ", ".join([*parts, f"batch {batch}", f"{tokens} new tokens"])
 
 
 def main() -> None:
@@ -422,13 +421,13 @@ def main() -> None:
         if args.tiny:
             batch = min(batch, 8)
         try:
-            report["decode"][DECODE_TITLES[key]] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
+            report["decode"][decode_title(key)] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
                                                               tokens, merge_for_eval, decoding)
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)
             continue
-        print(key, report["decode"][DECODE_TITLES[key]], flush=True)
+        print(key, report["decode"][decode_title(key)], flush=True)
         write(report, results, args.tiny)
 
 
