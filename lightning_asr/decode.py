@@ -30,9 +30,9 @@ def _unheads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
-def _token_bias(ids: list[int], vocab: int, like: torch.Tensor) -> torch.Tensor:
+def _token_bias(ids: list[int], vocab: int, device: torch.device) -> torch.Tensor:
     """A logits bias of -inf at ``ids``: what transformers' Suppress*LogitsProcessors do."""
-    bias = torch.zeros(vocab, dtype=torch.float32, device=like.device)
+    bias = torch.zeros(vocab, dtype=torch.float32, device=device)
     bias[[i for i in ids if i < vocab]] = float("-inf")
     return bias
 
@@ -105,9 +105,9 @@ def _greedy(whisper, input_features: torch.Tensor, prompt: list[int], max_new_to
         return whisper.proj_out(decoder.layer_norm(x[:, -1])).float()
 
     vocab = whisper.proj_out.out_features
-    suppress = _token_bias(config.suppress_tokens or [], vocab, encoded)
+    suppress = _token_bias(config.suppress_tokens or [], vocab, device)
     first = logits(torch.tensor(prompt, device=device).expand(batch, -1), slots[: len(prompt)])
-    token = (first + suppress + _token_bias(config.begin_suppress_tokens or [], vocab, encoded)).argmax(-1)
+    token = (first + suppress + _token_bias(config.begin_suppress_tokens or [], vocab, device)).argmax(-1)
     out = torch.full((batch, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
     out[:, 0] = token
     done = token == eos_token_id
