@@ -94,7 +94,7 @@ if [ "$1" = run7c ]; then  # run7a's compiled b128 ran after the b16 mode in its
   timeout 250 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run7c-decode" --skip-recipe \
     --modes --decode bf16-static-b256 bf16-static-merged-b256 bf16-merged-b256 >>"$OUT/run7c.log" 2>&1
 fi
-if [ "$1" = run8 ]; then  # not yet run: goal 4 again after data.log_mel (a 256-clip batch built 4x faster on the CI CPU),
+if [ "$1" = run8 ]; then  # not yet run: goal 4 again after data.log_mel (a 256-clip batch built 3.7x faster on the CI CPU),
   # then the bf16 training modes with the recipe in one process
   timeout 260 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run8-decode" --skip-recipe \
     --modes --decode bf16-static-merged-b256 bf16-static-b256 bf16-static-b128 >"$OUT/run8.log" 2>&1
