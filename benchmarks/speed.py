@@ -302,36 +302,53 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     trainer.validate(module, data)
     call = time.perf_counter() - start
     row = {"clips": clips, "seconds": loop.seconds, "seconds_per_1000": 1000 * loop.seconds / clips,
-           "validate_call_s": call, "peak_gib": peak_gib(), "tokens_per_s": clips * max_new_tokens / loop.seconds}
-    # Then one batch profiled, per token step. 16 steps only: a profile of 96 token steps holds
-    # ~400k kernel events, and summarising them outlasted a 10-minute device call.
+           "validate_call_s": call, "peak_gib": peak_gib(), "tokens_per_s": clips * max_new_tokens / loop.seconds,
+           "first_batch_wait_s": loop.waits[0], "data_wait_s": sum(loop.waits), "batch_s": loop.batches}
+    # Then one batch profiled, per token step: the second, past the workers' start, where there is
+    # one. 16 steps only: a profile of 96 token steps holds ~400k kernel events, and summarising
+    # them outlasted a 10-minute device call.
     module.hparams.max_new_tokens = PROFILED_TOKENS
-    profiled = LoopTimer(profile=True)
-    quiet_trainer(mode, accelerator, limit_val_batches=1, callbacks=[profiled]).validate(module, data)
+    profiled = LoopTimer(profile_batch=int(clips > batch_size))
+    quiet_trainer(mode, accelerator, limit_val_batches=2, callbacks=[profiled]).validate(module, data)
     return row | {"profile": profiled.profile}
 
 
 class LoopTimer(L.Callback):
-    """Times (and optionally profiles) the validation loop alone: a stand-alone ``validate()`` also
-    moves the model onto the GPU and back to the CPU (Lightning's teardown), which fit's
-    validations never do. Runs 1-7b timed and profiled the whole call; their "per token step"
-    device-to-host copies were that teardown."""
+    """Times the validation loop alone: a stand-alone ``validate()`` also moves the model onto the
+    GPU and back to the CPU (Lightning's teardown), which fit's validations never do. Runs 1-7b
+    timed and profiled the whole call; their "per token step" device-to-host copies were that
+    teardown. Per batch it keeps the wait for data and the compute. With ``profile_batch`` it
+    profiles that batch alone: the second one shows the steady state, where the first also waits
+    for fresh workers to build their batches."""
 
-    def __init__(self, profile: bool = False) -> None:
-        self.want_profile, self.profiler, self.profile, self.seconds = profile, None, None, None
+    def __init__(self, profile_batch: int | None = None) -> None:
+        self.profile_batch, self.profiler, self.profile, self.seconds = profile_batch, None, None, None
+        self.waits: list[float] = []  # per batch: from the previous batch's end (or the loop's start) to its start
+        self.batches: list[float] = []  # per batch: its validation_step, device-synchronised
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.profiler = start_profiler() if self.want_profile else None
-        self.start = time.perf_counter()
+        self.start = self.last = time.perf_counter()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.waits.append(time.perf_counter() - self.last)
+        if batch_idx == self.profile_batch:
+            self.profiler = start_profiler()
+        self.batch_start = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.last = time.perf_counter()
+        self.batches.append(self.last - self.batch_start)
+        if self.profiler is not None:
+            self.profile, self.profiler = stop_profiler(self.profiler, PROFILED_TOKENS), None
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.start
-        if self.profiler is not None:
-            self.profile = stop_profiler(self.profiler, PROFILED_TOKENS)
 
 
 PROFILED_TOKENS = 16
@@ -379,7 +396,7 @@ def main() -> None:
     accelerator = "cpu" if args.tiny else "gpu"
     device = "cpu" if args.tiny else "cuda"
     if args.tiny:
-        args.steps, args.warmup, args.decode_clips = 2, 1, 8
+        args.steps, args.warmup, args.decode_clips = 2, 1, 12  # two decode batches: the second is profiled
     # Grouped modes sort within windows of GROUP_WINDOW steps, longest window first. With a window
     # of --warmup steps the warm-up takes the longest window and the timed steps whole windows
     # after it: an average over typical batches, not the longest ones (users get windows of 64).
@@ -466,15 +483,18 @@ def write(report: dict, results: Path, tiny: bool) -> None:
         ratio = f"{r['vs_recipe']:.1f}×" if r["vs_recipe"] else "–"
         lines.append(f"| {name} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {mfu} | {ratio} | {r['tradeoff']} |")
     lines += ["", ("| decoding (validation loop: decode + WER; random weights never stop early) | clips | s per 1,000 clips "
-                   "| whole validate() call, s | tokens/s | peak GiB |"), "|---|---|---|---|---|---|"]
+                   "| of which waiting for data, s (first batch) | whole validate() call, s | tokens/s | peak GiB |"),
+              "|---|---|---|---|---|---|---|"]
     for name, r in report["decode"].items():
         call = f"{r['validate_call_s']:.1f}" if "validate_call_s" in r else "–"
-        lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {call} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |")
+        wait = f"{r['data_wait_s']:.2f} ({r['first_batch_wait_s']:.2f})" if "data_wait_s" in r else "–"
+        lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {wait} | {call} | {r['tokens_per_s']:.0f} "
+                     f"| {r['peak_gib']:.2f} |")
     profiles = {name: r["profile"] for name, r in {**report["train"], **report["decode"]}.items() if "wall_ms" in r.get("profile", {})}
     if profiles:
         kinds = list(next(iter(profiles.values()))["kinds_ms"])
-        lines += ["", ("Profiles (torch.profiler, steps after the timed ones; decoding: the validation loop over one batch "
-                       "of 16 new tokens after the timed run, per token step, encoder and WER included). GPU busy = summed kernel time; where it is far "
+        lines += ["", ("Profiles (torch.profiler, steps after the timed ones; decoding: one validation batch of 16 new tokens "
+                       "after the timed run, the second where there are two, per token step, encoder and WER included). GPU busy = summed kernel time; where it is far "
                        "under wall time the GPU waits on the host."), "",
                   "| profile | wall ms | GPU busy ms | busy | kernels | " + " | ".join(f"{k} ms" for k in kinds) + " | top kernel |",
                   "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]

@@ -16,7 +16,11 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
     assert len(report["decode"]) == len(DECODES)  # the recipe's, ours with generate() and static, merged or not
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
+    # The data waits are part of the loop, the first batch's (workers starting) among them.
+    assert all(0 < row["first_batch_wait_s"] <= row["data_wait_s"] < row["seconds"] for row in report["decode"].values())
     assert all(row["profile"]["wall_ms"] > 0 for name, row in report["train"].items() if name != "recipe")
+    assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == (1 if "recipe" in name else 2)
+               for name, row in report["decode"].items())
     assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()
     # A run split over two GPUs merges back into one report, the recipe first.
     parts = []
