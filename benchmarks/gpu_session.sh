@@ -15,6 +15,7 @@
 #   bash benchmarks/gpu_session.sh run7b COMMIT   # the same machine: static decoding against generate()
 #   bash benchmarks/gpu_session.sh run7c COMMIT   # compiled b128 first in its process; decodes timed over the loop alone
 #   bash benchmarks/gpu_session.sh run8 COMMIT    # decodes after data.log_mel; fast-bf16 and lean-bf16 as configured
+#   bash benchmarks/gpu_session.sh run9 COMMIT    # decodes after collate trims before stacking; k-bit bases, static against generate()
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -100,4 +101,11 @@ if [ "$1" = run8 ]; then  # goal 4 again after data.log_mel (a 256-clip batch bu
     --modes --decode bf16-static-merged-b256 bf16-static-b256 bf16-static-b128 >"$OUT/run8.log" 2>&1
   TORCHINDUCTOR_CACHE_DIR=/tmp/ind8 timeout 270 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 \
     --results "$OUT/run8" --decode --modes bf16-trim-gc-b128-compile-cudnn-attention bf16-trim-gc-b16-compile >>"$OUT/run8.log" 2>&1
+fi
+if [ "$1" = run9 ]; then  # goal 4 after collate trims before it stacks (a 256-clip batch 0.70 -> 0.04 s on the CI CPU);
+  # then one batch each on the int8 and nf4 bases, generate() against static decoding (no CUDA graphs there)
+  timeout 280 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run9-decode" --skip-recipe --modes \
+    --decode bf16-static-merged-b256 bf16-static-b256 bf16-static-merged-b128 bf16-static-b128 >"$OUT/run9.log" 2>&1
+  timeout 260 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run9-kbit" --skip-recipe --modes \
+    --decode int8-b64 int8-static-b64 nf4-b64 nf4-static-b64 >>"$OUT/run9.log" 2>&1
 fi

@@ -363,14 +363,21 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, mo
     "bf16-static-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "static"),
     "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
     "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
+    "bf16-static-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "static"),
+    # k-bit bases decode without CUDA graphs: one batch each (the recipe's base, and nf4 trimmed)
+    "int8-b64": ("ours-recipe", 64, 96, False, "generate"),
+    "int8-static-b64": ("ours-recipe", 64, 96, False, "static"),
+    "nf4-b64": ("nf4-trim-gc-b8", 64, 96, False, "generate"),
+    "nf4-static-b64": ("nf4-trim-gc-b8", 64, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
     """A decode's row title in the report (and its key in the JSON), from what DECODES says it runs."""
     mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
     mode = next(m for m in MODES if m.name == mode)
-    if mode.quantization != "none":
+    if key == "recipe":
         return f"recipe-eval: {mode.quantization}, batch {batch}, {tokens} new tokens"
-    parts = ["bf16", "trimmed, length-sorted" if mode.trim else "30 s windows"]
+    base = "bf16" if mode.quantization == "none" else mode.quantization
+    parts = [base, "trimmed, length-sorted" if mode.trim else "30 s windows"]
     parts += ["static decoding"] * (decoding == "static") + ["LoRA merged"] * merge_for_eval
     return ", ".join([*parts, f"batch {batch}", f"{tokens} new tokens"])
 
@@ -434,7 +441,8 @@ def main() -> None:
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
         mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
-        clips = min(args.decode_clips, batch) if key == "recipe" else args.decode_clips  # the recipe's: one batch
+        # k-bit bases decode one batch: 1,000 clips through the recipe's int8 would take minutes
+        clips = min(args.decode_clips, batch) if by_name[mode].quantization != "none" else args.decode_clips
         if args.tiny:
             batch = min(batch, 8)
         try:

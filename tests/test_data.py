@@ -130,7 +130,10 @@ def test_collate_pads_labels_strips_start_token_and_stacks_features():
     assert collate(items, 50258)["labels"].tolist() == [[50258, 1, 2, 50257], [3, 50257, -100, -100]]
     assert collate(items, 50258, trim_frames=True)["input_features"].shape == (2, 80, 300)  # ceil(2.9 s) = 300 frames
     items[1]["duration"] = 1.4
-    assert collate(items, 50258, trim_frames=True)["input_features"].shape == (2, 80, 200)
+    items[0]["input_features"] = np.arange(80 * 300, dtype=np.float32).reshape(80, 300)
+    trimmed = collate(items, 50258, trim_frames=True)["input_features"]
+    assert trimmed.shape == (2, 80, 200) and trimmed.is_contiguous()
+    assert torch.equal(trimmed[0], torch.from_numpy(items[0]["input_features"][:, :200])) and not trimmed[1].any()
 
 
 def test_collate_of_only_skipped_rows_is_an_empty_batch():
