@@ -16,6 +16,7 @@
 #   bash benchmarks/gpu_session.sh run7c COMMIT   # compiled b128 first in its process; decodes timed over the loop alone
 #   bash benchmarks/gpu_session.sh run8 COMMIT    # decodes after data.log_mel; fast-bf16 and lean-bf16 as configured
 #   bash benchmarks/gpu_session.sh run9 COMMIT    # decodes after collate trims before stacking; k-bit bases, static against generate()
+#   bash benchmarks/gpu_session.sh run10 COMMIT   # validation memory at the memory-bound configs' batch sizes; the recipe and the nf4 modes as configured
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -108,4 +109,11 @@ if [ "$1" = run9 ]; then  # goal 4 after collate trims before it stacks (a 256-c
     --decode bf16-static-merged-b256 bf16-static-b256 bf16-static-merged-b128 bf16-static-b128 >"$OUT/run9.log" 2>&1
   timeout 260 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run9-kbit" --skip-recipe --modes \
     --decode int8-b64 int8-static-b64 nf4-b64 nf4-static-b64 >>"$OUT/run9.log" 2>&1
+fi
+if [ "$1" = run10 ]; then  # validation peaks at small batches (256 bf16 clips; k-bit: one batch), then the recipe and
+  # the nf4 configs' training modes in one process, cuDNN attention off as the configs have it (run 4 had it on)
+  timeout 240 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run10-decode" --skip-recipe --modes \
+    --decode-clips 256 --decode bf16-static-b16 bf16-static-b32 nf4-static-b8 nf4-static-b16 >"$OUT/run10.log" 2>&1
+  timeout 300 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run10" --decode \
+    --modes nf4-trim-gc-b8 nf4-trim-gc-b24 >>"$OUT/run10.log" 2>&1
 fi

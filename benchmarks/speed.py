@@ -369,6 +369,11 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, mo
     "int8-static-b64": ("ours-recipe", 64, 96, False, "static"),
     "nf4-b64": ("nf4-trim-gc-b8", 64, 96, False, "generate"),
     "nf4-static-b64": ("nf4-trim-gc-b8", 64, 96, False, "static"),
+    # the memory-bound configs' validation batches: does validation keep their training peak?
+    "bf16-static-b16": ("bf16-trim-gc-b128", 16, 96, False, "static"),
+    "bf16-static-b32": ("bf16-trim-gc-b128", 32, 96, False, "static"),
+    "nf4-static-b8": ("nf4-trim-gc-b8", 8, 96, False, "static"),
+    "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
     """A decode's row title in the report (and its key in the JSON), from what DECODES says it runs."""
