@@ -5,9 +5,9 @@ around ~2,000 small kernels a token step. This loop does the same greedy search 
 ``generate(language=..., task=...)`` (the forced ``<|sot|><|lang|><|task|><|notimestamps|>``
 prompt, Whisper's suppressed tokens, EOS padding) with every buffer allocated once, so a token
 step is a fixed sequence of kernels: on CUDA it is captured once per batch and replayed per token.
-On an H100 (large-v2, batch 256) 1,000 clips took 11.8 s this way and 29.2 s through
-``generate()`` (README, "Speed"). It calls the model's own submodules (LoRA layers included), so
-adapters, merging and k-bit bases work as they do in ``generate()``.
+On an H100 (large-v2, batch 256, LoRA merged) 1,000 clips took 9.0 s this way; through
+``generate()`` they took 29.2 s (README, "Speed"). It calls the model's own submodules (LoRA
+layers included), so adapters, merging and k-bit bases work as they do in ``generate()``.
 """
 
 import contextlib
