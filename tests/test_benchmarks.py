@@ -2,25 +2,36 @@ import json
 import subprocess
 import sys
 
-from benchmarks.speed import DECODES
+from benchmarks.speed import DECODES, decode_title
 from tests.conftest import REPO
+
+
+# One decode per code path: generate() and static, merged or not, bf16 / int8 / nf4 bases, trimmed or
+# 30 s windows, one batch or two (the other DECODES entries differ only in batch size).
+DECODE_PATHS = ["recipe", "bf16-merged-b128", "bf16-static-b256", "bf16-static-merged-b256", "bf16-static-b256-untrimmed",
+                "int8-static-b64", "nf4-b64", "nf4-static-b8"]
+
+
+def test_decode_entries_have_distinct_titles():
+    assert len({decode_title(key) for key in DECODES}) == len(DECODES)
 
 
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
     subprocess.run([sys.executable, str(REPO / "benchmarks/speed.py"), "--tiny", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64"], check=True, cwd=tmp_path,
-                   capture_output=True)
+                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "--decode", *DECODE_PATHS],
+                   check=True, cwd=tmp_path, capture_output=True)
     report = json.loads(next(tmp_path.glob("speed-*-tiny.json")).read_text())
     assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
-    assert len(report["decode"]) == len(DECODES)  # the recipe's, ours with generate() and static, merged or not
+    assert list(report["decode"]) == [decode_title(key) for key in DECODE_PATHS]
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
     # The data waits are part of the loop, the first batch's (workers starting) among them.
     assert all(0 < row["first_batch_wait_s"] <= row["data_wait_s"] < row["seconds"] for row in report["decode"].values())
     assert all(row["profile"]["wall_ms"] > 0 for name, row in report["train"].items() if name != "recipe")
-    assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == (1 if "recipe" in name else 2)
-               for name, row in report["decode"].items())
+    # --tiny decodes in batches of 8; where there are two, the second one is profiled
+    assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == -(-row["clips"] // 8) for row in report["decode"].values())
+    assert any(len(row["batch_s"]) == 2 for row in report["decode"].values())
     assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()
     # A run split over two GPUs merges back into one report, the recipe first.
     parts = []
