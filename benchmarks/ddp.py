@@ -2,12 +2,16 @@
 
     python benchmarks/ddp.py --devices 1 && python benchmarks/ddp.py --devices 2 && python benchmarks/ddp.py --report
 
+``--validate-clips N`` validates N clips instead (static decoding, LoRA merged, 96 tokens a clip):
+the validation loop's seconds on 1 vs N GPUs, and the error rates, synchronised over ranks.
+
 Each call appends one JSON line to ``--work``/runs.jsonl (rank 0 only); ``--report`` writes
 ``benchmarks/results/ddp-<date>.{json,md}``. Lightning's DDP re-runs this script once per extra
 rank, so the model and clips are built only when absent.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -16,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import LARGE_V2, MODES, StepTimer, build_model, lightning_parts, make_clips, quiet_trainer
+from speed import LARGE_V2, MODES, TINY, LoopTimer, StepTimer, build_model, lightning_parts, make_clips, peak_gib, quiet_trainer
 
 import lightning_asr.data as data_lib
 
@@ -31,29 +35,65 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--work", default="/tmp/ddp")
+    parser.add_argument("--validate-clips", type=int, help="validate this many clips instead of training")
+    parser.add_argument("--eval-batch", type=int, default=128, help="per-GPU validation batch (with --validate-clips)")
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (gloo): checks the script, measures nothing")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     args = parser.parse_args()
     work = Path(args.work)
     if args.report:
         return report(work, Path(args.results))
+    if args.tiny:
+        args.steps, args.warmup = 2, 1
     if not (work / "model" / "config.json").is_file():
-        build_model(work / "model", LARGE_V2, "cuda")
+        build_model(work / "model", TINY if args.tiny else LARGE_V2, "cpu" if args.tiny else "cuda")
     mode = {m.name: m for m in MODES}[args.mode]
+    if args.tiny:
+        mode = dataclasses.replace(mode, batch_size=4, compile=False)
     steps = args.steps + args.warmup + args.profile_steps
     if not (work / "clips" / "clips.jsonl").is_file():
         make_clips(work / "clips", 2 * mode.batch_size * (steps + 1))  # two GPUs, one epoch
     data_lib.GROUP_WINDOW = args.warmup  # as in speed.py: the timed steps average whole windows
+    if args.validate_clips:
+        return validate(args, mode, work)
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl")
     timer = StepTimer(args.warmup, args.steps, args.profile_steps)
-    trainer = quiet_trainer(mode, "gpu", args.devices, strategy="ddp" if args.devices > 1 else "auto", max_steps=steps,
+    trainer = quiet_trainer(mode, accelerator(args), args.devices, strategy="ddp" if args.devices > 1 else "auto", max_steps=steps,
                             limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, data)
     if trainer.is_global_zero:
         row = timer.result()
         row = {"devices": args.devices, "mode": args.mode, "per_gpu_batch": mode.batch_size,
-               "samples_per_s": row["samples_per_s"] * args.devices, "gpu": torch.cuda.get_device_name(),
-               "peak_gib_rank0": torch.cuda.max_memory_allocated() / 2**30, "profile_rank0": row.get("profile")}
+               "samples_per_s": row["samples_per_s"] * args.devices, "gpu": gpu_name(),
+               "peak_gib_rank0": peak_gib(), "profile_rank0": row.get("profile")}
+        with open(work / "runs.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(row, flush=True)
+
+
+def accelerator(args: argparse.Namespace) -> str:
+    return "cpu" if args.tiny else "gpu"
+
+
+def gpu_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (tiny smoke run)"
+
+
+def validate(args: argparse.Namespace, mode, work: Path) -> None:
+    module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl", eval_batch_size=args.eval_batch,
+                                   max_new_tokens=96, merge_for_eval=True, decoding="static")
+    data.hparams.max_samples = args.validate_clips
+    strategy = "ddp" if args.devices > 1 else "auto"
+    # Warm-up (CUDA context, kernel choice) in its own trainer, as speed.py's decodes do.
+    quiet_trainer(mode, accelerator(args), args.devices, strategy=strategy, limit_val_batches=1).validate(module, data)
+    loop = LoopTimer()
+    trainer = quiet_trainer(mode, accelerator(args), args.devices, strategy=strategy, callbacks=[loop])
+    metrics = trainer.validate(module, data)[0]
+    if trainer.is_global_zero:
+        row = {"kind": "validate", "devices": args.devices, "mode": args.mode, "per_gpu_batch": args.eval_batch,
+               "clips": args.validate_clips, "seconds": loop.seconds, "first_batch_wait_s": loop.waits[0],
+               "gpu": gpu_name(), "peak_gib_rank0": peak_gib(), **{k: float(v) for k, v in metrics.items()}}
         with open(work / "runs.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(row, flush=True)
@@ -70,13 +110,24 @@ def report(work: Path, results: Path) -> None:
               "Rank 0's profile of two later steps: GPU busy = summed kernel time, nccl = all-reduce kernels."), "",
              "| machine | mode | GPUs | samples/s | speed-up | peak GiB (rank 0) | wall ms/step | GPU busy ms | nccl ms |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    fits = [r for r in rows if r.get("kind") != "validate"]
+    for r in fits:
         # Speed-ups only against the 1-GPU run on the same machine (rows may carry a "machine" label).
-        one = next(x for x in rows if x["devices"] == 1 and x["mode"] == r["mode"] and x.get("machine") == r.get("machine"))
+        one = next((x for x in fits if x["devices"] == 1 and x["mode"] == r["mode"] and x.get("machine") == r.get("machine")), None)
+        speedup = f"{r['samples_per_s'] / one['samples_per_s']:.2f}×" if one else "–"
         p = r.get("profile_rank0") or {}
         prof = f"{p['wall_ms']:.0f} | {p['gpu_busy_ms']:.0f} | {p['kinds_ms']['nccl']:.1f}" if "wall_ms" in p else "– | – | –"
-        lines.append(f"| {r.get('machine', '–')} | {r['mode']} | {r['devices']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / one['samples_per_s']:.2f}× | "
+        lines.append(f"| {r.get('machine', '–')} | {r['mode']} | {r['devices']} | {r['samples_per_s']:.2f} | {speedup} | "
                      f"{r['peak_gib_rank0']:.2f} | {prof} |")
+    checks = [r for r in rows if r.get("kind") == "validate"]
+    if checks:
+        lines += ["", ("Validation (`--validate-clips N`): static decoding, LoRA merged, 96 new tokens a clip, timed over "
+                       "the validation loop on rank 0; error rates synchronised over the ranks."), "",
+                  "| mode | GPUs | per-GPU batch | clips | seconds | first batch wait, s | peak GiB (rank 0) | val/wer | val/cer |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in checks:
+            lines.append(f"| {r['mode']} | {r['devices']} | {r['per_gpu_batch']} | {r['clips']} | {r['seconds']:.1f} | "
+                         f"{r['first_batch_wait_s']:.2f} | {r['peak_gib_rank0']:.2f} | {r['val/wer']:.4f} | {r['val/cer']:.4f} |")
     (results / f"ddp-{date}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,6 +17,7 @@
 #   bash benchmarks/gpu_session.sh run8 COMMIT    # decodes after data.log_mel; fast-bf16 and lean-bf16 as configured
 #   bash benchmarks/gpu_session.sh run9 COMMIT    # decodes after collate trims before stacking; k-bit bases, static against generate()
 #   bash benchmarks/gpu_session.sh run10 COMMIT   # validation memory at the memory-bound configs' batch sizes; the recipe and the nf4 modes as configured
+#   bash benchmarks/gpu_session.sh run11 COMMIT   # (nvidia-h100-x2) fast-bf16's compiled mode under DDP, 1 vs 2 GPUs; validation of 1,000 clips on 1 vs 2
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -116,4 +117,15 @@ if [ "$1" = run10 ]; then  # validation peaks at small batches (256 bf16 clips; 
     --decode-clips 256 --decode bf16-static-b16 bf16-static-b32 nf4-static-b8 nf4-static-b16 >"$OUT/run10.log" 2>&1
   timeout 300 python3 benchmarks/speed.py --commit "$2" --work /tmp/s0 --results "$OUT/run10" --decode \
     --modes nf4-trim-gc-b8 nf4-trim-gc-b24 >>"$OUT/run10.log" 2>&1
+fi
+if [ "$1" = run11 ]; then  # two GPUs: compiled layers under DDP (never run on a GPU before), and DDP validation
+  export TORCHINDUCTOR_CACHE_DIR=/tmp/ind11
+  for devices in 1 2; do
+    timeout 170 python3 benchmarks/ddp.py --mode bf16-trim-gc-b128-compile-cudnn-attention --devices $devices --work /tmp/ddp >>"$OUT/run11.log" 2>&1
+  done
+  for devices in 1 2; do
+    timeout 100 python3 benchmarks/ddp.py --mode bf16-trim-gc-b128 --validate-clips 1000 --eval-batch 128 --devices $devices \
+      --work /tmp/ddp >>"$OUT/run11.log" 2>&1
+  done
+  python3 benchmarks/ddp.py --report --work /tmp/ddp --results "$OUT/run11"
 fi

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.speed import DECODES, decode_title
 from tests.conftest import REPO
 
@@ -53,3 +55,20 @@ def test_data_benchmark_times_both_feature_paths_and_restores_log_mel():
     row = validation_batch(processor_folder(), clips=8)
     assert data_lib.log_mel is kept  # the full-window baseline was swapped in only for its timing
     assert row["clips"] == 8 and min(row["first_batch_full_window_s"], row["first_batch_log_mel_s"], row["post_processing_s"]) > 0
+
+
+def test_ddp_benchmark_trains_and_validates_on_two_cpu_processes(tmp_path):
+    """benchmarks/ddp.py --tiny: DDP training and DDP validation (static decoding, LoRA merged) over gloo;
+    30 s windows, so a clip decodes the same in any batch: the synchronised rates match one process's."""
+    script = [sys.executable, str(REPO / "benchmarks/ddp.py"), "--tiny", "--work", str(tmp_path / "work"), "--mode", "bf16-gc-b32-compile"]
+    for extra in (["--devices", "2"], ["--devices", "2", "--validate-clips", "24", "--eval-batch", "8"],
+                  ["--devices", "1", "--validate-clips", "24", "--eval-batch", "8"]):
+        subprocess.run(script + extra, check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run(script + ["--report", "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True)
+    rows = json.loads(next(tmp_path.glob("ddp-*.json")).read_text())
+    fit, two, one = rows
+    assert fit["devices"] == 2 and fit["samples_per_s"] > 0 and "kind" not in fit
+    assert (two["kind"], two["devices"], one["devices"]) == ("validate", 2, 1)
+    for name in ("val/wer", "val/cer"):
+        assert two[name] == pytest.approx(one[name], abs=1e-6) and two[name] > 0
+    assert "| bf16-gc-b32-compile | 2 | 8 | 24 |" in next(tmp_path.glob("ddp-*.md")).read_text()
