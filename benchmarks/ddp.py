@@ -17,10 +17,22 @@ import json
 import sys
 from pathlib import Path
 
+import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import LARGE_V2, MODES, TINY, LoopTimer, StepTimer, build_model, lightning_parts, make_clips, peak_gib, quiet_trainer
+from speed import (
+    LARGE_V2,
+    MODES,
+    TINY,
+    LoopTimer,
+    StepTimer,
+    build_model,
+    lightning_parts,
+    make_clips,
+    peak_gib,
+    quiet_trainer,
+)
 
 import lightning_asr.data as data_lib
 
@@ -59,8 +71,7 @@ def main() -> None:
         return validate(args, mode, work)
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl")
     timer = StepTimer(args.warmup, args.steps, args.profile_steps)
-    trainer = quiet_trainer(mode, accelerator(args), args.devices, strategy="ddp" if args.devices > 1 else "auto", max_steps=steps,
-                            limit_val_batches=0, callbacks=[timer])
+    trainer = ranked_trainer(args, mode, max_steps=steps, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, data)
     if trainer.is_global_zero:
         row = timer.result()
@@ -72,8 +83,10 @@ def main() -> None:
         print(row, flush=True)
 
 
-def accelerator(args: argparse.Namespace) -> str:
-    return "cpu" if args.tiny else "gpu"
+def ranked_trainer(args: argparse.Namespace, mode, **kwargs) -> L.Trainer:
+    """speed.py's quiet Trainer on ``--devices`` GPUs (CPU processes with ``--tiny``), DDP over more than one."""
+    return quiet_trainer(mode, "cpu" if args.tiny else "gpu", args.devices, strategy="ddp" if args.devices > 1 else "auto",
+                         **kwargs)
 
 
 def gpu_name() -> str:
@@ -84,11 +97,10 @@ def validate(args: argparse.Namespace, mode, work: Path) -> None:
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl", eval_batch_size=args.eval_batch,
                                    max_new_tokens=96, merge_for_eval=True, decoding="static")
     data.hparams.max_samples = args.validate_clips
-    strategy = "ddp" if args.devices > 1 else "auto"
     # Warm-up (CUDA context, kernel choice) in its own trainer, as speed.py's decodes do.
-    quiet_trainer(mode, accelerator(args), args.devices, strategy=strategy, limit_val_batches=1).validate(module, data)
+    ranked_trainer(args, mode, limit_val_batches=1).validate(module, data)
     loop = LoopTimer()
-    trainer = quiet_trainer(mode, accelerator(args), args.devices, strategy=strategy, callbacks=[loop])
+    trainer = ranked_trainer(args, mode, callbacks=[loop])
     metrics = trainer.validate(module, data)[0]
     if trainer.is_global_zero:
         row = {"kind": "validate", "devices": args.devices, "mode": args.mode, "per_gpu_batch": args.eval_batch,

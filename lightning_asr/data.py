@@ -308,9 +308,9 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frame
     frames = good[0]["input_features"].shape[-1]
     if trim_frames:
         frames = min(frames, 100 * int(np.ceil(max(x["duration"] for x in good))))
-    # Trimmed before stacking: stacking 256 whole windows (245 MB) and then cutting took as long as
-    # building the clips. default_collate stacks straight into shared memory inside a DataLoader
-    # worker, so the batch is not copied again on its way to the main process.
+    # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and
+    # then cutting took about as long as building the clips. default_collate stacks straight into
+    # shared memory inside a DataLoader worker, so the batch is not copied again on its way out.
     batch["input_features"] = default_collate([torch.from_numpy(x["input_features"][..., :frames]) for x in good])
     batch["durations"] = torch.tensor([x["duration"] for x in good])
     batch["paths"] = [x["path"] for x in good]
