@@ -107,7 +107,7 @@ def pipeline_wer(exported: str, data: str, limit: int | None = None) -> dict:
     from lightning_asr.audio import load_audio
     from lightning_asr.data import common_voice_index
 
-    rows = common_voice_index(data, "mr", "test").to_pylist()[:limit]
+    rows = common_voice_index(data, "mr", "test")[0].to_pylist()[:limit]
     device = 0 if torch.cuda.is_available() else -1
     pipe = pipeline("automatic-speech-recognition", model=exported, device=device,
                     dtype=torch.float16 if device == 0 else torch.float32)

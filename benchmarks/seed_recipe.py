@@ -125,7 +125,7 @@ def train(model_name: str, data: str, out: str, language: str = "Marathi", max_s
 
     start = time.perf_counter()
     processor = WhisperProcessor.from_pretrained(model_name, language=language, task="transcribe")
-    dataset = prepare(processor, common_voice_index(data, "mr", "train").to_pylist())
+    dataset = prepare(processor, common_voice_index(data, "mr", "train")[0].to_pylist())
     model = build_model(model_name)
     trainer = make_trainer(model, processor, dataset, out, max_steps, seed)
     train_start = time.perf_counter()

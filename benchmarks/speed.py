@@ -238,7 +238,7 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
     from lightning_asr.data import manifest_index
 
     processor = WhisperProcessor.from_pretrained(model_dir, language="Marathi", task="transcribe")
-    rows = manifest_index(str(manifest)).slice(0, 8 * (steps + warmup)).to_pylist()
+    rows = manifest_index(str(manifest))[0].slice(0, 8 * (steps + warmup)).to_pylist()
     dataset = seed_recipe.prepare(processor, rows)
     reset()
     model = seed_recipe.build_model(str(model_dir))

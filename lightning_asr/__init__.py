@@ -4,6 +4,16 @@ import logging
 
 # bitsandbytes notes on CPU that an optional kernel package is absent: true, and not actionable.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# ... and logs, on every int8 matmul with fp32 inputs, that they are cast to fp16: true, expected,
+# and thousands of lines an epoch. Only that message is dropped.
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(
+    lambda record: not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+)
+# Whisper's generate() sets max_length itself, then transformers warns at every validation batch that
+# our max_new_tokens overrides it: which is what we ask for.
+logging.getLogger("transformers.generation.utils").addFilter(
+    lambda record: not str(record.msg).startswith("Both `max_new_tokens`")
+)
 
 from lightning_asr.callbacks import AdapterCheckpoint, save_adapter
 from lightning_asr.data import SpeechDataModule

@@ -1,4 +1,5 @@
-"""Callbacks: adapter-only checkpoints in PEFT format, and throughput in samples and audio seconds."""
+"""Callbacks: adapter-only checkpoints in PEFT format, throughput in samples and audio seconds, and
+a progress bar that counts the steps toward ``max_steps``."""
 
 import json
 import logging
@@ -9,8 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
+from safetensors import safe_open
+
+from lightning_asr.whisper import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +29,34 @@ def save_adapter(pl_module: L.LightningModule, path: Path, metrics: dict | None 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        _write_adapter(pl_module, tmp, metrics)
+    except BaseException:  # a full disk or a kill: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_adapter(pl_module: L.LightningModule, folder: Path, metrics: dict | None) -> None:
     hp = pl_module.hparams
-    pl_module.model.save_pretrained(tmp)
-    pl_module.processor.save_pretrained(tmp)
+    # An absolute base path, so the adapter loads from any working directory; a hub id stays an id.
+    base = resolve_model(hp.model)
+    config = pl_module.model.peft_config["default"]
+    # PEFT records the folder the base was loaded from: for a base built from its config, a
+    # temporary folder that is gone by now.
+    recorded, config.base_model_name_or_path = config.base_model_name_or_path, base
+    try:
+        pl_module.model.save_pretrained(folder)
+    finally:
+        config.base_model_name_or_path = recorded
+    pl_module.processor.save_pretrained(folder)
     info = {
-        "base_model": hp.model,
+        "base_model": base,
         "from_config": hp.from_config,
         "init_seed": hp.init_seed,
         "language": pl_module.language_name(),
@@ -39,13 +66,36 @@ def save_adapter(pl_module: L.LightningModule, path: Path, metrics: dict | None 
         "global_step": pl_module.global_step,
         "metrics": metrics or {},
     }
-    (tmp / "lightning_asr.json").write_text(json.dumps(info, indent=2))
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    (folder / "lightning_asr.json").write_text(json.dumps(info, indent=2))
+
+
+def adapter_info(adapter: str) -> dict:
+    """What an adapter folder says about its training (base, language, task, quantization), after
+    checking that its files are whole: a cut or garbled file is named here, before a base loads."""
+    folder = Path(adapter)
+    config_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{adapter}: not an adapter folder (no adapter_config.json)")
+    config = _read_json(config_file)
+    if weights.is_file():
+        try:
+            with safe_open(weights, "pt"):  # checks that the header's offsets cover the file
+                pass
+        except Exception as err:  # safetensors raises its own error types, and OSError
+            raise ValueError(f"{weights}: not a readable safetensors file ({err}); save the adapter again") from None
+    elif not (folder / "adapter_model.bin").is_file():
+        raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors")
+    info_file = folder / "lightning_asr.json"
+    if info_file.is_file():
+        return _read_json(info_file)
+    return {"base_model": config.get("base_model_name_or_path")}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
 class AdapterCheckpoint(L.Callback):
@@ -56,10 +106,14 @@ class AdapterCheckpoint(L.Callback):
         monitor: logged metric that ranks adapters.
         mode: ``min`` when lower is better (WER), ``max`` otherwise.
         save_top_k: ranked adapters kept as ``step-N/`` (``best/`` is always the top one); 0 keeps none.
+        overwrite: let a new run (not a resumed one) write into a folder that already holds
+            another run's adapters. Off, such a run stops before it trains.
     """
 
-    def __init__(self, dirpath: str | None = None, monitor: str = "val/wer", mode: Literal["min", "max"] = "min", save_top_k: int = 1) -> None:
+    def __init__(self, dirpath: str | None = None, monitor: str = "val/wer", mode: Literal["min", "max"] = "min",
+                 save_top_k: int = 1, overwrite: bool = False) -> None:
         self.dirpath, self.monitor, self.mode, self.save_top_k = dirpath, monitor, mode, save_top_k
+        self.overwrite = overwrite
         self.ranked: list[tuple[float, str]] = []
         self._last_step: int | None = None
 
@@ -67,6 +121,19 @@ class AdapterCheckpoint(L.Callback):
         if self.dirpath:
             return Path(self.dirpath)
         return Path(trainer.log_dir or trainer.default_root_dir) / "adapters"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Here, not in setup(): only now does the trainer know whether it resumed from a checkpoint.
+        root = self.directory(trainer)
+        if trainer.ckpt_path or self.overwrite or not root.is_dir():
+            return
+        found = sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+        if found:
+            raise FileExistsError(
+                f"adapter_checkpoint.dirpath: {root} already holds another run's adapters ({', '.join(found)}). "
+                "Resume that run with --ckpt_path last, choose another --adapter_checkpoint.dirpath, or pass "
+                "--adapter_checkpoint.overwrite true to replace them."
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -133,3 +200,34 @@ class SpeechThroughput(ThroughputMonitor):
 
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_audio_seconds, window_size=window_size)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, *args) -> None:
+        if _batch_size(batch):  # every clip of the batch was skipped: no samples, no step to time
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, counting optimizer steps toward ``trainer.max_steps`` when it
+    is set (one bar for the whole run, labelled with the epoch) instead of restarting every epoch."""
+
+    def _steps(self) -> int:
+        return max(0, self.trainer.max_steps)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self._steps() or super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if not self._steps():
+            return super()._get_train_description(current_epoch)
+        return f"{'Step':<6} (epoch {current_epoch})"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if self._steps():
+            self._update(self.train_progress_bar_id, trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._steps():
+            self._update(self.train_progress_bar_id, trainer.global_step)

@@ -6,8 +6,9 @@ memory, so a million-row release costs tens of megabytes and no audio is touched
 needs the clip.
 """
 
+import csv
 import hashlib
-import io
+import json
 import logging
 import os
 import time
@@ -23,12 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from lightning_asr.audio import SAMPLING_RATE, AudioError, load_audio
+from lightning_asr.audio import SAMPLING_RATE, AudioError, load_audio, stated_duration
 from lightning_asr.text import clean_transcript
 from lightning_asr.whisper import load_processor
 
@@ -58,59 +57,122 @@ class Skipped:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_table(path: Path, columns: list[str], kind: str) -> pa.Table:
-    """Read a csv/tsv/jsonl file's ``columns`` as strings; Common Voice TSVs are never quoted."""
+def _read_table(path: Path, columns: list[str], kind: str) -> tuple[pa.Table, list[Skipped]]:
+    """Read a csv/tsv/jsonl file's ``columns`` as strings, and the rows that could not be read.
+
+    Arrow reads a clean file in one pass. A file it rejects (a byte that is not UTF-8, a malformed
+    JSON line) is read again line by line, so that only the bad lines are dropped, each named as
+    ``file:line``. Common Voice TSVs are never quoted.
+    """
     if not path.is_file():
         raise DataConfigError(f"{kind} file not found: {path}")
-    if path.suffix == ".jsonl":
-        table = pajson.read_json(path)
-    else:
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        # quote_char=False: real CV sentences contain unbalanced '"', which a quoting reader would
-        # silently strip or use to swallow the following rows.
-        parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if delimiter == "\t" else '"')
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    if path.suffix != ".jsonl":
         header = _header(path, delimiter)
         missing = [c for c in columns if c not in header]
         if missing:
             raise DataConfigError(f"{path}: missing column(s) {missing}; the header has {header}")
-        table = pacsv.read_csv(
-            path,
-            parse_options=parse,
-            convert_options=pacsv.ConvertOptions(
-                include_columns=columns,
-                column_types={c: pa.string() for c in columns},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+    try:
+        table = _read_arrow(path, columns, delimiter)
+        skipped: list[Skipped] = []
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        table, skipped = _read_lines(path, columns, delimiter)
     missing = [c for c in columns if c not in table.schema.names]
     if missing:
         raise DataConfigError(f"{path}: missing column(s) {missing}; found {table.schema.names}")
-    return table.select(columns).cast(pa.schema([(c, pa.string()) for c in columns]))
+    return table.select(columns).cast(pa.schema([(c, pa.string()) for c in columns])), skipped
+
+
+def _read_arrow(path: Path, columns: list[str], delimiter: str) -> pa.Table:
+    if path.suffix == ".jsonl":
+        return pajson.read_json(path)
+    # quote_char=False: real CV sentences contain unbalanced '"', which a quoting reader would
+    # silently strip or use to swallow the following rows.
+    parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if delimiter == "\t" else '"')
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+
+
+def _read_lines(path: Path, columns: list[str], delimiter: str) -> tuple[pa.Table, list[Skipped]]:
+    """The slow reader for a file Arrow rejected: every line on its own, bad ones named and dropped."""
+    values: dict[str, list[str | None]] = {c: [] for c in columns}
+    skipped, header = [], None
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if header is None and path.suffix != ".jsonl":
+                    raise DataConfigError(f"{where}: the header is not UTF-8 ({err.reason} at byte {err.start})") from None
+                skipped.append(Skipped(where, "bad_encoding", f"not UTF-8 at byte {err.start}"))
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+                except ValueError as err:
+                    skipped.append(Skipped(where, "bad_json", str(err)))
+                    continue
+            elif header is None:
+                header = line.split(delimiter)
+                continue
+            else:
+                cells = line.split(delimiter) if delimiter == "\t" else next(csv.reader([line]))
+                if len(cells) != len(header):  # a tab inside a sentence would shift every later field
+                    skipped.append(Skipped(where, "bad_row", f"{len(cells)} fields, the header has {len(header)}"))
+                    continue
+                row = dict(zip(header, cells))
+            for c in columns:
+                cell = row.get(c)
+                values[c].append(None if cell is None else str(cell))
+    return pa.table({c: pa.array(v, pa.string()) for c, v in values.items()}), skipped
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
-    with open(path, encoding="utf-8-sig") as f:
-        return f.readline().rstrip("\r\n").split(delimiter)
+    with open(path, "rb") as f:
+        line = f.readline().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
+    try:
+        return line.decode("utf-8").split(delimiter)
+    except UnicodeDecodeError as err:
+        raise DataConfigError(f"{path}:1: the header is not UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-def common_voice_index(root: str, locale: str, split: str) -> pa.Table:
+# A Common Voice ``path`` is a file name inside ``clips/``: an absolute path or a ``..`` step leaves it.
+_ESCAPES = r"^[/~]|(^|/)\.\.(/|$)"
+
+
+def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, list[Skipped]]:
     """Rows of a Common Voice release: ``split`` is one TSV name or several joined by ``+``.
 
     ``root`` is the release folder holding ``<locale>/`` or the locale folder itself. Old (10-column)
-    and new (13-column) headers both work: only ``path`` and ``sentence`` are read.
+    and new (13-column) headers both work: only ``path`` and ``sentence`` are read. A ``path`` that
+    would resolve outside ``clips/`` is dropped and named.
     """
     base = common_voice_folder(root, locale)
-    tables = []
+    tables, skipped = [], []
     for name in split.split("+"):
         tsv = base / f"{name}.tsv"
         if not tsv.is_file():
             found = sorted(p.stem for p in base.glob("*.tsv"))
             raise DataConfigError(f"split {name!r}: {tsv} does not exist; splits here: {found}")
-        table = _read_table(tsv, ["path", "sentence"], "Common Voice split")
+        table, bad = _read_table(tsv, ["path", "sentence"], "Common Voice split")
+        skipped += bad
         clips = str(base / "clips") + os.sep
+        escapes = pc.match_substring_regex(table["path"], _ESCAPES)
+        if pc.any(escapes).as_py():
+            for path in table["path"].filter(escapes).to_pylist():
+                skipped.append(Skipped(clips + path, "outside_clips", f"{tsv.name} names {path!r}, which is not inside {clips}"))
+            table = table.filter(pc.invert(escapes))
         tables.append(pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]}))
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables), skipped
 
 
 def common_voice_folder(root: str, locale: str) -> Path:
@@ -130,7 +192,7 @@ def clip_lengths(rows: pa.Table, durations_tsv: Path | None = None) -> np.ndarra
     """
     audio = rows["audio"]
     if durations_tsv is not None and durations_tsv.is_file() and pa.types.is_string(audio.type):
-        table = _read_table(durations_tsv, ["clip", "duration[ms]"], "Common Voice clip durations")
+        table, _ = _read_table(durations_tsv, ["clip", "duration[ms]"], "Common Voice clip durations")
         names = pc.replace_substring_regex(audio, r"^.*[/\\]", "")
         found = pc.index_in(names, value_set=table["clip"])
         if found.null_count == 0:
@@ -165,16 +227,29 @@ def _file_sizes(paths: list[str]) -> np.ndarray:
         return np.concatenate([np.zeros(0), *pool.map(sizes, [paths[i : i + 8192] for i in range(0, len(paths), 8192)])])
 
 
-def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> pa.Table:
-    """Rows of a csv/tsv/jsonl manifest; relative audio paths are relative to the manifest."""
+def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> tuple[pa.Table, list[Skipped]]:
+    """Rows of a csv/tsv/jsonl manifest; relative audio paths are relative to the manifest.
+
+    A row without audio, or (when ``text_column`` is set) without text, is dropped and named.
+    """
     file = Path(path).expanduser()
     columns = [audio_column] + ([text_column] if text_column else [])
-    table = _read_table(file, columns, "manifest")
+    table, skipped = _read_table(file, columns, "manifest")
+    incomplete = pc.is_null(table[audio_column])
+    if text_column:
+        incomplete = pc.or_(incomplete, pc.is_null(table[text_column]))
+    if pc.any(incomplete).as_py():
+        for i in np.flatnonzero(incomplete.to_numpy(zero_copy_only=False)):
+            row = {c: table[c][int(i)].as_py() for c in columns}
+            field = audio_column if row[audio_column] is None else text_column
+            reason = "no_audio" if field == audio_column else "no_text"
+            skipped.append(Skipped(row[audio_column] or f"{file}: row {i + 1}", reason, f"{file.name} row {i + 1} has no {field!r}"))
+        table = table.filter(pc.invert(incomplete))
     audio = table[audio_column]
     relative = pc.invert(pc.starts_with(audio, "/"))
     audio = pc.if_else(relative, pc.binary_join_element_wise(str(file.parent) + os.sep, audio, ""), audio)
     text = table[text_column] if text_column else pa.array([""] * len(table), pa.string())
-    return pa.table({"audio": audio, "text": text})
+    return pa.table({"audio": audio, "text": text}), skipped
 
 
 def hf_index(name: str, config: str | None, split: str, audio_column: str, text_column: str) -> pa.Table:
@@ -203,7 +278,9 @@ class SpeechDataset(Dataset):
     """Decodes one clip per item, in whichever worker asks for it.
 
     Bad rows come back as :class:`Skipped` (or raise, with ``strict``) so one broken file costs one
-    clip, not the run.
+    clip, not the run. Labelled clips are held to more than unlabelled ones: a clip that is too
+    short, digital silence, or cut short of its stated length cannot match its transcript, so it
+    would teach the model to invent words; the same clip is still transcribed when asked.
     """
 
     def __init__(
@@ -215,9 +292,10 @@ class SpeechDataset(Dataset):
         strict: bool = False,
         cache_dir: str | None = None,
         with_labels: bool = True,
+        min_duration_s: float = 0.0,
     ) -> None:
         self.rows, self.processor = rows, processor
-        self.max_duration_s, self.max_label_tokens = max_duration_s, max_label_tokens
+        self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
 
     def __len__(self) -> int:
@@ -229,18 +307,31 @@ class SpeechDataset(Dataset):
     def _audio(self, audio: Any, name: str) -> np.ndarray:
         if isinstance(audio, dict):  # a Hugging Face Audio(decode=False) cell
             if audio.get("bytes"):
-                return _decode_bytes(audio["bytes"], name)
+                return load_audio(name, data=audio["bytes"])
             audio = audio["path"]
         if self.cache_dir is None:
-            return load_audio(audio)
+            return self._decode(audio)
         cached = Path(self.cache_dir) / (hashlib.sha1(audio.encode()).hexdigest() + ".npy")
         if cached.is_file():
-            return np.load(cached).astype(np.float32)
-        waveform = load_audio(audio)
+            try:
+                return np.load(cached).astype(np.float32)
+            except (OSError, ValueError, EOFError) as err:  # a cut or garbled entry: decode it again
+                log.warning("data.cache_dir: %s (cache of %s) is unreadable (%s): decoding the clip again", cached, audio, err)
+        waveform = self._decode(audio)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, waveform.astype(np.float16))
         os.replace(tmp, cached)  # atomic: another worker never reads half a file
+        return waveform
+
+    def _decode(self, path: str) -> np.ndarray:
+        waveform = load_audio(path)
+        stated, duration = stated_duration(path), len(waveform) / SAMPLING_RATE
+        if stated is not None and duration < 0.9 * stated:
+            detail = f"decodes to {duration:.1f} s of the {stated:.1f} s its header states"
+            if self.with_labels:
+                raise AudioError(path, "truncated", detail)
+            log.warning("%s: truncated? %s", path, detail)
         return waveform
 
     def __getitem__(self, index: int) -> dict | Skipped:
@@ -257,21 +348,16 @@ class SpeechDataset(Dataset):
             duration = len(waveform) / SAMPLING_RATE
             if duration > self.max_duration_s:
                 raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
+            if self.with_labels and duration < self.min_duration_s:
+                raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {self.min_duration_s:g} s")
+            if self.with_labels and not waveform.any():
+                raise AudioError(name, "silent", "every sample is zero")
         except AudioError as err:
             if self.strict:
                 raise
             return Skipped(err.path, err.reason, err.detail)
         features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text}
-
-
-def _decode_bytes(data: bytes, name: str) -> np.ndarray:
-    try:
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioError(name, "undecodable", str(err)) from None
-    audio = audio.mean(axis=1)
-    return soxr.resample(audio, rate, SAMPLING_RATE, quality="HQ") if rate != SAMPLING_RATE else audio
 
 
 def log_mel(extractor, waveform: np.ndarray) -> np.ndarray:
@@ -427,6 +513,8 @@ class SpeechDataModule(L.LightningDataModule):
         eval_batch_size: clips per validation/test step; generation is cheap per clip, so larger helps.
         num_workers: decoding processes; 0 decodes in the training process.
         max_duration_s: longer clips are skipped; ``None`` is the model's window (30 s for Whisper).
+        min_duration_s: shorter labelled clips are skipped: too short to hold a sentence, they are
+            cut recordings. ``predict`` transcribes them anyway.
         max_samples: use only the first N rows of each split (smoke runs); ``None`` for all.
         strict: raise on the first bad clip instead of skipping and counting it.
         cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
@@ -456,6 +544,7 @@ class SpeechDataModule(L.LightningDataModule):
         eval_batch_size: int = 16,
         num_workers: int = 2,
         max_duration_s: float | None = None,
+        min_duration_s: float = 0.1,
         max_samples: int | None = None,
         strict: bool = False,
         cache_dir: str | None = None,
@@ -467,10 +556,15 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
+        for field, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                    ("num_workers", num_workers, 0), ("max_samples", max_samples, 1)):
+            if value is not None and value < least:
+                raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
+        if max_duration_s is not None and max_duration_s <= min_duration_s:
+            raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
         self.save_hyperparameters()
         self.datasets: dict[str, SpeechDataset] = {}
-        self.skipped: Counter[str] = Counter()
-        self._named: set[str] = set()
+        self._skipped: dict[tuple[str, str], Skipped] = {}
         self._resume: dict | None = None
         self._clip_lengths: dict[str, np.ndarray] = {}
         self.processor = None
@@ -478,19 +572,22 @@ class SpeechDataModule(L.LightningDataModule):
     # -- rows ------------------------------------------------------------------------------------
 
     def rows(self, split: str, labelled: bool = True) -> pa.Table:
-        """The index of one split; for labelled splits, empty transcripts are dropped (and counted)."""
+        """The index of one split. Rows that cannot be read are dropped and named; so are, for
+        labelled splits, empty transcripts and later copies of a clip listed twice."""
         hp = self.hparams
         if hp.source == "common_voice":
-            table = common_voice_index(hp.path, hp.locale, split)
+            table, skipped = common_voice_index(hp.path, hp.locale, split)
         elif hp.source == "manifest":
-            table = manifest_index(hp.path.format(split=split), hp.audio_column, hp.text_column)
+            table, skipped = manifest_index(hp.path.format(split=split), hp.audio_column, hp.text_column)
         elif hp.source == "hf":
-            table = hf_index(hp.path, hp.hf_config, split, hp.audio_column, hp.text_column)
+            table, skipped = hf_index(hp.path, hp.hf_config, split, hp.audio_column, hp.text_column), []
         else:
             raise DataConfigError(f"data.source: {hp.source!r} is not one of common_voice, manifest, hf")
+        self._note(skipped)
         if hp.max_samples is not None:
             table = table.slice(0, hp.max_samples)
-        return self._drop_empty(table) if labelled else table
+        # Predictions keep every input, repeats included: their outputs line up with the inputs.
+        return self._drop_repeats(self._drop_empty(table)) if labelled else table
 
     def _drop_empty(self, table: pa.Table) -> pa.Table:
         text = table["text"]
@@ -498,13 +595,34 @@ class SpeechDataModule(L.LightningDataModule):
         # being copied twice more in memory.
         short = np.flatnonzero(pc.less_equal(pc.utf8_length(text), 16).to_numpy(zero_copy_only=False))
         empty = [int(i) for i in short if not clean_transcript(text[int(i)].as_py())]
-        if not empty:
+        return self._drop(table, empty, "empty_text", "transcript is empty")
+
+    def _drop_repeats(self, table: pa.Table) -> pa.Table:
+        audio = table["audio"]
+        if not pa.types.is_string(audio.type):
             return table
-        for i in empty:
+        counts = pc.value_counts(audio).flatten()  # one hash pass; a clean release stops here
+        repeated = counts[0].filter(pc.greater(counts[1], 1))
+        if not len(repeated):
+            return table
+        seen, later = set(), []
+        for i in np.flatnonzero(pc.is_in(audio, value_set=repeated).to_numpy(zero_copy_only=False)):
+            name = audio[int(i)].as_py()
+            if name in seen:
+                later.append(int(i))
+            seen.add(name)
+        return self._drop(table, later, "duplicate", "listed again: used once")
+
+    def _drop(self, table: pa.Table, rows: list[int], reason: str, detail: str) -> pa.Table:
+        if not rows:
+            return table
+        skipped = []
+        for i in rows:
             cell = table["audio"][i].as_py()
-            self._note([Skipped(cell["path"] if isinstance(cell, dict) else cell, "empty_text", "transcript is empty")])
+            skipped.append(Skipped(cell["path"] if isinstance(cell, dict) else cell, reason, detail))
+        self._note(skipped)
         keep = np.ones(len(table), dtype=bool)
-        keep[empty] = False
+        keep[rows] = False
         return table.filter(pa.array(keep))
 
     # -- Lightning hooks ---------------------------------------------------------------------------
@@ -531,8 +649,18 @@ class SpeechDataModule(L.LightningDataModule):
                     strict=hp.strict,
                     cache_dir=hp.cache_dir,
                     with_labels=labelled,
+                    min_duration_s=hp.min_duration_s,
                 )
+                self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
+
+    def _check_not_empty(self, name: str, split: str) -> None:
+        if len(self.datasets[name]):
+            return
+        what = f"data: the {name} split {split!r} ({self.hparams.path}) has no usable rows"
+        if name in ("train", "predict"):
+            raise DataConfigError(f"{what}; {self.summary()}")
+        log.warning("%s: nothing to score, so no %s/wer and no best/ adapter", what, name)
 
     def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
         dataset = self.datasets[name]
@@ -594,22 +722,35 @@ class SpeechDataModule(L.LightningDataModule):
         return batch
 
     def _note(self, skipped: list[Skipped]) -> None:
+        """Count each skipped clip once (repeated validations see it again), name it once."""
         if not skipped:
             return
+        if self.hparams.strict:
+            first = skipped[0]
+            raise AudioError(first.path, first.reason, first.detail)
         for item in skipped:
-            self.skipped[item.reason] += 1
-            if item.path not in self._named:
-                self._named.add(item.path)
+            key = (item.path, item.reason)
+            if key not in self._skipped:
+                self._skipped[key] = item
                 log.warning("skipped %s", item)
         trainer = self.trainer
         if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({f"data/skipped_{k}": float(v) for k, v in self.skipped.items()}, step=trainer.global_step)
 
+    @property
+    def skipped(self) -> Counter[str]:
+        """Distinct skipped clips by reason."""
+        return Counter(item.reason for item in self._skipped.values())
+
+    def skipped_clips(self) -> dict[str, Skipped]:
+        """Every skipped clip (or index row) by its name."""
+        return {item.path: item for item in self._skipped.values()}
+
     def summary(self) -> str:
-        if not self.skipped:
+        if not self._skipped:
             return "data: no clips skipped"
         parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
-        return f"data: skipped {sum(self.skipped.values())} clip(s): {parts} (each named in a warning above)"
+        return f"data: skipped {len(self._skipped)} clip(s): {parts} (each named in a warning above)"
 
     def teardown(self, stage: str) -> None:
         if self.trainer is None or self.trainer.is_global_zero:

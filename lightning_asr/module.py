@@ -18,15 +18,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
+from lightning_asr.callbacks import adapter_info
 from lightning_asr.decode import greedy, prompt_ids
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor
 
 log = logging.getLogger(__name__)
-# bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16: true, expected, and
-# thousands of lines per epoch.
-warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+# transformers' own deprecation, raised inside peft's prepare_model_for_kbit_training, not by us.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -168,6 +168,8 @@ class WhisperLoRA(L.LightningModule):
         hp = self.hparams
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
+        if hp.adapter:
+            adapter_info(hp.adapter)  # a broken adapter folder is named before the base loads
         self.processor = load_processor(hp.model, hp.language, hp.task)
         base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
         if hp.trim_encoder:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -11,28 +12,19 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from peft import PeftModel
 
+from lightning_asr.callbacks import adapter_info
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import WhisperLoRA
-from lightning_asr.whisper import Quantization, load_base, load_processor
+from lightning_asr.whisper import Quantization, load_base, load_processor, resolve_model
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
-def adapter_info(adapter: str) -> dict:
-    """What an adapter folder says about its training (base, language, task, quantization)."""
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter}: not an adapter folder (no adapter_config.json)")
-    info_file = folder / "lightning_asr.json"
-    if info_file.is_file():
-        return json.loads(info_file.read_text())
-    config = json.loads((folder / "adapter_config.json").read_text())
-    return {"base_model": config.get("base_model_name_or_path")}
-
-
 class TranscriptWriter(BasePredictionWriter):
-    """Appends each batch's transcripts to ``<output>.txt`` (one line a clip) and ``<output>.jsonl``.
+    """Appends each batch's transcripts to ``<output>.txt`` (``path<TAB>text``, a line a clip) and
+    ``<output>.jsonl``, for ``lightning-asr predict``. Skipped clips are named in the log, not here;
+    ``lightning-asr transcribe`` writes a row for every input, failed ones included.
 
     Args:
         output: path without suffix; under several processes each rank writes its own ``.rankN`` files.
@@ -55,7 +47,7 @@ class TranscriptWriter(BasePredictionWriter):
         txt, jsonl = self._paths(trainer)
         with open(txt, "a") as t, open(jsonl, "a") as j:
             for row in prediction:
-                t.write(row["text"] + "\n")
+                t.write(f"{row['path']}\t{row['text']}\n")
                 j.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -73,14 +65,18 @@ def transcribe(
     accelerator: str = "auto",
     audio_column: str = "audio",
     decoding: Literal["generate", "static"] = "generate",
-) -> None:
+) -> int:
     """Transcribe audio files with a base Whisper and (optionally) a trained adapter.
+
+    Writes one row per input, in input order: ``<output>.txt`` (``path<TAB>text``) and
+    ``<output>.jsonl`` (``path``, ``text``, ``duration``; ``error`` instead for an input that could
+    not be read). Returns the number of such inputs; the command exits 1 when there are any.
 
     Args:
         inputs: audio files (mp3/wav/flac/ogg), or one manifest (.csv/.tsv/.jsonl) with an audio column.
         adapter: adapter folder written by training; its base, language, task and quantization are
             used unless given here.
-        output: where to write ``<output>.txt`` and ``<output>.jsonl`` (path, text, duration).
+        output: path of the outputs without their suffix.
         base: base model id or folder (default: the adapter's).
         language: transcript language (default: the adapter's).
         task: ``transcribe`` or ``translate`` (default: the adapter's, else ``transcribe``).
@@ -97,6 +93,11 @@ def transcribe(
     base = base or info.get("base_model")
     if not base:
         raise ValueError("transcribe: give --base (no adapter, or the adapter does not name its base)")
+    try:
+        base = resolve_model(base)
+    except FileNotFoundError as err:
+        recorded = f" (recorded in {adapter}/lightning_asr.json; pass --base)" if adapter and base == info.get("base_model") else ""
+        raise FileNotFoundError(f"transcribe: base {err}{recorded}") from None
     language = language or info.get("language")
     if not language:
         raise ValueError("transcribe: give --language (the adapter does not record one)")
@@ -112,17 +113,16 @@ def transcribe(
         trim_encoder=False,
         decoding=decoding,
     )
+    manifest = len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES)
     with tempfile.TemporaryDirectory() as tmp:
-        if len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES):
-            manifest = inputs[0]
-        else:
-            manifest = str(Path(tmp) / "inputs.jsonl")
-            with open(manifest, "w") as f:
-                for path in inputs:
-                    f.write(json.dumps({audio_column: str(Path(path).resolve())}) + "\n")
+        path = inputs[0] if manifest else str(Path(tmp) / "inputs.jsonl")
+        if not manifest:
+            with open(path, "w") as f:
+                for name in inputs:
+                    f.write(json.dumps({audio_column: str(Path(name).expanduser().absolute())}) + "\n")
         data = SpeechDataModule(
             source="manifest",
-            path=manifest,
+            path=path,
             model=base,
             language=language,
             task=module.hparams.task,
@@ -131,9 +131,34 @@ def transcribe(
             audio_column=audio_column,
             text_column=None,
         )
-        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=[TranscriptWriter(output)])
-        trainer.predict(module, datamodule=data, return_predictions=False)
-    print(f"wrote {output}.txt and {output}.jsonl", flush=True)
+        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
+        batches = trainer.predict(module, datamodule=data)
+        order = data.datasets["predict"].rows["audio"].to_pylist()
+    rows = _in_input_order(order, inputs if not manifest else order, [r for b in batches for r in b], data.skipped_clips())
+    failed = [r for r in rows if "error" in r]
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output + ".txt", "w") as txt, open(output + ".jsonl", "w") as jsonl:
+        for row in rows:
+            txt.write(f"{row['path']}\t{row.get('text', '')}\n")
+            jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {len(rows) - len(failed)} transcript(s) to {output}.txt and {output}.jsonl", flush=True)
+    for row in failed:
+        print(f"failed: {row['path']}: {row['error']}", file=sys.stderr, flush=True)
+    return len(failed)
+
+
+def _in_input_order(order: list[str], names: list[str], predictions: list[dict], skipped: dict) -> list[dict]:
+    """One row per input: its prediction, or why it has none (predictions keep the input order)."""
+    rows, done = [], iter(predictions)
+    pending = next(done, None)
+    for resolved, name in zip(order, names):
+        if pending is not None and pending["path"] == resolved:
+            rows.append(pending | {"path": name})
+            pending = next(done, None)
+        else:
+            why = skipped.get(resolved)
+            rows.append({"path": name, "error": f"{why.reason} ({why.detail})" if why else "not transcribed"})
+    return rows
 
 
 def merge(model: PeftModel) -> torch.nn.Module:
@@ -154,6 +179,7 @@ def export(
     output: str,
     base: str | None = None,
     dtype: Literal["float16", "bfloat16", "float32"] = "float16",
+    overwrite: bool = False,
 ) -> None:
     """Merge an adapter into a full-precision copy of its base and save a standard Whisper folder.
 
@@ -166,7 +192,11 @@ def export(
         output: folder to write.
         base: base model id or folder (default: the one the adapter was trained on).
         dtype: weight dtype of the exported model.
+        overwrite: write into ``output`` even when it already holds files.
     """
+    target = Path(output)
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"export: {output} already exists and is not empty; choose another folder or pass --overwrite true")
     info = adapter_info(adapter)
     base = base or info.get("base_model")
     if not base:

@@ -3,11 +3,18 @@
 import logging
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Literal
 
 import safetensors.torch
 import torch
-from transformers import BitsAndBytesConfig, GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+from transformers import (
+    BitsAndBytesConfig,
+    GenerationConfig,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
 from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 log = logging.getLogger(__name__)
@@ -29,9 +36,23 @@ def language_code(language: str) -> str:
     )
 
 
+def resolve_model(model: str) -> str:
+    """A local model folder as an absolute path; a hub id (``owner/name``) as it is.
+
+    A name that can only be a path (absolute, ``./``, ``~``, or with more or fewer than one ``/``)
+    and is not a folder is an error here, instead of a slow, failing hub look-up.
+    """
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve())
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1 or folder.exists():
+        raise FileNotFoundError(f"model folder not found: {model} (a hub id has the form 'openai/whisper-base')")
+    return model
+
+
 def load_processor(model: str, language: str, task: str) -> WhisperProcessor:
     """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``."""
-    return WhisperProcessor.from_pretrained(model, language=LANGUAGES[language_code(language)], task=task)
+    return WhisperProcessor.from_pretrained(resolve_model(model), language=LANGUAGES[language_code(language)], task=task)
 
 
 def quantization_config(quantization: Quantization) -> BitsAndBytesConfig | None:
@@ -76,7 +97,7 @@ def load_base(
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     tmp = None
-    source = model
+    source = model = resolve_model(model)
     if from_config:
         tmp = tempfile.mkdtemp(prefix="lightning-asr-random-")
         with torch.random.fork_rng(devices=[]):

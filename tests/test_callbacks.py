@@ -50,6 +50,24 @@ def test_a_crash_mid_write_leaves_the_previous_adapter_intact(tmp_path, trained,
         save_adapter(trained, tmp_path / "last")
     assert (tmp_path / "last" / "adapter_model.safetensors").read_bytes() == before
     assert (tmp_path / "last" / "tokenizer_config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no half-written temp folder left behind
+
+
+def test_the_adapter_records_an_absolute_base_that_loads_from_anywhere(tmp_path, tiny_model, trained, monkeypatch):
+    from lightning_asr.callbacks import adapter_info
+
+    monkeypatch.chdir(Path(tiny_model).parent)
+    trained.hparams.model = Path(tiny_model).name  # trained from a relative path
+    try:
+        save_adapter(trained, tmp_path / "a")
+    finally:
+        trained.hparams.model = tiny_model
+    assert adapter_info(str(tmp_path / "a"))["base_model"] == tiny_model
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny_model  # plain peft finds it too
+    (tmp_path / "a" / "adapter_model.safetensors").write_bytes(b"\x00" * 12)
+    with pytest.raises(ValueError, match="adapter_model.safetensors: not a readable safetensors file"):
+        adapter_info(str(tmp_path / "a"))
 
 
 def test_top_k_keeps_the_best_and_best_tracks_the_leader(tmp_path, trained):

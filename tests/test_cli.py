@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -10,14 +11,16 @@ import torch
 
 from tests.conftest import REPO
 
-CLI = [sys.executable, "-m", "lightning_asr.cli"]
+# The console script the README tells users to type, installed beside this interpreter.
+CLI = [str(Path(sys.executable).with_name("lightning-asr"))]
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 
-def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, timeout: int = 600, returncode: int = 0) -> subprocess.CompletedProcess:
+    assert Path(CLI[0]).is_file(), f"{CLI[0]}: not installed (pip install -e .)"
     env = os.environ | {"PYTHONPATH": str(REPO)}
     result = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -55,6 +58,9 @@ def test_demo_fit_writes_adapter_and_tensorboard_and_reports_wer(tmp_path):
     out = run(demo_args(tmp_path, "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--data.max_samples=8",
                         "--model.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp_path)
     assert "WER:" in out.stdout and "at step 0 ->" in out.stdout
+    printed = out.stdout + out.stderr
+    assert "MatMul8bitLt" not in printed and printed.count("\n") < 80  # no per-matmul log flood
+    assert "Step   (epoch" in printed and "6/6" in printed  # the bar counts steps toward max_steps
     for name in ("last", "best"):
         folder = tmp_path / "adapters" / name
         assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
@@ -69,45 +75,138 @@ def test_demo_fit_writes_adapter_and_tensorboard_and_reports_wer(tmp_path):
     assert "val/examples/text_summary" in acc.Tags()["tensors"]
 
 
-def test_validate_with_a_saved_adapter(tmp_path):
-    run(demo_args(tmp_path, "--trainer.max_steps=3", "--trainer.val_check_interval=3", "--data.max_samples=4",
-                  "--model.max_new_tokens=4", "--model.validate_before_training=false"), tmp_path)
-    out = run(["validate", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-               f"--model.adapter={tmp_path}/adapters/last", "--data.max_samples=4", "--model.max_new_tokens=4",
-               f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.cache_dir={tmp_path}/cache"], tmp_path)
-    assert "val/wer" in out.stdout
-
-
 def trained_weights(ckpt: Path) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     return state
 
 
-def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path):
+def user_args(tmp_path: Path, *extra: str) -> list[str]:
+    """The demo as a user runs it from the repository: runs/demo/version_N/ below the working folder."""
+    return ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random",
+            f"--data.path={REPO}/demo/common_voice", *extra]
+
+
+def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_path):
     common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora_dropout=0.1",
-              "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4"]
-    ckpt = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1",
-            "--trainer.callbacks.filename={step}"]
+              "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
+              "--trainer.callbacks.every_n_train_steps=3"]
     # Uninterrupted: 6 steps (1.5 epochs of 4 batches, so the resume point is mid-epoch).
-    run(demo_args(tmp_path / "a", "--trainer.max_steps=6", *common, *ckpt, f"--trainer.callbacks.dirpath={tmp_path}/a/ckpt"), tmp_path)
+    (tmp_path / "a").mkdir()
+    run(user_args(tmp_path, "--trainer.max_steps=6", *common), tmp_path / "a")
     # Interrupted: the same run, SIGKILLed once its step-3 checkpoint exists.
+    (tmp_path / "b").mkdir()
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    args = demo_args(tmp_path / "b", "--trainer.max_steps=200", *common, *ckpt, f"--trainer.callbacks.dirpath={tmp_path}/b/ckpt")
-    proc = subprocess.Popen(CLI + args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "b/runs/demo/version_0"
+    proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=200", *common), cwd=tmp_path / "b", env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (tmp_path / "b/ckpt/step=3.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+    while not (run_dir / "checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (tmp_path / "b/ckpt/step=3.ckpt").exists()
-    run(demo_args(tmp_path / "b", "--trainer.max_steps=6", *common, "--ckpt_path", str(tmp_path / "b/ckpt/step=3.ckpt"),
-                  *ckpt, f"--trainer.callbacks.dirpath={tmp_path}/b/resumed"), tmp_path)
-    expected, got = trained_weights(tmp_path / "a/ckpt/step=6.ckpt"), trained_weights(tmp_path / "b/resumed/step=6.ckpt")
+    assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
+    # The README's command, typed again with --ckpt_path last.
+    out = run(user_args(tmp_path, "--trainer.max_steps=6", *common, "--ckpt_path", "last"), tmp_path / "b")
+    assert "Restoring states from the checkpoint path at" in out.stdout + out.stderr
+    assert sorted(p.name for p in (tmp_path / "b/runs/demo").iterdir()) == ["version_0"]  # the same run folder
+    expected = trained_weights(tmp_path / "a/runs/demo/version_0/checkpoints/last.ckpt")
+    got = trained_weights(run_dir / "checkpoints/last.ckpt")
     assert expected.keys() == got.keys() and expected
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+    assert json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == 6
     # Slim: the checkpoint holds the adapter, its optimizer state and a little bookkeeping, not the base.
     adapter_bytes = sum(v.numel() * v.element_size() for v in expected.values())
-    assert (tmp_path / "a/ckpt/step=6.ckpt").stat().st_size < 4 * adapter_bytes + 200_000
-    assert set(torch.load(tmp_path / "a/ckpt/step=6.ckpt", weights_only=False)["state_dict"]) == set(expected)
+    assert (run_dir / "checkpoints/last.ckpt").stat().st_size < 4 * adapter_bytes + 200_000
+    # A fresh run opens a new folder and leaves the first run's adapters alone.
+    before = (run_dir / "adapters/last/adapter_model.safetensors").read_bytes()
+    run(user_args(tmp_path, "--trainer.max_steps=2", *common), tmp_path / "b")
+    assert (tmp_path / "b/runs/demo/version_1/adapters/last").is_dir()
+    assert (run_dir / "adapters/last/adapter_model.safetensors").read_bytes() == before
+
+
+def test_ckpt_path_last_with_nothing_to_resume_is_an_error(tmp_path):
+    out = run(user_args(tmp_path, "--ckpt_path", "last"), tmp_path, returncode=1)
+    assert "--ckpt_path last: no last.ckpt" in out.stderr and "nothing to resume" in out.stderr
+    assert not (tmp_path / "runs/demo").exists()  # stopped before anything was trained or written
+
+
+def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
+    args = ["--trainer.max_steps=1", "--model.validate_before_training=false", "--trainer.limit_val_batches=0",
+            "--data.max_samples=4", f"--adapter_checkpoint.dirpath={tmp_path}/mine"]
+    run(user_args(tmp_path, *args), tmp_path)
+    before = (tmp_path / "mine/last/adapter_model.safetensors").read_bytes()
+    out = run(user_args(tmp_path, *args), tmp_path, returncode=1)
+    assert "already holds another run's adapters (last)" in out.stderr and "--ckpt_path last" in out.stderr
+    assert (tmp_path / "mine/last/adapter_model.safetensors").read_bytes() == before
+    run(user_args(tmp_path, *args, "--adapter_checkpoint.overwrite=true"), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def demo_adapter(tmp_path_factory) -> Path:
+    """An adapter trained by the demo command for a few steps."""
+    tmp = tmp_path_factory.mktemp("demo-adapter")
+    run(demo_args(tmp, "--trainer.max_steps=3", "--trainer.val_check_interval=3", "--data.max_samples=4",
+                  "--model.max_new_tokens=4", "--model.validate_before_training=false"), tmp)
+    return tmp / "adapters" / "last"
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_validate_and_test_with_a_saved_adapter(tmp_path, demo_adapter, stage):
+    out = run([stage, "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
+               f"--model.adapter={demo_adapter}", "--data.max_samples=4", "--model.max_new_tokens=4"], tmp_path)
+    assert {"validate": "val/wer", "test": "test/wer"}[stage] in out.stdout
+
+
+def test_transcribe_positional_files_from_anywhere_one_row_per_input(tmp_path, demo_adapter):
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    (tmp_path / "elsewhere").mkdir()
+    sf.write(tmp_path / "c0.wav", tone(1.5, 8000), 8000)
+    sf.write(tmp_path / "c1.wav", tone(1.0, 48000, seed=1), 48000)
+    (tmp_path / "page.mp3").write_text("<html>not audio</html>")
+    inputs = ["../c0.wav", "../missing.wav", "../page.mp3", str(tmp_path), "../c1.wav"]
+    out = run(["transcribe", *inputs, "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
+              tmp_path / "elsewhere", returncode=1)  # another working folder: the adapter's base is absolute
+    rows = [json.loads(line) for line in (tmp_path / "elsewhere/transcripts.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == inputs
+    assert [sorted(r) for r in rows] == [["duration", "path", "text"], ["error", "path"], ["error", "path"],
+                                         ["error", "path"], ["duration", "path", "text"]]
+    assert rows[1]["error"].startswith("missing") and rows[2]["error"].startswith("undecodable")
+    assert rows[3]["error"].startswith("not_a_file")
+    lines = (tmp_path / "elsewhere/transcripts.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines] == inputs
+    assert "wrote 2 transcript(s)" in out.stdout and "failed: ../missing.wav: missing" in out.stderr
+    assert out.stdout.count("\n") + out.stderr.count("\n") < 60  # the few lines that matter, no log flood
+
+
+def test_export_refuses_a_non_empty_folder_unless_asked(tmp_path, demo_adapter):
+    run(["export", str(demo_adapter), "whisper-mr", "--dtype", "float32"], tmp_path)
+    assert (tmp_path / "whisper-mr/model.safetensors").is_file()
+    out = run(["export", str(demo_adapter), "whisper-mr"], tmp_path, returncode=2)
+    assert "whisper-mr already exists and is not empty" in out.stderr and "Traceback" not in out.stderr
+    run(["export", str(demo_adapter), "whisper-mr", "--overwrite", "true"], tmp_path)
+
+
+def test_a_corrupt_adapter_file_is_named_before_the_base_loads(tmp_path, demo_adapter):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_adapter, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (tmp_path / "c.wav").write_bytes((REPO / "demo/common_voice/mr/clips").glob("*.mp3").__next__().read_bytes())
+    out = run(["transcribe", "c.wav", "--adapter", str(broken)], tmp_path, returncode=2)
+    assert f"{weights}: not a readable safetensors file" in out.stderr and "Loading weights" not in out.stderr
+
+
+def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
+    run(["predict", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
+         f"--model.adapter={demo_adapter}", "--data.max_samples=3", "--model.max_new_tokens=4",
+         "--trainer.callbacks+=lightning_asr.tools.TranscriptWriter", f"--trainer.callbacks.output={tmp_path}/out"], tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(Path(r["path"]).is_file() for r in rows)
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert lines == [f"{r['path']}\t{r['text']}" for r in rows]

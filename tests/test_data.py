@@ -16,6 +16,7 @@ from lightning_asr.data import (
     SpeechDataModule,
     clip_lengths,
     collate,
+    Skipped,
     common_voice_index,
 )
 from tests.conftest import SENTENCES, SHARED, requires_shared, tone, write_common_voice
@@ -210,7 +211,7 @@ def test_length_grouping_gives_every_rank_similar_clips_each_step(world, batch, 
 
 def test_clip_lengths_from_common_voice_durations_else_file_sizes(tmp_path):
     root = write_common_voice(tmp_path, rates=(16000,), splits=("train",), rows_per_split=4)
-    rows = common_voice_index(str(root), "mr", "train")
+    rows, _ = common_voice_index(str(root), "mr", "train")
     sizes = clip_lengths(rows, root / "mr" / "clip_durations.tsv")  # no such file: sizes
     assert list(np.argsort(sizes)) == [0, 1, 2, 3]  # clips of 1, 1.25, 1.5, 1.75 s
     names = [Path(p).name for p in rows["audio"].to_pylist()]
@@ -226,7 +227,7 @@ def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
     header, *lines = (root / "mr" / "test.tsv").read_text().splitlines()  # written shortest first: unsort it
     np.random.default_rng(0).shuffle(lines)
     (root / "mr" / "test.tsv").write_text("\n".join([header, *lines]) + "\n")
-    rows = common_voice_index(str(root), "mr", "train+test")
+    rows, _ = common_voice_index(str(root), "mr", "train+test")
     (root / "mr" / "clip_durations.tsv").write_text("clip\tduration[ms]\n" + "".join(
         f"{Path(p).name}\t{1000 + 250 * int(Path(p).stem[-8:])}\n" for p in rows["audio"].to_pylist()))
 
@@ -310,3 +311,68 @@ def test_log_mel_over_the_audio_alone_equals_the_extractors(seconds):
         waveform = waveform.astype(np.float32)
         expected = extractor(waveform, sampling_rate=16000, return_tensors="np").input_features[0]
         np.testing.assert_allclose(log_mel(extractor, waveform), expected, rtol=0, atol=1e-6)
+
+
+def test_a_truncated_mp3_is_skipped_for_training_and_transcribed_when_asked(tmp_path, tiny_model):
+    locale = tmp_path / "mr"
+    (locale / "clips").mkdir(parents=True)
+    sf.write(locale / "clips" / "whole.mp3", tone(3.0, 48000), 48000)
+    data = (locale / "clips" / "whole.mp3").read_bytes()
+    (locale / "clips" / "cut.mp3").write_bytes(data[: len(data) // 3])
+    lines = ["client_id\tpath\tsentence", "c\twhole.mp3\tमी घरी जातो.", "c\tcut.mp3\tमी घरी जातो."]
+    (locale / "test.tsv").write_text("\n".join(lines) + "\n")
+    dm = module(tiny_model, path=str(tmp_path))
+    dm.setup("test")
+    items = all_items(dm, "test")
+    assert isinstance(items[1], Skipped) and items[1].reason == "truncated" and "header states" in items[1].detail
+    assert not isinstance(items[0], Skipped)
+    dm = module(tiny_model, path=str(tmp_path), text_column=None)
+    dm.setup("predict")
+    assert not any(isinstance(x, Skipped) for x in all_items(dm, "predict"))
+
+
+def test_an_unreadable_cache_entry_is_decoded_again_and_replaced(tmp_path, tiny_model, caplog):
+    root = write_common_voice(tmp_path / "cv", rates=(16000,), splits=("test",), rows_per_split=1)
+    dm = module(tiny_model, path=str(root), cache_dir=str(tmp_path / "cache"))
+    dm.setup("test")
+    first = dm.datasets["test"][0]["input_features"]
+    (entry,) = (tmp_path / "cache").glob("*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut mid-write by a full disk, say
+    with caplog.at_level(logging.WARNING):
+        again = dm.datasets["test"][0]["input_features"]
+    assert f"{entry} (cache of" in caplog.text and "decoding the clip again" in caplog.text
+    np.testing.assert_allclose(again, first, atol=1e-3)
+    np.load(entry)  # replaced by a whole one
+
+
+def test_manifest_lines_that_cannot_be_read_or_lack_a_field_are_named(tmp_path, tiny_model, caplog):
+    sf.write(tmp_path / "a.wav", tone(1.0, 16000), 16000)
+    lines = ['{"audio": "a.wav", "text": "मी घरी जातो."}', '{"audio": "a.wav", "text": "one more', "[1, 2]",
+             '{"audio": "b.wav"}', '{"text": "no audio"}', '{"audio": "a.wav", "text": "ती शाळेत गेली."}']
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    dm = module(tiny_model, source="manifest", path=str(tmp_path / "m.jsonl"), val_split="x")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("validate")
+    assert len(dm.datasets["val"]) == 1  # the first row; its repeat, the last row, is a duplicate
+    assert dict(dm.skipped) == {"bad_json": 2, "no_text": 1, "no_audio": 1, "duplicate": 1}
+    for where in ("m.jsonl:2: bad_json", "m.jsonl:3: bad_json", "b.wav: no_text (m.jsonl row 2 has no 'text')",
+                  "row 3: no_audio"):
+        assert where in caplog.text
+
+
+def test_bad_sizes_are_errors_naming_the_field(tiny_model):
+    for field, value in (("batch_size", 0), ("eval_batch_size", -1), ("num_workers", -1), ("max_samples", 0)):
+        with pytest.raises(DataConfigError, match=f"data.{field}: must be at least"):
+            module(tiny_model, **{field: value})
+    with pytest.raises(DataConfigError, match="data.max_duration_s: must exceed"):
+        module(tiny_model, max_duration_s=0)
+
+
+def test_skips_are_counted_once_per_clip_across_validations(tmp_path, tiny_model):
+    root = write_common_voice(tmp_path, splits=("test",), rows_per_split=3)
+    (root / "mr" / "clips" / "common_voice_mr_00000001.wav").unlink()
+    dm = module(tiny_model, path=str(root))
+    dm.setup("test")
+    for _ in range(3):  # three validations of the same split
+        dm.on_after_batch_transfer(dm.collate(all_items(dm, "test")), 0)
+    assert dict(dm.skipped) == {"missing": 1} and "skipped 1 clip(s)" in dm.summary()

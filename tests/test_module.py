@@ -290,3 +290,14 @@ def test_attention_kernel_choice_holds_in_forward_recompute_and_decoding(tmp_pat
     assert {grad for grad, _ in seen} == {True, False}  # training (forward, recompute) and decoding both ran
     assert len(seen) >= 3 and {flag for _, flag in seen} == {cudnn}
     assert torch.backends.cuda.cudnn_sdp_enabled()  # and the process default is back afterwards
+
+
+def test_a_missing_local_base_is_an_error_not_a_hub_lookup(tmp_path):
+    from lightning_asr.whisper import resolve_model
+
+    assert resolve_model("openai/whisper-base") == "openai/whisper-base"
+    (tmp_path / "m").mkdir()
+    assert resolve_model(str(tmp_path / "m" / ".." / "m")) == str(tmp_path / "m")
+    for missing in (str(tmp_path / "gone"), "./gone", "runs/demo/gone", "~/gone-whisper"):
+        with pytest.raises(FileNotFoundError, match="model folder not found"):
+            resolve_model(missing)

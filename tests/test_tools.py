@@ -28,7 +28,7 @@ def test_transcribe_writes_text_and_jsonl(tmp_path, adapter):
                    decoding=decoding)
         rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
         assert [r["path"] for r in rows] == clips and [r["duration"] for r in rows] == [1.5, 1.5]
-        assert out.with_suffix(".txt").read_text().splitlines() == [r["text"] for r in rows]
+        assert out.with_suffix(".txt").read_text().splitlines() == [f"{r['path']}\t{r['text']}" for r in rows]
         texts[decoding] = [r["text"] for r in rows]
     assert texts["static"] == texts["generate"]
 
