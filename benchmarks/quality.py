@@ -1,32 +1,45 @@
-"""Does fine-tuning help, and as well as the guide's recipe? One command, on a GPU.
+"""Does each shipped config train as well as the guide's recipe? Several seeds, confidence intervals.
 
-    python benchmarks/quality.py --model ../shared/models/whisper-base --data ../shared/data/cv-synth --steps 400
+    python -m benchmarks.quality --model ../shared/models/whisper-base --steps 300 --seeds 7 8 9 --jobs 6
 
-1. zero-shot WER/CER of the base on ``mr`` test (and on ``en`` test, the sanity check);
-2. ``lightning-asr fit`` with the guide's hyper-parameters (int8, LoRA r=32 on q/v, lr 1e-3,
-   50 warm-up steps, batch 8) for ``--steps`` steps, then WER/CER with the saved adapter loaded by
-   plain ``peft``;
-3. the same for ``benchmarks/seed_recipe.py`` (the guide's pipeline);
-4. writes ``benchmarks/results/quality-<date>.{json,md}``.
+For each task (a Common Voice-layout corpus: ``cv-synth-mr``, synthetic Marathi; ``fsdd-en``, real
+recorded English digits) and seed:
 
-Every evaluation runs the same routine: the base unquantized (fp16 on GPU), the adapter by
-``PeftModel.from_pretrained``, greedy ``generate(language, task)`` from the audio alone, our
-normaliser, jiwer.
+1. every config in ``--configs`` is trained by ``lightning-asr fit --config configs/whisper-large-v2-int8-mr.yaml
+   [--config configs/NAME.yaml]`` as shipped; only the model and data paths, the step count (and
+   ``max_epochs: -1`` so that steps decide), the seed, the output folder and the validation schedule
+   (off: every adapter is scored afterwards, the same way) are overridden;
+2. the guide's recipe is trained by ``benchmarks/seed_recipe.py``;
+3. every adapter is scored by one routine (:func:`evaluate`): the base unquantized (fp16 on GPU),
+   the adapter by plain ``PeftModel.from_pretrained``, greedy ``generate(language, task)`` from the
+   audio alone, the language's normaliser (Whisper's English normaliser for English), per-clip
+   errors. A cv-synth-mr adapter is also scored on cv-synth/en in English: what the fine-tune costs
+   the base's other languages.
+
+The report gives, per config, the mean ± sd over seeds and a paired bootstrap 95 % confidence
+interval of the WER difference to the recipe over the same test clips (per-clip errors averaged
+over seeds, clips resampled). ``--tiny`` runs the whole path on CPU in a minute (a tiny random
+Whisper, 2 steps, 4 clips): the test suite does.
 """
 
 import argparse
 import datetime
 import json
+import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jiwer
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
 from lightning_asr.data import SpeechDataModule  # noqa: E402
@@ -35,22 +48,32 @@ from lightning_asr.module import merged  # noqa: E402
 from lightning_asr.text import normalize  # noqa: E402
 from lightning_asr.whisper import language_code, load_base  # noqa: E402
 
+# name: (corpus folder, locale, language, the retained set scored beside it or None)
+TASKS = {
+    "cv-synth-mr": (SHARED / "data/cv-synth", "mr", "Marathi", (SHARED / "data/cv-synth", "en", "English")),
+    "fsdd-en": (SHARED / "data/real/fsdd-takes5-49", "en", "English", None),
+}
+RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
+CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4"]
+
 
 @torch.no_grad()
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
              batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False,
-             decoding: str = "generate") -> dict:
-    """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split;
+             decoding: str = "generate", from_config: bool = False) -> dict:
+    """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split, with
+    each clip's normalised word errors and reference words (for paired comparisons);
     ``merge``: decode as ``model.merge_for_eval`` does, with the adapter merged into the base;
     ``decoding``: ``generate`` or ``static`` (``model.decoding``)."""
     from peft import PeftModel
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
-    net = load_base(model, "none", device, dtype)
+    net = load_base(model, "none", device, dtype, from_config)
     if adapter:
         net = PeftModel.from_pretrained(net, adapter)
     net.eval()
+    code = language_code(language)
     dm = SpeechDataModule(path=data, locale=locale, model=model, language=language, eval_batch_size=batch_size,
                           num_workers=4 if device == "cuda" else 0, max_samples=limit)
     dm.setup("test")
@@ -62,19 +85,21 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
         with merged(net, merge):
             if decoding == "static":
                 whisper = net.get_base_model() if adapter else net
-                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer), max_new_tokens)
+                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer, code), max_new_tokens)
             else:
-                ids = net.generate(input_features=features, language=language_code(language), task="transcribe",
-                                   max_new_tokens=max_new_tokens)
+                ids = net.generate(input_features=features, language=code, task="transcribe", max_new_tokens=max_new_tokens)
         preds += dm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         refs += batch["texts"]
     seconds = time.perf_counter() - start
-    norm_refs, norm_preds = [normalize(r) for r in refs], [normalize(p) or "∅" for p in preds]
+    norm_refs, norm_preds = [normalize(r, code) for r in refs], [normalize(p, code) or "∅" for p in preds]
+    per_clip = [jiwer.process_words(r or "∅", p) for r, p in zip(norm_refs, norm_preds)]
     return {
         "clips": len(refs),
         "wer": jiwer.wer(refs, [p.strip() or "∅" for p in preds]),
         "wer_norm": jiwer.wer(norm_refs, norm_preds),
         "cer": jiwer.cer(norm_refs, norm_preds),
+        "clip_errors": [o.substitutions + o.deletions + o.insertions for o in per_clip],
+        "clip_words": [o.hits + o.substitutions + o.deletions for o in per_clip],
         "eval_seconds": seconds,
         "examples": list(zip(refs[:3], preds[:3])),
     }
@@ -85,106 +110,147 @@ def machine_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
 
 
-def ours(model: str, data: str, out: Path, steps: int, seed: int, *extra: str) -> dict:
+def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
+    """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation."""
+    data, locale, language, _ = TASKS[task]
+    configs = ["--config", str(REPO / RECIPE)] + ([] if name == "recipe-config" else ["--config", str(REPO / f"configs/{name}.yaml")])
+    script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
     args = [
-        sys.executable, "-m", "lightning_asr.cli", "fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"),
-        f"--model.model={model}", f"--data.path={data}", "--data.train_split=train",
-        f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
-        "--model.validate_before_training=false", "--model.gradient_checkpointing=false",
-        "--trainer.precision=bf16-mixed", f"--seed_everything={seed}", "--trainer.callbacks=[]",
+        *([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "fit", *configs, f"--model.model={model}",
+        f"--model.language={language}", f"--data.path={data}", f"--data.locale={locale}", "--data.train_split=train",
+        f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
+        "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
-        "--trainer.enable_progress_bar=false", f"--trainer.accelerator={'gpu' if torch.cuda.is_available() else 'cpu'}", *extra,
     ]
+    if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
+        args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
+                 "--model.compile=false", "--model.dtype=float32", "--data.num_workers=0", "--data.max_samples=8"]
+    return train_once(args, out, out / "adapters" / "last")
+
+
+def fit_recipe(model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
+    data, locale, language, _ = TASKS[task]
+    args = [sys.executable, str(REPO / "benchmarks/seed_recipe.py"), model, str(Path(data) / locale), str(out),
+            f"--max-steps={steps}", f"--seed={seed}", f"--language={language}"] + (["--from-config", "--limit=8"] if tiny else [])
+    return train_once(args, out, out / "adapter")
+
+
+def train_once(args: list[str], out: Path, adapter: Path) -> dict:
+    """Run one training command into ``out``, once: a finished run (``out/fit.json``) is reused, so
+    an interrupted benchmark continues where it stopped."""
+    done = out / "fit.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    subprocess.run(args, check=True, cwd=REPO)
-    return {"wall_seconds": time.perf_counter() - start, "adapter": str(out / "adapters" / "last")}
+    with open(out / "fit.log", "w") as f:
+        if subprocess.run(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=THREADS).returncode:
+            raise RuntimeError(f"{' '.join(args[:4])} … failed: see {out / 'fit.log'}")
+    result = {"wall_seconds": time.perf_counter() - start, "adapter": str(adapter)}
+    done.write_text(json.dumps(result))
+    return result
 
 
-def pipeline_wer(exported: str, data: str, limit: int | None = None) -> dict:
-    """WER of an exported folder through the standard transformers pipeline (30 s windows)."""
-    from transformers import pipeline
-
-    from lightning_asr.audio import load_audio
-    from lightning_asr.data import common_voice_index
-
-    rows = common_voice_index(data, "mr", "test")[0].to_pylist()[:limit]
-    device = 0 if torch.cuda.is_available() else -1
-    pipe = pipeline("automatic-speech-recognition", model=exported, device=device,
-                    dtype=torch.float16 if device == 0 else torch.float32)
-    outputs = pipe([{"raw": load_audio(r["audio"]), "sampling_rate": 16000} for r in rows], batch_size=32,
-                   generate_kwargs={"language": "mr", "task": "transcribe", "max_new_tokens": 128})
-    refs, preds = [normalize(r["text"]) for r in rows], [normalize(o["text"]) or "∅" for o in outputs]
-    return {"clips": len(rows), "wer_norm": jiwer.wer(refs, preds), "cer": jiwer.cer(refs, preds)}
+def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words: list[int], samples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """WER(a) - WER(b) over the same clips, and its 95 % bootstrap interval: each side's per-clip
+    errors averaged over its seeds, clips resampled with replacement."""
+    a, b, n = np.mean(errors_a, axis=0), np.mean(errors_b, axis=0), np.asarray(words, dtype=float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(n), size=(samples, len(n)))
+    diffs = (a[picks].sum(1) - b[picks].sum(1)) / np.maximum(n[picks].sum(1), 1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float((a.sum() - b.sum()) / max(n.sum(), 1)), float(low), float(high)
 
 
-def baseline(model: str, data: str, out: Path, steps: int, seed: int) -> dict:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "benchmarks/seed_recipe.py"), model, str(Path(data) / "mr"), str(out),
-                    f"--max-steps={steps}", f"--seed={seed}"], check=True, cwd=REPO)
-    metrics = json.loads((out / "metrics.json").read_text())
-    return metrics | {"wall_seconds": time.perf_counter() - start, "adapter": str(out / "adapter")}
+# Set in main: each training process's share of the CPU threads. Left alone, every process starts a
+# thread per core, and six runs on a 16-core GPU host spent their time in contention (load 55).
+THREADS: dict[str, str] = dict(os.environ)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(REPO.parent / "shared/models/whisper-base"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/cv-synth"))
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--work", default="/tmp/quality")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test clips (smoke runs)")
-    parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
-    parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
-                        "model.merge_for_eval (goal 5 of issue 7), into quality-merge-<date>.{json,md}")
-    parser.add_argument("--decoding-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER by generate() "
-                        "and by model.decoding: static, into quality-decoding-<date>.{json,md}")
-    args = parser.parse_args()
-    if args.merge_check:
-        return decode_check("merge", args.model, args.data, args.merge_check, args.limit, Path(args.results))
-    if args.decoding_check:
-        return decode_check("decoding", args.model, args.data, args.decoding_check, args.limit, Path(args.results))
+def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    report = {"machine": machine_name(),
-              "date": datetime.date.today().isoformat(), "steps": args.steps, "seed": args.seed,
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
-              "torch": torch.__version__}
-    limit = args.limit
-    report["english_zero_shot_first20_fp32"] = evaluate(args.model, args.data, "en", "English", limit=min(limit or 20, 20), dtype=torch.float32)
-    report["english_zero_shot"] = evaluate(args.model, args.data, "en", "English", limit=limit)
-    report["zero_shot"] = evaluate(args.model, args.data, "mr", "Marathi", limit=limit)
-    report["ours_train"] = ours(args.model, args.data, work / "ours", args.steps, args.seed)
-    report["ours"] = evaluate(args.model, args.data, "mr", "Marathi", adapter=report["ours_train"]["adapter"], limit=limit)
-    # The fast mode: bf16 base, trimmed encoder, no checkpointing; evaluated on standard 30 s windows.
-    report["ours_fast_train"] = ours(args.model, args.data, work / "fast", args.steps, args.seed, "--model.quantization=none",
-                                     "--model.trim_encoder=true")
-    report["ours_fast"] = evaluate(args.model, args.data, "mr", "Marathi", adapter=report["ours_fast_train"]["adapter"], limit=limit)
-    subprocess.run([sys.executable, "-m", "lightning_asr.cli", "export", report['ours_fast_train']['adapter'],
-                    str(work / 'fast-exported')], check=True, cwd=REPO)
-    report["ours_fast_pipeline"] = pipeline_wer(str(work / "fast-exported"), args.data, limit)
-    report["baseline_train"] = baseline(args.model, args.data, work / "baseline", args.steps, args.seed)
-    report["baseline"] = evaluate(args.model, args.data, "mr", "Marathi", adapter=report["baseline_train"]["adapter"], limit=limit)
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"quality-{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    rows = [("zero-shot whisper-base", report["zero_shot"], None),
-            ("ours: lightning-asr fit (int8, the guide's settings)", report["ours"], report["ours_train"]["wall_seconds"]),
-            ("ours, fast: bf16 base + trimmed encoder", report["ours_fast"], report["ours_fast_train"]["wall_seconds"]),
-            ("baseline: guide's recipe (seed_recipe.py)", report["baseline"], report["baseline_train"]["wall_seconds"])]
-    lines = [f"# Quality: whisper-base on cv-synth/mr test ({report['zero_shot']['clips']} clips), {args.steps} steps",
-             "", f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}; seed {args.seed}.",
-             f"Command: `python benchmarks/quality.py --steps {args.steps}`", "",
-             "| run | WER | WER (normalised) | CER | train wall time (s) |", "|---|---|---|---|---|"]
-    for name, m, wall in rows:
-        lines.append(f"| {name} | {100 * m['wer']:.1f} % | {100 * m['wer_norm']:.1f} % | {100 * m['cer']:.1f} % | {'' if wall is None else f'{wall:.0f}'} |")
-    pipe = report["ours_fast_pipeline"]
-    lines += ["", f"The fast adapter exported (`lightning-asr export`) and run through `pipeline(\"automatic-speech-recognition\")` "
-              f"with standard 30 s windows: WER {100 * pipe['wer_norm']:.1f} % normalised, CER {100 * pipe['cer']:.1f} %."]
-    en = report["english_zero_shot"]
-    lines += ["", f"English sanity check (adapter-free base, cv-synth/en test, {en['clips']} clips): WER {100 * en['wer_norm']:.1f} % normalised; "
-              f"first 20 clips in fp32: {100 * report['english_zero_shot_first20_fp32']['wer_norm']:.2f} %."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    evaluation = {"limit": args.limit, "from_config": args.tiny}
+    report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "steps": args.steps,
+              "seeds": args.seeds, "configs": args.configs, "tiny": args.tiny, "torch": torch.__version__,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       cwd=REPO).stdout.strip(), "tasks": {}}
+    for task in args.tasks:
+        data, locale, language, retained = TASKS[task]
+        jobs = [(name, seed) for seed in args.seeds for name in ["recipe", *args.configs]]
+
+        def train(job: tuple[str, int], task: str = task) -> dict:
+            name, seed = job
+            out = work / task / name / f"seed{seed}"
+            if name == "recipe":
+                return fit_recipe(args.model, task, out, args.steps, seed, args.tiny)
+            return fit_config(name, args.model, task, out, args.steps, seed, args.tiny)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            trained = dict(zip(jobs, pool.map(train, jobs)))
+        result = {"zero_shot": evaluate(args.model, str(data), locale, language, **evaluation), "runs": {}}
+        if retained:
+            result["retained_zero_shot"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], **evaluation)
+        for (name, seed), fit in trained.items():
+            cached = Path(fit["adapter"]).parent / "scores.json"
+            if cached.is_file():
+                scores = json.loads(cached.read_text())
+            else:
+                scores = evaluate(args.model, str(data), locale, language, adapter=fit["adapter"], **evaluation)
+                if retained:
+                    scores["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2],
+                                                  adapter=fit["adapter"], **evaluation)
+                cached.write_text(json.dumps(scores, ensure_ascii=False))
+            result["runs"].setdefault(name, {})[str(seed)] = scores | {"train": fit}
+        report["tasks"][task] = result | {"summary": summarise(result["runs"])}
+    return report
+
+
+def summarise(runs: dict) -> dict:
+    """Per config: WER mean ± sd over seeds, and the paired difference to the recipe with its interval."""
+    recipe = list(runs["recipe"].values())
+    words = recipe[0]["clip_words"]
+    out = {}
+    for name, seeds in runs.items():
+        wers = [s["wer_norm"] for s in seeds.values()]
+        row = {"wer_norm_mean": statistics.mean(wers), "wer_norm_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0,
+               "wer_norm_seeds": wers}
+        if name != "recipe":
+            diff, low, high = paired_bootstrap([s["clip_errors"] for s in seeds.values()], [s["clip_errors"] for s in recipe], words)
+            row |= {"diff_to_recipe": diff, "diff_ci95": [low, high], "within_bound": row["wer_norm_mean"] <= statistics.mean(
+                [s["wer_norm"] for s in recipe]) + 0.005}
+        retained = [s["retained"]["wer_norm"] for s in seeds.values() if "retained" in s]
+        if retained:
+            row["retained_wer_norm_mean"] = statistics.mean(retained)
+        out[name] = row
+    return out
+
+
+def markdown(report: dict, command: str) -> str:
+    lines = [f"# Quality: the shipped configs against the guide's recipe, {report['steps']} steps, seeds {report['seeds']}", "",
+             f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
+             "Normalised WER on each task's test split, every adapter scored by the same routine "
+             "(`benchmarks/quality.py`, `evaluate`). Difference: config minus recipe, paired over the same clips, "
+             "95 % bootstrap interval. Bound: mean within 0.5 points of the recipe's mean."]
+    for task, result in report["tasks"].items():
+        zero = result["zero_shot"]
+        lines += ["", f"## {task} ({zero['clips']} test clips; zero-shot {100 * zero['wer_norm']:.1f} %)", ""]
+        header = "| run | WER % per seed | mean ± sd | − recipe, points [95 % CI] | within bound |"
+        retained = "retained_zero_shot" in result
+        if retained:
+            header += f" retained cv-synth/en WER (zero-shot {100 * result['retained_zero_shot']['wer_norm']:.1f} %) |"
+        lines += [header, "|---" * (header.count("|") - 1) + "|"]
+        for name, row in result["summary"].items():
+            seeds = " · ".join(f"{100 * w:.1f}" for w in row["wer_norm_seeds"])
+            diff = "–" if name == "recipe" else (f"{100 * row['diff_to_recipe']:+.1f} [{100 * row['diff_ci95'][0]:+.1f}, "
+                                                 f"{100 * row['diff_ci95'][1]:+.1f}]")
+            bound = "–" if name == "recipe" else ("yes" if row["within_bound"] else "**no**")
+            title = "the guide's recipe (seed_recipe.py)" if name == "recipe" else f"`{name}`"
+            line = f"| {title} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
+            if retained:
+                line += f" {100 * row.get('retained_wer_norm_mean', float('nan')):.1f} |"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 # What each check compares: (row title, evaluate() arguments); the first row is the default.
@@ -213,6 +279,49 @@ def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | No
         lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(SHARED / "models/whisper-base"))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)")
+    parser.add_argument("--work", default="/tmp/quality")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N test clips (smoke runs)")
+    parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--name", default=None, help="results file stem (default quality-seeds-<date>)")
+    parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 2 steps, 4 clips")
+    parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
+    parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
+                        "model.merge_for_eval, into quality-merge-<date>.{json,md}")
+    parser.add_argument("--decoding-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER by generate() "
+                        "and by model.decoding: static, into quality-decoding-<date>.{json,md}")
+    args = parser.parse_args()
+    data = Path(args.data_dir) if args.data_dir else SHARED / "data"
+    if args.merge_check or args.decoding_check:
+        kind = "merge" if args.merge_check else "decoding"
+        return decode_check(kind, args.model, str(data / "cv-synth"), args.merge_check or args.decoding_check, args.limit,
+                            Path(args.results))
+    if args.data_dir:
+        for name, (corpus, *rest) in TASKS.items():
+            retained = rest[2] and (data / rest[2][0].relative_to(SHARED / "data"), *rest[2][1:])
+            TASKS[name] = (data / corpus.relative_to(SHARED / "data"), rest[0], rest[1], retained)
+    if args.tiny:
+        args.model, args.steps, args.limit = str(REPO / "demo/whisper-tiny-random"), args.steps if args.steps != 300 else 2, args.limit or 4
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    THREADS.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    report = run(args)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / (args.name or f"quality-seeds-{report['date']}")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    text = markdown(report, "python -m benchmarks.quality " + " ".join(sys.argv[1:]))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+
 
 if __name__ == "__main__":
     main()

@@ -9,8 +9,8 @@ What changed from the guide, and why (everything else is as it was):
 - Its evaluation fed label tokens to the decoder; evaluation lives in ``quality.py``, generating from
   the audio alone for both recipes.
 
-Usage: ``python benchmarks/seed_recipe.py MODEL DATA OUT --max-steps N`` (GPU) writes the adapter
-to ``OUT/adapter`` and ``OUT/metrics.json`` (wall time, steps).
+Usage: ``python benchmarks/seed_recipe.py MODEL LOCALE_FOLDER OUT --max-steps N [--language English]``
+(GPU) writes the adapter to ``OUT/adapter`` and ``OUT/metrics.json`` (wall time, steps).
 """
 
 import argparse
@@ -44,14 +44,20 @@ class DataCollatorSpeechSeq2SeqWithPadding:
         return batch
 
 
-def build_model(model_name: str):
-    """The guide's model: int8 base, prepared for k-bit training, LoRA r=32 on q_proj/v_proj."""
+def build_model(model_name: str, from_config: bool = False):
+    """The guide's model: int8 base, prepared for k-bit training, LoRA r=32 on q_proj/v_proj.
+    ``from_config``: a random base built from the folder's config (smoke runs on CPU)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
 
     device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
-    model = WhisperForConditionalGeneration.from_pretrained(
-        model_name, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device)
+    if from_config:
+        from lightning_asr.whisper import load_base
+
+        model = load_base(model_name, "int8", "cuda:0" if torch.cuda.is_available() else "cpu", from_config=True)
+    else:
+        model = WhisperForConditionalGeneration.from_pretrained(
+            model_name, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device)
     model.generation_config.forced_decoder_ids = None
     model.generation_config.suppress_tokens = []
     model = prepare_model_for_kbit_training(model)
@@ -118,15 +124,17 @@ def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed:
     )
 
 
-def train(model_name: str, data: str, out: str, language: str = "Marathi", max_steps: int = -1, seed: int = 42) -> dict:
+def train(model_name: str, data: str, out: str, language: str = "Marathi", max_steps: int = -1, seed: int = 42,
+          from_config: bool = False, limit: int | None = None) -> dict:
     from transformers import WhisperProcessor
 
     from lightning_asr.data import common_voice_index
 
     start = time.perf_counter()
     processor = WhisperProcessor.from_pretrained(model_name, language=language, task="transcribe")
-    dataset = prepare(processor, common_voice_index(data, "mr", "train")[0].to_pylist())
-    model = build_model(model_name)
+    # ``data`` is the locale folder itself, which common_voice_index takes whatever the locale.
+    dataset = prepare(processor, common_voice_index(data, "", "train")[0].to_pylist()[:limit])
+    model = build_model(model_name, from_config)
     trainer = make_trainer(model, processor, dataset, out, max_steps, seed)
     train_start = time.perf_counter()
     result = trainer.train()
@@ -146,5 +154,9 @@ if __name__ == "__main__":
     parser.add_argument("out")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--language", default="Marathi")
+    parser.add_argument("--from-config", action="store_true", help="a random base from the model folder's config")
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N clips only")
     args = parser.parse_args()
-    print(json.dumps(train(args.model, args.data, args.out, max_steps=args.max_steps, seed=args.seed), indent=2))
+    print(json.dumps(train(args.model, args.data, args.out, args.language, args.max_steps, args.seed, args.from_config,
+                           args.limit), indent=2))

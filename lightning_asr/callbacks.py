@@ -124,8 +124,13 @@ class AdapterCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Here, not in setup(): only now does the trainer know whether it resumed from a checkpoint.
+        # The CLI asks before the model loads (ASRCLI.before_fit); this catches a plain trainer.fit().
+        self.check_not_taken(trainer, resuming=bool(trainer.ckpt_path))
+
+    def check_not_taken(self, trainer: L.Trainer, resuming: bool) -> None:
+        """Refuse a new run whose folder already holds another run's adapters."""
         root = self.directory(trainer)
-        if trainer.ckpt_path or self.overwrite or not root.is_dir():
+        if resuming or self.overwrite or not root.is_dir():
             return
         found = sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
         if found:

@@ -37,6 +37,12 @@ class ASRCLI(LightningCLI):
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":
             resume_last(self.config.fit)
 
+    def before_fit(self) -> None:
+        # Before the base loads (minutes for large-v2), not after: a run that may not write its adapters.
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, AdapterCheckpoint):
+                callback.check_not_taken(self.trainer, resuming=self.config.fit.ckpt_path is not None)
+
     def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
         given = [*(config.get("callbacks") or []), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):

@@ -7,6 +7,7 @@ needs the clip.
 """
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 
 from lightning_asr.audio import SAMPLING_RATE, AudioError, load_audio, stated_duration
 from lightning_asr.text import clean_transcript
-from lightning_asr.whisper import load_processor
+from lightning_asr.whisper import language_code, load_processor
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,25 @@ Source = Literal["common_voice", "manifest", "hf"]
 
 class DataConfigError(ValueError):
     """A wrong path, split, column or language in the data configuration."""
+
+
+@dataclass
+class RetainedSet:
+    """A Common Voice split in another language, validated beside the target at every validation.
+
+    Args:
+        path: the release folder (holding ``<locale>/``) or the locale folder itself.
+        locale: its locale folder, e.g. ``en``.
+        language: its language (name or code); validation decodes it in this language.
+        split: the split to score.
+        max_samples: score only its first N rows; ``None`` for all.
+    """
+
+    path: str
+    locale: str = "en"
+    language: str = "English"
+    split: str = "test"
+    max_samples: int | None = 200
 
 
 @dataclass
@@ -293,8 +313,9 @@ class SpeechDataset(Dataset):
         cache_dir: str | None = None,
         with_labels: bool = True,
         min_duration_s: float = 0.0,
+        language: str | None = None,
     ) -> None:
-        self.rows, self.processor = rows, processor
+        self.rows, self.processor, self.language = rows, processor, language
         self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
 
@@ -357,7 +378,8 @@ class SpeechDataset(Dataset):
                 raise
             return Skipped(err.path, err.reason, err.detail)
         features = log_mel(self.processor.feature_extractor, waveform)
-        return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text}
+        return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
+                "language": self.language}
 
 
 def log_mel(extractor, waveform: np.ndarray) -> np.ndarray:
@@ -401,6 +423,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frame
     batch["durations"] = torch.tensor([x["duration"] for x in good])
     batch["paths"] = [x["path"] for x in good]
     batch["texts"] = [x["text"] for x in good]
+    batch["language"] = good[0].get("language")  # a dataset's clips share one language
     if good[0]["labels"] is not None:
         labels = [x["labels"] for x in good]
         if all(row and row[0] == decoder_start_token_id for row in labels):
@@ -527,6 +550,9 @@ class SpeechDataModule(L.LightningDataModule):
         text_column: text column of a manifest or dataset; ``None`` for unlabelled audio (``predict``).
         hf_config: dataset config name for ``source: hf`` (e.g. the language).
         seed: shuffling seed; the order is a function of seed and epoch, so resume replays it.
+        retain: a Common Voice split in another language (:class:`RetainedSet`) scored at every
+            validation as ``val_retain/*``: how much of the base's other languages the fine-tune
+            costs. Costs a second validation pass over its clips.
     """
 
     def __init__(
@@ -554,6 +580,7 @@ class SpeechDataModule(L.LightningDataModule):
         text_column: str | None = "text",
         hf_config: str | None = None,
         seed: int = 42,
+        retain: RetainedSet | None = None,
     ) -> None:
         super().__init__()
         for field, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
@@ -562,6 +589,11 @@ class SpeechDataModule(L.LightningDataModule):
                 raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
         if max_duration_s is not None and max_duration_s <= min_duration_s:
             raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
+        # LightningCLI hands a dict; hparams keep a dict, which a checkpoint loads without unpickling a class.
+        retain = dataclasses.asdict(retain) if isinstance(retain, RetainedSet) else retain
+        self.retain = RetainedSet(**retain) if retain else None
+        if self.retain:
+            language_code(self.retain.language)  # fail here, not after loading a model
         self.save_hyperparameters()
         self.datasets: dict[str, SpeechDataset] = {}
         self._skipped: dict[tuple[str, str], Skipped] = {}
@@ -571,11 +603,15 @@ class SpeechDataModule(L.LightningDataModule):
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def rows(self, split: str, labelled: bool = True) -> pa.Table:
-        """The index of one split. Rows that cannot be read are dropped and named; so are, for
-        labelled splits, empty transcripts and later copies of a clip listed twice."""
+    def rows(self, split: str, labelled: bool = True, retained: bool = False) -> pa.Table:
+        """The index of one split (of the retained set with ``retained``). Rows that cannot be read
+        are dropped and named; so are, for labelled splits, empty transcripts and later copies of a
+        clip listed twice."""
         hp = self.hparams
-        if hp.source == "common_voice":
+        max_samples = self.retain.max_samples if retained else hp.max_samples
+        if retained:
+            table, skipped = common_voice_index(self.retain.path, self.retain.locale, split)
+        elif hp.source == "common_voice":
             table, skipped = common_voice_index(hp.path, hp.locale, split)
         elif hp.source == "manifest":
             table, skipped = manifest_index(hp.path.format(split=split), hp.audio_column, hp.text_column)
@@ -584,8 +620,8 @@ class SpeechDataModule(L.LightningDataModule):
         else:
             raise DataConfigError(f"data.source: {hp.source!r} is not one of common_voice, manifest, hf")
         self._note(skipped)
-        if hp.max_samples is not None:
-            table = table.slice(0, hp.max_samples)
+        if max_samples is not None:
+            table = table.slice(0, max_samples)
         # Predictions keep every input, repeats included: their outputs line up with the inputs.
         return self._drop_repeats(self._drop_empty(table)) if labelled else table
 
@@ -637,12 +673,14 @@ class SpeechDataModule(L.LightningDataModule):
             "test": {"test": hp.test_split},
             "predict": {"predict": hp.test_split},
         }[stage]
+        if self.retain is not None and stage in ("fit", "validate"):
+            splits["retain"] = self.retain.split
         max_tokens = _max_target_positions(hp.model)
         for name, split in splits.items():
             labelled = name != "predict"
             if name not in self.datasets:
                 self.datasets[name] = SpeechDataset(
-                    self.rows(split, labelled),
+                    self.rows(split, labelled, retained=name == "retain"),
                     self.processor,
                     max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
                     max_label_tokens=max_tokens,
@@ -650,6 +688,7 @@ class SpeechDataModule(L.LightningDataModule):
                     cache_dir=hp.cache_dir,
                     with_labels=labelled,
                     min_duration_s=hp.min_duration_s,
+                    language=language_code(self.retain.language if name == "retain" else hp.language),
                 )
                 self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
@@ -695,7 +734,12 @@ class SpeechDataModule(L.LightningDataModule):
     def _lengths(self, name: str) -> np.ndarray:
         if name not in self._clip_lengths:
             hp = self.hparams
-            tsv = common_voice_folder(hp.path, hp.locale) / "clip_durations.tsv" if hp.source == "common_voice" else None
+            folder = None
+            if name == "retain":
+                folder = common_voice_folder(self.retain.path, self.retain.locale)
+            elif hp.source == "common_voice":
+                folder = common_voice_folder(hp.path, hp.locale)
+            tsv = folder / "clip_durations.tsv" if folder else None
             start = time.perf_counter()
             self._clip_lengths[name] = clip_lengths(self.datasets[name].rows, tsv)
             log.info("group_by_length: %s lengths of %d clips in %.1f s", name, len(self.datasets[name]),
@@ -708,8 +752,11 @@ class SpeechDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size, train=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        val = self._loader("val", self.hparams.eval_batch_size, train=False)
+        if "retain" not in self.datasets:
+            return val
+        return [val, self._loader("retain", self.hparams.eval_batch_size, train=False)]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.hparams.eval_batch_size, train=False)

@@ -146,6 +146,10 @@ def _graphed(step: Callable[[], None]) -> Callable[[], None]:
     return graph.replay
 
 
-def prompt_ids(tokenizer) -> list[int]:
-    """``<|sot|><|lang|><|task|><|notimestamps|>``: the tokenizer's label prefix, the prompt generate() forces."""
-    return list(tokenizer.prefix_tokens)
+def prompt_ids(tokenizer, language: str | None = None) -> list[int]:
+    """``<|sot|><|lang|><|task|><|notimestamps|>``: the tokenizer's label prefix, the prompt generate()
+    forces; ``language`` (a code) replaces the tokenizer's own language token."""
+    ids = list(tokenizer.prefix_tokens)
+    if language is not None:
+        ids[1] = tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+    return ids

@@ -157,6 +157,10 @@ class WhisperLoRA(L.LightningModule):
         self.flops_per_batch: int | None = None
         self.wer, self.wer_norm, self.cer = WordErrorRate(), WordErrorRate(), CharErrorRate()
         self.degenerate = MeanMetric()
+        # The same scores for a retained set in another language (``data.retain``): what the
+        # fine-tune costs the base elsewhere, logged under ``val_retain/``.
+        self.retained = torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
+                                             "degenerate": MeanMetric()})
         self.examples: list[tuple[str, str]] = []
         self.history: list[tuple[int, float, float]] = []
 
@@ -271,21 +275,23 @@ class WhisperLoRA(L.LightningModule):
     # -- evaluation -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def transcribe(self, input_features: torch.Tensor) -> tuple[list[str], list[bool]]:
-        """Greedy decoding from the audio alone (language and task forced, no label tokens)."""
+    def transcribe(self, input_features: torch.Tensor, language: str | None = None) -> tuple[list[str], list[bool]]:
+        """Greedy decoding from the audio alone (language and task forced, no label tokens);
+        ``language`` (a code) overrides the model's own, for a batch in another language."""
         hp = self.hparams
+        language = language or language_code(hp.language)
         # generate() calls the layers with a new cache length every token: compiling that would
         # recompile until torch gives up, so decoding runs the layers eagerly.
         tokenizer = self.processor.tokenizer
         features = input_features.to(self.dtype_of_inputs())
         with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval), self.attention():
             if hp.decoding == "static":
-                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer), hp.max_new_tokens,
+                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), hp.max_new_tokens,
                              cuda_graph=hp.quantization == "none")
             else:
                 ids = self.model.generate(
                     input_features=features,
-                    language=language_code(hp.language),
+                    language=language,
                     task=hp.task,
                     max_new_tokens=hp.max_new_tokens,
                     use_cache=True,
@@ -299,21 +305,25 @@ class WhisperLoRA(L.LightningModule):
         conv = self.model.get_base_model().model.encoder.conv1.weight
         return conv.dtype
 
-    def _evaluate(self, batch: dict) -> None:
+    def _evaluate(self, batch: dict, retained: bool = False) -> None:
         if not batch["paths"]:
             return
-        preds, degenerate = self.transcribe(batch["input_features"])
+        language = batch.get("language") or language_code(self.hparams.language)
+        preds, degenerate = self.transcribe(batch["input_features"], language)
         refs = batch["texts"]
-        self.wer.update(preds, refs)
-        norm_preds, norm_refs = [normalize(p) for p in preds], [normalize(r) for r in refs]
-        self.wer_norm.update(norm_preds, norm_refs)
-        self.cer.update(norm_preds, norm_refs)
-        self.degenerate.update(torch.tensor(degenerate, dtype=torch.float32))
-        room = self.hparams.log_examples - len(self.examples)
-        self.examples += list(zip(refs, preds))[: max(room, 0)]
+        scores = self.retained if retained else {"wer": self.wer, "wer_norm": self.wer_norm, "cer": self.cer,
+                                                 "degenerate": self.degenerate}
+        scores["wer"].update(preds, refs)
+        norm_preds, norm_refs = [normalize(p, language) for p in preds], [normalize(r, language) for r in refs]
+        scores["wer_norm"].update(norm_preds, norm_refs)
+        scores["cer"].update(norm_preds, norm_refs)
+        scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
+        if not retained:
+            room = self.hparams.log_examples - len(self.examples)
+            self.examples += list(zip(refs, preds))[: max(room, 0)]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch)
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, retained=dataloader_idx == 1)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch)
@@ -328,7 +338,10 @@ class WhisperLoRA(L.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         metrics = {"wer": self.wer, "wer_norm": self.wer_norm, "cer": self.cer, "degenerate": self.degenerate}
         for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer")
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer", add_dataloader_idx=False)
+        if stage == "val" and self.retained["wer"].update_called:
+            for name, metric in self.retained.items():
+                self.log(f"val_retain/{name}", metric, add_dataloader_idx=False)
         if not self.trainer.sanity_checking:
             self._log_examples(stage)
 
@@ -349,8 +362,9 @@ class WhisperLoRA(L.LightningModule):
         if not examples or not hasattr(experiment, "add_text") or not self.trainer.is_global_zero:
             return
         rows = ["| reference | prediction | S | D | I |", "|---|---|---|---|---|"]
+        code = language_code(self.hparams.language)
         for ref, pred in examples:
-            out = jiwer.process_words(normalize(ref) or "∅", normalize(pred) or "∅")
+            out = jiwer.process_words(normalize(ref, code) or "∅", normalize(pred, code) or "∅")
             rows.append(f"| {ref} | {pred} | {out.substitutions} | {out.deletions} | {out.insertions} |")
         experiment.add_text(f"{stage}/examples", "\n".join(rows), self.global_step)
 

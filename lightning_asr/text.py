@@ -3,9 +3,12 @@
 Whisper's ``BasicTextNormalizer`` replaces every combining mark with a space. In Devanagari the
 vowel signs and the virama are combining marks, so it splits every Marathi word into fragments and
 makes WER meaningless. Here combining marks stay attached to their letters; only punctuation,
-symbols, invisible format characters and case are removed.
+symbols, invisible format characters and case are removed. English, where Whisper writes numbers
+as digits or words at will (``5.``, ``Five.``, ``five``), is scored after Whisper's own English
+normaliser instead.
 """
 
+import functools
 import re
 import unicodedata
 
@@ -25,12 +28,17 @@ def clean_transcript(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, language: str | None = None) -> str:
     """Normalise for a case- and punctuation-insensitive WER, keeping Indic words whole.
 
     Removes punctuation (``।`` and ``॥`` included) and symbols, casefolds, and keeps letters,
-    digits and combining marks (vowel signs, virama, nukta) in place.
+    digits and combining marks (vowel signs, virama, nukta) in place. For ``language="en"``
+    (a Whisper language code), transformers' ``EnglishTextNormalizer``: numbers and number words
+    become digits, contractions and fillers are standardised, and bracketed tags such as
+    ``[BLANK_AUDIO]`` are dropped.
     """
+    if language == "en":
+        return _english()(clean_transcript(text))
     text = clean_transcript(text).casefold()
     kept = (" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text)
     return _SPACES.sub(" ", "".join(kept)).strip()
@@ -51,3 +59,12 @@ def is_degenerate(token_ids: list[int], max_new_tokens: int, ngram: int = 4, rep
             if window == window[:size] * repeats:
                 return True
     return False
+
+
+@functools.cache
+def _english():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    # The British-to-American spelling map ships as normalizer.json with OpenAI's hub tokenizers,
+    # not with every local copy; numbers and the rest do not need it.
+    return EnglishTextNormalizer({})

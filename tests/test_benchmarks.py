@@ -72,3 +72,51 @@ def test_ddp_benchmark_trains_and_validates_on_two_cpu_processes(tmp_path):
     for name in ("val/wer", "val/cer"):
         assert two[name] == pytest.approx(one[name], abs=1e-6) and two[name] > 0
     assert "| bf16-gc-b32-compile | 2 | 8 | 24 |" in next(tmp_path.glob("ddp-*.md")).read_text()
+
+
+def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
+    """The whole path of benchmarks/quality.py: a shipped config and the guide's recipe, per-clip
+    scores, the paired bootstrap, the retained language (one seed here; the bootstrap over seeds
+    has its own test)."""
+    import shutil
+
+    from tests.conftest import write_common_voice
+
+    data = tmp_path / "data"
+    write_common_voice(data / "cv-synth", rows_per_split=4)
+    write_common_voice(tmp_path / "en", rows_per_split=2)
+    shutil.move(tmp_path / "en" / "mr", data / "cv-synth" / "en")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--configs", "fast-bf16",
+         "--seeds", "1", "--jobs", "2", "--data-dir", str(data), "--work", str(tmp_path / "work"),
+         "--results", str(tmp_path), "--name", "q"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "q.json").read_text())
+    task = report["tasks"]["cv-synth-mr"]
+    assert set(task["runs"]) == {"recipe", "fast-bf16"} and set(task["runs"]["recipe"]) == {"1"}
+    run = task["runs"]["fast-bf16"]["1"]
+    assert len(run["clip_errors"]) == run["clips"] == 4 and "retained" in run
+    summary = task["summary"]["fast-bf16"]
+    low, high = summary["diff_ci95"]
+    assert low <= summary["diff_to_recipe"] <= high and isinstance(summary["within_bound"], bool)
+    table = (tmp_path / "q.md").read_text()
+    assert "| the guide's recipe (seed_recipe.py) |" in table and "| `fast-bf16` |" in table and "retained" in table
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_clips():
+    import numpy as np
+
+    from benchmarks.quality import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    words = [5] * 400
+    b = rng.integers(0, 3, size=(3, 400)).tolist()
+    a = (np.asarray(b) + (rng.random((3, 400)) < 0.5)).tolist()  # about half an error more per clip
+    diff, low, high = paired_bootstrap(a, b, words)
+    assert low < diff < high and 0.08 < diff < 0.12 and low > 0  # ~0.5 / 5 words, clearly worse
+    _, low_few, high_few = paired_bootstrap([x[:40] for x in a], [x[:40] for x in b], words[:40])
+    assert high_few - low_few > 2 * (high - low)
+    same = paired_bootstrap(b, b, words)
+    assert same == (0.0, 0.0, 0.0)

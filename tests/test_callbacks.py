@@ -81,3 +81,12 @@ def test_top_k_keeps_the_best_and_best_tracks_the_leader(tmp_path, trained):
     assert kept == ["step-20", "step-50"]
     assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(0.4)
     assert not any(p.name.startswith(".") for p in Path(tmp_path).iterdir())  # no temp folders left behind
+
+
+def test_a_folder_with_another_runs_adapters_is_refused_unless_resuming_or_asked(tmp_path, trained):
+    AdapterCheckpoint(dirpath=str(tmp_path / "new")).check_not_taken(None, resuming=False)  # nothing there yet
+    save_adapter(trained, tmp_path / "last")
+    with pytest.raises(FileExistsError, match=r"already holds another run's adapters \(last\)"):
+        AdapterCheckpoint(dirpath=str(tmp_path)).check_not_taken(None, resuming=False)
+    AdapterCheckpoint(dirpath=str(tmp_path)).check_not_taken(None, resuming=True)
+    AdapterCheckpoint(dirpath=str(tmp_path), overwrite=True).check_not_taken(None, resuming=False)

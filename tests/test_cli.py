@@ -51,6 +51,7 @@ def test_recipe_config_is_the_guides(tmp_path):
     assert (model["learning_rate"], model["warmup_steps"], model["max_new_tokens"]) == (1e-3, 50, 128)
     assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
+    assert trainer["gradient_clip_val"] == 1.0  # the HF Trainer's max_grad_norm default
     assert "language" not in data and "model" not in data  # linked from the model: set in one place
 
 
@@ -138,6 +139,7 @@ def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
     before = (tmp_path / "mine/last/adapter_model.safetensors").read_bytes()
     out = run(user_args(tmp_path, *args), tmp_path, returncode=1)
     assert "already holds another run's adapters (last)" in out.stderr and "--ckpt_path last" in out.stderr
+    assert "Loading weights" not in out.stderr  # refused before the base loads
     assert (tmp_path / "mine/last/adapter_model.safetensors").read_bytes() == before
     run(user_args(tmp_path, *args, "--adapter_checkpoint.overwrite=true"), tmp_path)
 
@@ -210,3 +212,13 @@ def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
     assert len(rows) == 3 and all(Path(r["path"]).is_file() for r in rows)
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert lines == [f"{r['path']}\t{r['text']}" for r in rows]
+
+
+def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(user_args(tmp_path, "--data.retain.path", f"{REPO}/demo/common_voice", "--data.retain.locale", "mr",
+                  "--data.retain.language", "English", "--data.retain.max_samples", "4", "--data.max_samples=4",
+                  "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.max_new_tokens=4"), tmp_path)
+    tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
+    assert {"val/wer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= tags

@@ -301,3 +301,25 @@ def test_a_missing_local_base_is_an_error_not_a_hub_lookup(tmp_path):
     for missing in (str(tmp_path / "gone"), "./gone", "runs/demo/gone", "~/gone-whisper"):
         with pytest.raises(FileNotFoundError, match="model folder not found"):
             resolve_model(missing)
+
+
+def test_a_retained_set_in_another_language_is_scored_beside_the_target(tmp_path, tiny_model):
+    from lightning_asr.data import RetainedSet
+
+    target = write_common_voice(tmp_path / "target", splits=("test",), rows_per_split=3)
+    other = write_common_voice(tmp_path / "other", splits=("test",), rows_per_split=2, rates=(16000,))
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora_r=4, max_new_tokens=4,
+                         gradient_checkpointing=False, decoding="static")
+    data = SpeechDataModule(path=str(target), model=tiny_model, language="mr", num_workers=0, eval_batch_size=2,
+                            val_split="test", retain=RetainedSet(path=str(other), locale="mr", language="English"))
+    seen = []
+    transcribe = module.transcribe
+    module.transcribe = lambda features, language=None: seen.append((len(features), language)) or transcribe(features, language)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    result = {k: v for per_loader in trainer.validate(module, data) for k, v in per_loader.items()}
+    assert sorted(seen) == [(1, "mr"), (2, "en"), (2, "mr")]  # 3 target clips in Marathi, 2 retained in English
+    assert {"val/wer", "val/cer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= set(result)
+    # The prompt forced for the retained batches is English's, in both decoders.
+    from lightning_asr.decode import prompt_ids
+
+    assert prompt_ids(module.processor.tokenizer, "en")[1] == module.processor.tokenizer.convert_tokens_to_ids("<|en|>")

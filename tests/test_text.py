@@ -34,3 +34,11 @@ def test_degenerate_detects_runaway_and_loops():
     assert is_degenerate([5, 6, 7, 5, 6, 7, 5, 6, 7], max_new_tokens=100)  # an n-gram loop
     assert not is_degenerate([1, 2, 3, 4, 5, 6, 7], max_new_tokens=100)
     assert not is_degenerate([1, 1, 2], max_new_tokens=100)  # a doubled token is normal speech
+
+
+def test_english_scores_digits_and_number_words_as_one_word():
+    for spoken in ("5.", "Five.", "five", " FIVE! "):
+        assert normalize(spoken, "en") == "5"
+    assert normalize("[BLANK_AUDIO]", "en") == "" and normalize("See you later.", "en") == "see you later"
+    assert normalize("Five.") == "five"  # other languages keep their words
+    assert normalize("मी आलो।", "mr") == normalize("मी आलो।")
