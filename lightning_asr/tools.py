@@ -44,11 +44,15 @@ class TranscriptWriter(BasePredictionWriter):
             path.write_text("")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
-        txt, jsonl = self._paths(trainer)
-        with open(txt, "a") as t, open(jsonl, "a") as j:
-            for row in prediction:
-                t.write(f"{row['path']}\t{row['text']}\n")
-                j.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_rows(*self._paths(trainer), prediction, mode="a")
+
+
+def write_rows(txt: Path | str, jsonl: Path | str, rows: list[dict], mode: str = "w") -> None:
+    """The transcript formats: ``path<TAB>text`` lines, and one JSON object a row."""
+    with open(txt, mode) as t, open(jsonl, mode) as j:
+        for row in rows:
+            t.write(f"{row['path']}\t{row.get('text', '')}\n")
+            j.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def transcribe(
@@ -137,10 +141,7 @@ def transcribe(
     rows = _in_input_order(order, inputs if not manifest else order, [r for b in batches for r in b], data.skipped_clips())
     failed = [r for r in rows if "error" in r]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with open(output + ".txt", "w") as txt, open(output + ".jsonl", "w") as jsonl:
-        for row in rows:
-            txt.write(f"{row['path']}\t{row.get('text', '')}\n")
-            jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_rows(output + ".txt", output + ".jsonl", rows)
     print(f"wrote {len(rows) - len(failed)} transcript(s) to {output}.txt and {output}.jsonl", flush=True)
     for row in failed:
         print(f"failed: {row['path']}: {row['error']}", file=sys.stderr, flush=True)
