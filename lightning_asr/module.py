@@ -155,12 +155,9 @@ class WhisperLoRA(L.LightningModule):
         self.processor = None
         self.bad_steps = 0
         self.flops_per_batch: int | None = None
-        self.wer, self.wer_norm, self.cer = WordErrorRate(), WordErrorRate(), CharErrorRate()
-        self.degenerate = MeanMetric()
-        # The same scores for a retained set in another language (``data.retain``): what the
-        # fine-tune costs the base elsewhere, logged under ``val_retain/``.
-        self.retained = torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
-                                             "degenerate": MeanMetric()})
+        # The target's scores, and the same for a retained set in another language (``data.retain``):
+        # what the fine-tune costs the base elsewhere, logged under ``val_retain/``.
+        self.scores, self.retained = error_rates(), error_rates()
         self.examples: list[tuple[str, str]] = []
         self.history: list[tuple[int, float, float]] = []
 
@@ -311,8 +308,7 @@ class WhisperLoRA(L.LightningModule):
         language = batch.get("language") or language_code(self.hparams.language)
         preds, degenerate = self.transcribe(batch["input_features"], language)
         refs = batch["texts"]
-        scores = self.retained if retained else {"wer": self.wer, "wer_norm": self.wer_norm, "cer": self.cer,
-                                                 "degenerate": self.degenerate}
+        scores = self.retained if retained else self.scores
         scores["wer"].update(preds, refs)
         norm_preds, norm_refs = [normalize(p, language) for p in preds], [normalize(r, language) for r in refs]
         scores["wer_norm"].update(norm_preds, norm_refs)
@@ -336,8 +332,7 @@ class WhisperLoRA(L.LightningModule):
         return [{"path": p, "text": t, "duration": round(d, 3)} for p, t, d in zip(batch["paths"], texts, durations)]
 
     def _log_metrics(self, stage: str) -> None:
-        metrics = {"wer": self.wer, "wer_norm": self.wer_norm, "cer": self.cer, "degenerate": self.degenerate}
-        for name, metric in metrics.items():
+        for name, metric in self.scores.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name == "wer", add_dataloader_idx=False)
         if stage == "val" and self.retained["wer"].update_called:
             for name, metric in self.retained.items():
@@ -388,6 +383,12 @@ class WhisperLoRA(L.LightningModule):
 
     def language_name(self) -> str:
         return LANGUAGES[language_code(self.hparams.language)]
+
+
+def error_rates() -> torch.nn.ModuleDict:
+    """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
+    return torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
+                                "degenerate": MeanMetric()})
 
 
 def rng_states() -> dict:
