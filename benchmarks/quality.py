@@ -55,6 +55,9 @@ TASKS = {
 }
 RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
 CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4"]
+# Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
+# ``recipe-unquantized``: does the unquantized (bf16) base train as well as the int8 one at the recipe's settings?
+VARIANTS = {"recipe-unquantized": ["--model.quantization=none"]}
 
 
 @torch.no_grad()
@@ -113,7 +116,8 @@ def machine_name() -> str:
 def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
     """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation."""
     data, locale, language, _ = TASKS[task]
-    configs = ["--config", str(REPO / RECIPE)] + ([] if name == "recipe-config" else ["--config", str(REPO / f"configs/{name}.yaml")])
+    shipped = name not in VARIANTS and name != "recipe-config"
+    configs = ["--config", str(REPO / RECIPE), *(["--config", str(REPO / f"configs/{name}.yaml")] if shipped else [])]
     script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
     args = [
         *([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "fit", *configs, f"--model.model={model}",
@@ -121,6 +125,7 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
         f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
         "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
+        *VARIANTS.get(name, []),
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
@@ -168,42 +173,74 @@ def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words
 THREADS: dict[str, str] = dict(os.environ)
 
 
+def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
+    """One adapter's scores on its task (and its retained set), cached beside the adapter."""
+    data, locale, language, retained = TASKS[task]
+    cached = Path(adapter).parent / "scores.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    evaluation = {"limit": args.limit, "from_config": args.tiny}
+    scores = evaluate(args.model, str(data), locale, language, adapter=adapter, **evaluation)
+    if retained:
+        scores["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], adapter=adapter, **evaluation)
+    cached.write_text(json.dumps(scores, ensure_ascii=False))
+    return scores
+
+
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    evaluation = {"limit": args.limit, "from_config": args.tiny}
     report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "steps": args.steps,
               "seeds": args.seeds, "configs": args.configs, "tiny": args.tiny, "torch": torch.__version__,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=REPO).stdout.strip(), "tasks": {}}
+    reused = reuse(args.reuse, args.steps) if args.reuse else {}
+    # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
+    # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
+    # Config by config: if a session ends early, the configs it finished have all their seeds.
+    jobs = [(task, name, seed) for task in args.tasks for name in ["recipe", *args.configs] for seed in args.seeds
+            if (task, name, seed) not in reused]
+
+    def job(key: tuple[str, str, int]) -> dict | None:
+        task, name, seed = key
+        out = work / task / name / f"seed{seed}"
+        if args.collect:  # report what an earlier (or still running) invocation has scored
+            fit = json.loads((out / "fit.json").read_text()) if (out / "fit.json").is_file() else {"adapter": "/nonexistent"}
+            scores = Path(fit["adapter"]).parent / "scores.json"
+            return json.loads(scores.read_text()) | {"train": fit} if scores.is_file() else None
+        fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
+               else fit_config(name, args.model, task, out, args.steps, seed, args.tiny))
+        return score(args, task, fit["adapter"]) | {"train": fit}
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
         data, locale, language, retained = TASKS[task]
-        jobs = [(name, seed) for seed in args.seeds for name in ["recipe", *args.configs]]
-
-        def train(job: tuple[str, int], task: str = task) -> dict:
-            name, seed = job
-            out = work / task / name / f"seed{seed}"
-            if name == "recipe":
-                return fit_recipe(args.model, task, out, args.steps, seed, args.tiny)
-            return fit_config(name, args.model, task, out, args.steps, seed, args.tiny)
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            trained = dict(zip(jobs, pool.map(train, jobs)))
+        evaluation = {"limit": args.limit, "from_config": args.tiny}
         result = {"zero_shot": evaluate(args.model, str(data), locale, language, **evaluation), "runs": {}}
         if retained:
             result["retained_zero_shot"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], **evaluation)
-        for (name, seed), fit in trained.items():
-            cached = Path(fit["adapter"]).parent / "scores.json"
-            if cached.is_file():
-                scores = json.loads(cached.read_text())
-            else:
-                scores = evaluate(args.model, str(data), locale, language, adapter=fit["adapter"], **evaluation)
-                if retained:
-                    scores["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2],
-                                                  adapter=fit["adapter"], **evaluation)
-                cached.write_text(json.dumps(scores, ensure_ascii=False))
-            result["runs"].setdefault(name, {})[str(seed)] = scores | {"train": fit}
-        report["tasks"][task] = result | {"summary": summarise(result["runs"])}
+        for (t, name, seed), scores in sorted(finished.items(), key=lambda kv: jobs_order(kv[0], args)):
+            if t == task and scores is not None:
+                result["runs"].setdefault(name, {})[str(seed)] = scores
+        report["tasks"][task] = result | {"summary": summarise(result["runs"]) if "recipe" in result["runs"] else {}}
+    report["not_run"] = [key for key, scores in finished.items() if scores is None]
+    report["reused"], report["reused_runs"] = args.reuse, sorted({f"{t}/{n}" for t, n, _ in reused})
     return report
+
+
+def jobs_order(key: tuple[str, str, int], args: argparse.Namespace) -> tuple[int, int]:
+    names = ["recipe", *args.configs]
+    return (names.index(key[1]) if key[1] in names else len(names), key[2])
+
+
+def reuse(path: str, steps: int) -> dict:
+    """Runs of an earlier report (same steps, same scoring routine), taken as they are instead of
+    training them again: a device session too short for every run can build on the last one."""
+    earlier = json.loads(Path(path).read_text())
+    if earlier["steps"] != steps:
+        raise SystemExit(f"--reuse {path}: its runs trained {earlier['steps']} steps, not {steps}")
+    return {(task, name, int(seed)): scores for task, result in earlier["tasks"].items()
+            for name, seeds in result["runs"].items() for seed, scores in seeds.items()}
 
 
 def summarise(runs: dict) -> dict:
@@ -235,7 +272,7 @@ def markdown(report: dict, command: str) -> str:
     for task, result in report["tasks"].items():
         zero = result["zero_shot"]
         lines += ["", f"## {task} ({zero['clips']} test clips; zero-shot {100 * zero['wer_norm']:.1f} %)", ""]
-        header = "| run | WER % per seed | mean ± sd | − recipe, points [95 % CI] | within bound |"
+        header = "| run | clips seen | WER % per seed | mean ± sd | − recipe, points [95 % CI] | within bound |"
         retained = "retained_zero_shot" in result
         if retained:
             header += f" retained cv-synth/en WER (zero-shot {100 * result['retained_zero_shot']['wer_norm']:.1f} %) |"
@@ -246,11 +283,26 @@ def markdown(report: dict, command: str) -> str:
                                                  f"{100 * row['diff_ci95'][1]:+.1f}]")
             bound = "–" if name == "recipe" else ("yes" if row["within_bound"] else "**no**")
             title = "the guide's recipe (seed_recipe.py)" if name == "recipe" else f"`{name}`"
-            line = f"| {title} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
+            line = f"| {title} | {report['steps'] * batch_size(name):,} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
             if retained:
                 line += f" {100 * row.get('retained_wer_norm_mean', float('nan')):.1f} |"
             lines.append(line)
+    if report.get("not_run"):
+        lines += ["", "Not run (the device session ended first): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"]) + "."]
+    if report.get("reused"):
+        lines += ["", f"Runs taken from `{report['reused']}` (same steps, same scoring): "
+                  + ", ".join(report["reused_runs"]) + "."]
     return "\n".join(lines) + "\n"
+
+
+def batch_size(name: str) -> int:
+    """The training batch a run used: the shipped config's, over the recipe's (the recipe's own is 8)."""
+    import yaml
+
+    size = 8
+    for path in [REPO / RECIPE] + ([REPO / f"configs/{name}.yaml"] if (REPO / f"configs/{name}.yaml").is_file() else []):
+        size = (yaml.safe_load(path.read_text()).get("data") or {}).get("batch_size", size)
+    return size
 
 
 # What each check compares: (row title, evaluate() arguments); the first row is the default.
@@ -285,7 +337,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(SHARED / "models/whisper-base"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS + list(VARIANTS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)")
@@ -294,6 +346,9 @@ def main() -> None:
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--name", default=None, help="results file stem (default quality-seeds-<date>)")
     parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 2 steps, 4 clips")
+    parser.add_argument("--reuse", metavar="REPORT.json", help="take the runs of an earlier report (same steps) "
+                        "instead of training them again")
+    parser.add_argument("--collect", action="store_true", help="train nothing: report the runs already scored under --work")
     parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
     parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
                         "model.merge_for_eval, into quality-merge-<date>.{json,md}")

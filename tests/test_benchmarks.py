@@ -104,6 +104,26 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     table = (tmp_path / "q.md").read_text()
     assert "| the guide's recipe (seed_recipe.py) |" in table and "| `fast-bf16` |" in table and "retained" in table
 
+    # A device session that ended early: --collect reports what was scored and names what was not;
+    # --reuse takes an earlier report's runs instead of training them.
+    base = [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--seeds", "1",
+            "--data-dir", str(data), "--results", str(tmp_path)]
+    collect = subprocess.run([*base, "--configs", "fast-bf16", "recipe-unquantized", "--collect", "--work",
+                              str(tmp_path / "work"), "--name", "c"], cwd=REPO, capture_output=True, text=True,
+                             timeout=600, check=False)
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    collected = json.loads((tmp_path / "c.json").read_text())
+    assert collected["tasks"]["cv-synth-mr"]["runs"]["fast-bf16"]["1"]["clip_errors"] == run["clip_errors"]
+    assert collected["not_run"] == [["cv-synth-mr", "recipe-unquantized", 1]]
+    assert "Not run (the device session ended first): cv-synth-mr/recipe-unquantized seed 1." in (tmp_path / "c.md").read_text()
+    reused = subprocess.run([*base, "--configs", "fast-bf16", "--collect", "--reuse", str(tmp_path / "q.json"),
+                             "--work", str(tmp_path / "empty"), "--name", "r"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    again = json.loads((tmp_path / "r.json").read_text())["tasks"]["cv-synth-mr"]
+    assert again["summary"]["fast-bf16"]["diff_to_recipe"] == summary["diff_to_recipe"]
+    assert "Runs taken from" in (tmp_path / "r.md").read_text()
+
 
 def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_clips():
     import numpy as np
