@@ -196,8 +196,8 @@ def run(args: argparse.Namespace) -> dict:
     reused = reuse(args.reuse, args.steps) if args.reuse else {}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
-    # Config by config: if a session ends early, the configs it finished have all their seeds.
-    jobs = [(task, name, seed) for task in args.tasks for name in ["recipe", *args.configs] for seed in args.seeds
+    # Config by config (on every task): if a session ends early, the configs it finished have all their seeds.
+    jobs = [(task, name, seed) for name in ["recipe", *args.configs] for task in args.tasks for seed in args.seeds
             if (task, name, seed) not in reused]
 
     def job(key: tuple[str, str, int]) -> dict | None:
@@ -207,10 +207,16 @@ def run(args: argparse.Namespace) -> dict:
             fit = json.loads((out / "fit.json").read_text()) if (out / "fit.json").is_file() else {"adapter": "/nonexistent"}
             scores = Path(fit["adapter"]).parent / "scores.json"
             return json.loads(scores.read_text()) | {"train": fit} if scores.is_file() else None
-        fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
-               else fit_config(name, args.model, task, out, args.steps, seed, args.tiny))
-        return score(args, task, fit["adapter"]) | {"train": fit}
+        try:
+            fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
+                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny))
+            return score(args, task, fit["adapter"]) | {"train": fit}
+        except RuntimeError as error:  # one failed run is reported; the others go on
+            print(error, file=sys.stderr)
+            failed.append((task, name, seed))
+            return None
 
+    failed: list[tuple[str, str, int]] = []
     with ThreadPoolExecutor(args.jobs) as pool:
         finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
@@ -223,7 +229,8 @@ def run(args: argparse.Namespace) -> dict:
             if t == task and scores is not None:
                 result["runs"].setdefault(name, {})[str(seed)] = scores
         report["tasks"][task] = result | {"summary": summarise(result["runs"]) if "recipe" in result["runs"] else {}}
-    report["not_run"] = [key for key, scores in finished.items() if scores is None]
+    report["failed"] = sorted(failed)
+    report["not_run"] = [key for key, scores in finished.items() if scores is None and key not in failed]
     report["reused"], report["reused_runs"] = args.reuse, sorted({f"{t}/{n}" for t, n, _ in reused})
     return report
 
@@ -289,6 +296,8 @@ def markdown(report: dict, command: str) -> str:
             lines.append(line)
     if report.get("not_run"):
         lines += ["", "Not run (the device session ended first): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"]) + "."]
+    if report.get("failed"):
+        lines += ["", "Failed (see each run's fit.log): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"]) + "."]
     if report.get("reused"):
         lines += ["", f"Runs taken from `{report['reused']}` (same steps, same scoring): "
                   + ", ".join(report["reused_runs"]) + "."]

@@ -188,15 +188,17 @@ def _batch_size(batch: dict) -> int:
     return len(batch["paths"])
 
 
-def _audio_seconds(batch: dict) -> float:
-    return float(batch["durations"].sum())
+def _audio_frames(batch: dict) -> int:
+    # Whisper's 10 ms frames, at least one a clip: Lightning's throughput needs lengths >= samples,
+    # and a batch of eight 0.3 s spoken digits holds fewer seconds (2.4) than clips.
+    return int((batch["durations"] * 100).round().clamp(min=1).sum())
 
 
 class SpeechThroughput(ThroughputMonitor):
     """Lightning's ``ThroughputMonitor`` for speech batches.
 
-    Logs ``train/device/samples_per_sec``, ``train/device/items_per_sec`` (here: seconds of audio per
-    second) and, on GPUs it knows, ``train/device/mfu`` from the module's ``flops_per_batch``; under
+    Logs ``train/device/samples_per_sec``, ``train/device/items_per_sec`` (here: 10 ms frames of
+    audio per second; divided by 100, seconds of audio per second) and, on GPUs it knows, ``train/device/mfu`` from the module's ``flops_per_batch``; under
     DDP also the all-GPU ``train/samples_per_sec`` and ``train/items_per_sec``.
 
     Args:
@@ -204,7 +206,7 @@ class SpeechThroughput(ThroughputMonitor):
     """
 
     def __init__(self, window_size: int = 20) -> None:
-        super().__init__(batch_size_fn=_batch_size, length_fn=_audio_seconds, window_size=window_size)
+        super().__init__(batch_size_fn=_batch_size, length_fn=_audio_frames, window_size=window_size)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, *args) -> None:
         if _batch_size(batch):  # every clip of the batch was skipped: no samples, no step to time

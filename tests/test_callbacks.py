@@ -90,3 +90,19 @@ def test_a_folder_with_another_runs_adapters_is_refused_unless_resuming_or_asked
         AdapterCheckpoint(dirpath=str(tmp_path)).check_not_taken(None, resuming=False)
     AdapterCheckpoint(dirpath=str(tmp_path)).check_not_taken(None, resuming=True)
     AdapterCheckpoint(dirpath=str(tmp_path), overwrite=True).check_not_taken(None, resuming=False)
+
+
+def test_throughput_accepts_batches_of_clips_shorter_than_a_second():
+    """Real speech (spoken digits, 0.14-0.6 s) gives batches with fewer seconds than clips: Lightning's
+    throughput refuses lengths below samples, which stopped every fit on such data at its first step."""
+    from lightning.fabric.utilities.throughput import Throughput
+
+    from lightning_asr.callbacks import SpeechThroughput
+
+    batch = {"durations": torch.tensor([0.144, 0.3, 0.25, 0.4, 0.2, 0.31, 0.5, 0.18]), "paths": ["x"] * 8}
+    monitor = SpeechThroughput()
+    frames = monitor.length_fn(batch)
+    throughput = Throughput(window_size=2)
+    for step in (1, 2):
+        throughput.update(time=float(step), batches=step, samples=8 * step, lengths=frames * step)
+    assert throughput.compute()["device/items_per_sec"] == frames == 228  # 100 x each duration, rounded
