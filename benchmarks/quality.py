@@ -18,7 +18,9 @@ recorded English digits) and seed:
 
 The report gives, per config, the mean ± sd over seeds and a paired bootstrap 95 % confidence
 interval of the WER difference to the recipe over the same test clips (per-clip errors averaged
-over seeds, clips resampled). ``--tiny`` runs the whole path on CPU in a minute (a tiny random
+over seeds, clips resampled). A device session too short for every run: ``--collect`` reports what
+is scored under ``--work`` and names the rest, ``--reuse REPORT.json`` takes an earlier report's runs.
+``--tiny`` runs the whole path on CPU in a minute (a tiny random
 Whisper, 2 steps, 4 clips): the test suite does.
 """
 
