@@ -1,6 +1,6 @@
 """Samples/s of the large-v2 architecture on 1 vs N GPUs (DDP), same per-GPU batch, our fast mode.
 
-    python benchmarks/ddp.py --devices 1 && python benchmarks/ddp.py --devices 2 && python benchmarks/ddp.py --report
+    python -m benchmarks.ddp --devices 1 && python -m benchmarks.ddp --devices 2 && python -m benchmarks.ddp --report
 
 ``--validate-clips N`` validates N clips instead (static decoding, LoRA merged, 96 tokens a clip):
 the validation loop's seconds on 1 vs N GPUs, and the error rates, synchronised over ranks.
@@ -14,14 +14,12 @@ import argparse
 import dataclasses
 import datetime
 import json
-import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import (
+from benchmarks.speed import (
     LARGE_V2,
     MODES,
     TINY,
@@ -34,7 +32,6 @@ from speed import (
     quiet_trainer,
 )
 
-import lightning_asr.data as data_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,10 +63,10 @@ def main() -> None:
     steps = args.steps + args.warmup + args.profile_steps
     if not (work / "clips" / "clips.jsonl").is_file():
         make_clips(work / "clips", 2 * mode.batch_size * (steps + 1))  # two GPUs, one epoch
-    data_lib.GROUP_WINDOW = args.warmup  # as in speed.py: the timed steps average whole windows
     if args.validate_clips:
         return validate(args, mode, work)
-    module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl")
+    # As in speed.py: windows of --warmup steps, so the timed steps average whole windows.
+    module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl", group_window=args.warmup)
     timer = StepTimer(args.warmup, args.steps, args.profile_steps)
     trainer = ranked_trainer(args, mode, max_steps=steps, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, data)
@@ -117,8 +114,8 @@ def report(work: Path, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"ddp-{date}.json").write_text(json.dumps(rows, indent=2))
     lines = [f"# DDP scaling: whisper-large-v2 architecture, {rows[0]['gpu']}, {date}", "",
-             ("Command, per mode: `python benchmarks/ddp.py --mode M --devices 1; python benchmarks/ddp.py --mode M --devices 2`, "
-              "then `python benchmarks/ddp.py --report`. Same per-GPU batch; samples/s over all GPUs, timed steps after warm-up. "
+             ("Command, per mode: `python -m benchmarks.ddp --mode M --devices 1; python -m benchmarks.ddp --mode M --devices 2`, "
+              "then `python -m benchmarks.ddp --report`. Same per-GPU batch; samples/s over all GPUs, timed steps after warm-up. "
               "Rank 0's profile of two later steps: GPU busy = summed kernel time, nccl = all-reduce kernels."), "",
              "| machine | mode | GPUs | samples/s | speed-up | peak GiB (rank 0) | wall ms/step | GPU busy ms | nccl ms |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -42,11 +42,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO))
 
 from lightning_asr.data import SpeechDataModule  # noqa: E402
 from lightning_asr.decode import greedy, prompt_ids  # noqa: E402
-from lightning_asr.module import merged  # noqa: E402
+from lightning_asr.lora import merged  # noqa: E402
 from lightning_asr.text import normalize  # noqa: E402
 from lightning_asr.whisper import language_code, load_base  # noqa: E402
 
@@ -137,7 +136,7 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
 
 def fit_recipe(model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
     data, locale, language, _ = TASKS[task]
-    args = [sys.executable, str(REPO / "benchmarks/seed_recipe.py"), model, str(Path(data) / locale), str(out),
+    args = [sys.executable, "-m", "benchmarks.seed_recipe", model, str(Path(data) / locale), str(out),
             f"--max-steps={steps}", f"--seed={seed}", f"--language={language}"] + (["--from-config", "--limit=8"] if tiny else [])
     return train_once(args, out, out / "adapter")
 
@@ -336,7 +335,7 @@ def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | No
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     clips = next(iter(runs.values()))["clips"]
     lines = [f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)", "",
-             f"Machine: {machine}; torch {report['torch']}. Command: `python benchmarks/quality.py --{kind}-check ADAPTER`.", "",
+             f"Machine: {machine}; torch {report['torch']}. Command: `python -m benchmarks.quality --{kind}-check ADAPTER`.", "",
              "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |", "|---|---|---|---|---|"]
     for name, m in runs.items():
         lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")

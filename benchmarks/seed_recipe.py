@@ -9,21 +9,19 @@ What changed from the guide, and why (everything else is as it was):
 - Its evaluation fed label tokens to the decoder; evaluation lives in ``quality.py``, generating from
   the audio alone for both recipes.
 
-Usage: ``python benchmarks/seed_recipe.py MODEL LOCALE_FOLDER OUT --max-steps N [--language English]``
+Usage: ``python -m benchmarks.seed_recipe MODEL LOCALE_FOLDER OUT --max-steps N [--language English]``
 (GPU) writes the adapter to ``OUT/adapter`` and ``OUT/metrics.json`` (wall time, steps).
 """
 
 import argparse
 import json
 import time
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @dataclass
@@ -128,7 +126,7 @@ def train(model_name: str, data: str, out: str, language: str = "Marathi", max_s
           from_config: bool = False, limit: int | None = None) -> dict:
     from transformers import WhisperProcessor
 
-    from lightning_asr.data import common_voice_index
+    from lightning_asr.sources import common_voice_index
 
     start = time.perf_counter()
     processor = WhisperProcessor.from_pretrained(model_name, language=language, task="transcribe")

@@ -1,7 +1,7 @@
 """Training and decoding speed of the guide's recipe and of our modes, side by side, in one run.
 
-    python benchmarks/speed.py            # GPU: whisper-large-v2 architecture, random weights
-    python benchmarks/speed.py --tiny     # CPU smoke run of the same code (used by the tests)
+    python -m benchmarks.speed            # GPU: whisper-large-v2 architecture, random weights
+    python -m benchmarks.speed --tiny     # CPU smoke run of the same code (used by the tests)
 
 Weights do not change step time or memory, so the large-v2 architecture is built from its config
 on the device. Clips are synthetic but length-realistic (2-10 s, mean ~5 s, like Common Voice),
@@ -19,7 +19,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,10 @@ import torch
 from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import lightning_asr.data as data_lib
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.module import WhisperLoRA, train_flops
+from lightning_asr.module import WhisperLoRA
+from lightning_asr.whisper import train_flops
 
 TOKENIZER_FILES = ["added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
                    "generation_config.json"]
@@ -232,10 +229,10 @@ def reset() -> None:
 
 
 def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_audio: float, out: Path) -> dict:
-    import seed_recipe
+    from benchmarks import seed_recipe
     from transformers import WhisperProcessor
 
-    from lightning_asr.data import manifest_index
+    from lightning_asr.sources import manifest_index
 
     processor = WhisperProcessor.from_pretrained(model_dir, language="Marathi", task="transcribe")
     rows = manifest_index(str(manifest))[0].slice(0, 8 * (steps + warmup)).to_pylist()
@@ -254,14 +251,14 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
-                    merge_for_eval: bool = False, decoding: str = "generate"):
+                    merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
                          gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim,
                          validate_before_training=False, max_new_tokens=max_new_tokens, compile=mode.compile,
                          merge_for_eval=merge_for_eval, decoding=decoding, cudnn_attention=mode.cudnn_attention)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
-                            trim_frames=mode.trim, group_by_length=mode.group)
+                            trim_frames=mode.trim, group_by_length=mode.group, group_window=group_window)
     return module, data
 
 
@@ -275,7 +272,9 @@ def quiet_trainer(mode: Mode, accelerator: str, devices: int = 1, **kwargs) -> L
 def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str,
              profile_steps: int = 2) -> dict:
     reset()
-    module, data = lightning_parts(mode, model_dir, manifest)
+    # Windows of --warmup steps: the warm-up takes the longest window (grouped order puts it first)
+    # and the timed steps average whole windows after it, not the longest batches.
+    module, data = lightning_parts(mode, model_dir, manifest, group_window=warmup)
     timer = StepTimer(warmup, steps, profile_steps)
     trainer = quiet_trainer(mode, accelerator, max_steps=steps + warmup + profile_steps, limit_val_batches=0,
                             callbacks=[timer])
@@ -409,10 +408,6 @@ def main() -> None:
     device = "cpu" if args.tiny else "cuda"
     if args.tiny:
         args.steps, args.warmup, args.decode_clips = 2, 1, 12  # two decode batches: the second is profiled
-    # Grouped modes sort within windows of GROUP_WINDOW steps, longest window first. With a window
-    # of --warmup steps the warm-up takes the longest window and the timed steps whole windows
-    # after it: an average over typical batches, not the longest ones (users get windows of 64).
-    data_lib.GROUP_WINDOW = args.warmup
     model_dir = build_model(work / "model", TINY if args.tiny else LARGE_V2, device)
     batches = args.steps + args.warmup + args.profile_steps + 1
     manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, (16 if args.tiny else 128) * batches))
@@ -487,7 +482,7 @@ def write(report: dict, results: Path, tiny: bool) -> None:
     lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
-             f"Command: `python benchmarks/speed.py`.{split}", "",
+             f"Command: `python -m benchmarks.speed`.{split}", "",
              "| mode | samples/s | audio s/s | peak GiB | MFU | × recipe | trade-off |", "|---|---|---|---|---|---|---|"]
     for name, r in report["train"].items():
         if "samples_per_s" not in r:

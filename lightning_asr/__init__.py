@@ -15,7 +15,8 @@ logging.getLogger("transformers.generation.utils").addFilter(
     lambda record: not str(record.msg).startswith("Both `max_new_tokens`")
 )
 
-from lightning_asr.callbacks import AdapterCheckpoint, save_adapter
+from lightning_asr.adapter import save_adapter
+from lightning_asr.callbacks import AdapterCheckpoint
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import WhisperLoRA
 

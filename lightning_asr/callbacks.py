@@ -1,101 +1,19 @@
-"""Callbacks: adapter-only checkpoints in PEFT format, throughput in samples and audio seconds, and
-a progress bar that counts the steps toward ``max_steps``."""
+"""Callbacks: adapter-only checkpoints (the format lives in ``adapter``), throughput in samples and
+audio frames, and a progress bar that counts the steps toward ``max_steps``."""
 
-import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from safetensors import safe_open
 
-from lightning_asr.whisper import resolve_model
+from lightning_asr.adapter import save_adapter
+from lightning_asr.dataset import Batch
 
 log = logging.getLogger(__name__)
-
-
-def save_adapter(pl_module: L.LightningModule, path: Path, metrics: dict | None = None) -> None:
-    """Write a self-contained adapter folder atomically: a crash mid-write leaves the old one intact.
-
-    The folder holds ``adapter_model.safetensors`` + ``adapter_config.json`` (plain PEFT, loadable
-    with ``PeftModel.from_pretrained(base, path)``), the processor files, and ``lightning_asr.json``
-    with the language, task and base the adapter was trained for.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        _write_adapter(pl_module, tmp, metrics)
-    except BaseException:  # a full disk or a kill: leave no half-written folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_adapter(pl_module: L.LightningModule, folder: Path, metrics: dict | None) -> None:
-    hp = pl_module.hparams
-    # An absolute base path, so the adapter loads from any working directory; a hub id stays an id.
-    base = resolve_model(hp.model)
-    config = pl_module.model.peft_config["default"]
-    # PEFT records the folder the base was loaded from: for a base built from its config, a
-    # temporary folder that is gone by now.
-    recorded, config.base_model_name_or_path = config.base_model_name_or_path, base
-    try:
-        pl_module.model.save_pretrained(folder)
-    finally:
-        config.base_model_name_or_path = recorded
-    pl_module.processor.save_pretrained(folder)
-    info = {
-        "base_model": base,
-        "from_config": hp.from_config,
-        "init_seed": hp.init_seed,
-        "language": pl_module.language_name(),
-        "task": hp.task,
-        "quantization": hp.quantization,
-        "trim_encoder": hp.trim_encoder,
-        "global_step": pl_module.global_step,
-        "metrics": metrics or {},
-    }
-    (folder / "lightning_asr.json").write_text(json.dumps(info, indent=2))
-
-
-def adapter_info(adapter: str) -> dict:
-    """What an adapter folder says about its training (base, language, task, quantization), after
-    checking that its files are whole: a cut or garbled file is named here, before a base loads."""
-    folder = Path(adapter)
-    config_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{adapter}: not an adapter folder (no adapter_config.json)")
-    config = _read_json(config_file)
-    if weights.is_file():
-        try:
-            with safe_open(weights, "pt"):  # checks that the header's offsets cover the file
-                pass
-        except Exception as err:  # safetensors raises its own error types, and OSError
-            raise ValueError(f"{weights}: not a readable safetensors file ({err}); save the adapter again") from None
-    elif not (folder / "adapter_model.bin").is_file():
-        raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors")
-    info_file = folder / "lightning_asr.json"
-    if info_file.is_file():
-        return _read_json(info_file)
-    return {"base_model": config.get("base_model_name_or_path")}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
 class AdapterCheckpoint(L.Callback):
@@ -184,11 +102,11 @@ class AdapterCheckpoint(L.Callback):
         self.ranked = [tuple(x) for x in state_dict.get("ranked", [])]
 
 
-def _batch_size(batch: dict) -> int:
+def _batch_size(batch: Batch) -> int:
     return len(batch["paths"])
 
 
-def _audio_frames(batch: dict) -> int:
+def _audio_frames(batch: Batch) -> int:
     # Whisper's 10 ms frames, at least one a clip: Lightning's throughput needs lengths >= samples,
     # and a batch of eight 0.3 s spoken digits holds fewer seconds (2.4) than clips.
     return int((batch["durations"] * 100).round().clamp(min=1).sum())
@@ -208,7 +126,7 @@ class SpeechThroughput(ThroughputMonitor):
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_audio_frames, window_size=window_size)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, *args) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, *args) -> None:
         if _batch_size(batch):  # every clip of the batch was skipped: no samples, no step to time
             super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
 

@@ -6,7 +6,7 @@ around ~2,000 small kernels a token step. This loop does the same greedy search 
 prompt, Whisper's suppressed tokens, EOS padding) with every buffer allocated once, so a token
 step is a fixed sequence of kernels: on CUDA it is captured once per batch and replayed per token.
 On an H100 (large-v2, batch 256, LoRA merged) 1,000 clips took 9.0 s this way; through
-``generate()`` they took 29.2 s (README, "Speed"). It calls the model's own submodules (LoRA
+``generate()`` they took 29.2 s (benchmarks/README.md, "Speed"). It calls the model's own submodules (LoRA
 layers included), so adapters, merging and k-bit bases work as they do in ``generate()``.
 """
 
@@ -121,16 +121,20 @@ def _greedy(whisper, input_features: torch.Tensor, prompt: list[int], max_new_to
         out.index_copy_(1, position - len(prompt) + 1, nxt[:, None])
         position.add_(1)
 
-    run: Callable[[], None] = step
-    remaining = max_new_tokens - 1
-    if graphs and remaining > 1:
+    _run(step, max_new_tokens - 1, done, graphs)
+    return out
+
+
+def _run(step: Callable[[], None], steps: int, done: torch.Tensor, graphs: bool) -> None:
+    """``steps`` token steps, as one replayed CUDA graph with ``graphs``, until every row is done."""
+    run = step
+    if graphs and steps > 1:
         run = _graphed(step)  # runs one step itself, on a side stream, before capturing
-        remaining -= 1
-    for n in range(remaining):
+        steps -= 1
+    for n in range(steps):
         if n % CHECK_EVERY == 0 and bool(done.all()):
             break
         run()
-    return out
 
 
 def _graphed(step: Callable[[], None]) -> Callable[[], None]:

@@ -1,56 +1,35 @@
 """The model path: a k-bit Whisper base with LoRA adapters, trained on loss, validated on WER."""
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
 import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import jiwer
 import lightning as L
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from peft.tuners.lora import LoraLayer
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
-from lightning_asr.callbacks import adapter_info
+from lightning_asr.adapter import adapter_info
+from lightning_asr.dataset import Batch
 from lightning_asr.decode import greedy, prompt_ids
+from lightning_asr.lora import LoRA, merged, trainable_state
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
-from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor
+from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, train_flops
 
 log = logging.getLogger(__name__)
 # transformers' own deprecation, raised inside peft's prepare_model_for_kbit_training, not by us.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-@contextlib.contextmanager
-def merged(model: PeftModel, enabled: bool = True) -> Iterator[None]:
-    """``model`` with its LoRA update merged into the base weights, then the base's exact weights back.
-
-    PEFT's own ``unmerge_adapter`` subtracts the update again, which in bf16 does not give the same
-    weights back: repeated validations would drift the frozen base. So the weights are copied first.
-    """
-    if not enabled:
-        yield
-        return
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
-    model.merge_adapter()
-    try:
-        yield
-    finally:
-        model.unmerge_adapter()
-        with torch.no_grad():
-            for layer, weight in zip(layers, saved):
-                layer.get_base_layer().weight.copy_(weight)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,13 +51,7 @@ class WhisperLoRA(L.LightningModule):
             weights (the offline demo and speed benchmarks).
         init_seed: seed of that random base.
         gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
-        lora_r: LoRA rank: adapter capacity; parameters grow linearly with it.
-        lora_alpha: LoRA scale numerator (the update is scaled by alpha / r).
-        lora_dropout: dropout on the LoRA branch input.
-        lora_target_modules: names of the linear layers that get adapters.
-        lora_bias: which biases train: ``none``, ``all`` or ``lora_only``.
-        modules_to_save: layers trained in full and saved with the adapter (PEFT's
-            ``modules_to_save``); empty for the guide's recipe.
+        lora: the adapter's rank, scale, dropout, target layers (:class:`~lightning_asr.lora.LoRA`).
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
         learning_rate: peak AdamW learning rate.
@@ -100,14 +73,12 @@ class WhisperLoRA(L.LightningModule):
             a copy of the adapted layers' weights (630 MB for large-v2 with q/v adapters).
         decoding: how validation, test and predict decode, greedy either way: ``generate`` is
             transformers' ``generate()``; ``static`` is our loop over a preallocated KV cache
-            (``lightning_asr/decode.py``), its token step replayed as a CUDA graph on GPU when
-            ``quantization: none``. The same tokens in fp32; in bf16 the two round differently
-            (WER within 0.1 point on our check). On an H100 it was faster with bf16 and nf4 bases
-            (2.7x and 1.1x, with 2.5x less memory) and slower with int8 (0.87x): README "Speed".
-        cudnn_attention: let attention use cuDNN's kernels. cuDNN builds an execution plan for
-            every new input shape, and batches of varying length bring new shapes every step: on
-            an H100 that host work took 40 % of a compiled bf16 step at batch 16 (README "Speed").
-            Off, attention runs on the flash / memory-efficient kernels.
+            (``decode.py``), its token step replayed as a CUDA graph on GPU with ``quantization:
+            none``. The same tokens in fp32; faster with bf16 and nf4 bases, slower with int8
+            (benchmarks/README.md, "Speed").
+        cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
+            cuDNN plans every new input shape, which costs host time when batch lengths vary
+            (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
     """
 
     def __init__(
@@ -120,12 +91,7 @@ class WhisperLoRA(L.LightningModule):
         from_config: bool = False,
         init_seed: int = 0,
         gradient_checkpointing: bool = True,
-        lora_r: int = 32,
-        lora_alpha: int = 64,
-        lora_dropout: float = 0.05,
-        lora_target_modules: list[str] = ["q_proj", "v_proj"],  # noqa: B006 (LightningCLI needs a literal default)
-        lora_bias: Literal["none", "all", "lora_only"] = "none",
-        modules_to_save: list[str] = [],  # noqa: B006
+        lora: LoRA = LoRA(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
         adapter: str | None = None,
         learning_rate: float = 1e-3,
         warmup_steps: int = 50,
@@ -149,6 +115,9 @@ class WhisperLoRA(L.LightningModule):
                     + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
                        if knob == "compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
                 )
+        # LightningCLI hands a dataclass; hparams keep a dict, which a checkpoint loads without unpickling a class.
+        lora = dataclasses.asdict(lora) if isinstance(lora, LoRA) else dict(lora)
+        self.lora = LoRA(**lora)
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
@@ -196,15 +165,7 @@ class WhisperLoRA(L.LightningModule):
         if hp.adapter:
             self.model = PeftModel.from_pretrained(base, hp.adapter, is_trainable=True)
         else:
-            lora = LoraConfig(
-                r=hp.lora_r,
-                lora_alpha=hp.lora_alpha,
-                lora_dropout=hp.lora_dropout,
-                target_modules=list(hp.lora_target_modules),
-                bias=hp.lora_bias,
-                modules_to_save=list(hp.modules_to_save) or None,
-            )
-            self.model = get_peft_model(base, lora)
+            self.model = get_peft_model(base, self.lora.config())
         # from_pretrained leaves the base in eval mode, and Lightning keeps each submodule's mode:
         # without this the base never trains as a whole and gradient checkpointing (which only acts
         # in training mode) silently does nothing.
@@ -225,7 +186,7 @@ class WhisperLoRA(L.LightningModule):
         backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         return sdpa_kernel(backends + [SDPBackend.CUDNN_ATTENTION] * self.hparams.cudnn_attention)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         n = len(batch["paths"])
         if n == 0:  # every clip of this batch was skipped
             return None
@@ -302,7 +263,7 @@ class WhisperLoRA(L.LightningModule):
         conv = self.model.get_base_model().model.encoder.conv1.weight
         return conv.dtype
 
-    def _evaluate(self, batch: dict, retained: bool = False) -> None:
+    def _evaluate(self, batch: Batch, retained: bool = False) -> None:
         if not batch["paths"]:
             return
         language = batch.get("language") or language_code(self.hparams.language)
@@ -318,13 +279,13 @@ class WhisperLoRA(L.LightningModule):
             room = self.hparams.log_examples - len(self.examples)
             self.examples += list(zip(refs, preds))[: max(room, 0)]
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, retained=dataloader_idx == 1)
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch)
 
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         if not batch["paths"]:
             return []
         texts, _ = self.transcribe(batch["input_features"])
@@ -372,9 +333,9 @@ class WhisperLoRA(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable (adapter) tensors: the frozen base is rebuilt from ``model``."""
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        """A checkpoint holds the trainable (adapter) tensors and the RNG states; the frozen base
+        is rebuilt from ``model``, the data position comes from the DataModule."""
+        checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -383,6 +344,14 @@ class WhisperLoRA(L.LightningModule):
 
     def language_name(self) -> str:
         return LANGUAGES[language_code(self.hparams.language)]
+
+    def adapter_record(self) -> dict[str, Any]:
+        """What an adapter folder records about its training (``adapter.save_adapter`` writes it):
+        enough to rebuild the same base and decode in the right language."""
+        hp = self.hparams
+        return {"base_model": hp.model, "from_config": hp.from_config, "init_seed": hp.init_seed,
+                "language": self.language_name(), "task": hp.task, "quantization": hp.quantization,
+                "trim_encoder": hp.trim_encoder}
 
 
 def error_rates() -> torch.nn.ModuleDict:
@@ -410,15 +379,3 @@ def set_rng_states(states: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def train_flops(config: Any, features_shape: torch.Size, label_tokens: int) -> int:
-    """Model FLOPs of one training step by the 6·N·tokens rule (attention scores left out).
-
-    Encoder parameters see the mel frames / 2 positions, decoder parameters the label tokens.
-    """
-    batch, _, frames = features_shape
-    d, ffn = config.d_model, config.encoder_ffn_dim
-    enc = config.encoder_layers * (4 * d * d + 2 * d * ffn)
-    dec = config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim) + d * config.vocab_size
-    return 6 * batch * (enc * (frames // 2) + dec * label_tokens)

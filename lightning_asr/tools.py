@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from peft import PeftModel
 
-from lightning_asr.callbacks import adapter_info
+from lightning_asr.adapter import adapter_info
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
 from lightning_asr.whisper import Quantization, load_base, load_processor, resolve_model
 
@@ -91,8 +92,51 @@ def transcribe(
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         audio_column: audio column of a manifest.
         decoding: ``generate`` (transformers) or ``static`` (the same tokens from our loop over a
-            preallocated cache; on GPU with an unquantized base, 2.5x faster in README "Speed").
+            preallocated cache; on GPU with an unquantized base, 2.5x faster in benchmarks/README.md "Speed").
     """
+    module = _decoder(adapter, base, language, task, quantization, max_new_tokens, decoding)
+    manifest, order, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
+    rows = _in_input_order(order, inputs if not manifest else order, predictions, skipped)
+    failed = [r for r in rows if "error" in r]
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_rows(output + ".txt", output + ".jsonl", rows)
+    print(f"wrote {len(rows) - len(failed)} transcript(s) to {output}.txt and {output}.jsonl", flush=True)
+    for row in failed:
+        print(f"failed: {row['path']}: {row['error']}", file=sys.stderr, flush=True)
+    return len(failed)
+
+
+def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_size: int, num_workers: int,
+             accelerator: str) -> tuple[bool, list[str], list[dict], dict]:
+    """``trainer.predict`` over the inputs (files, or one manifest): whether it was a manifest, the
+    index order, the predictions, and the skipped clips by name."""
+    manifest = len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = inputs[0] if manifest else str(Path(tmp) / "inputs.jsonl")
+        if not manifest:
+            with open(path, "w") as f:
+                for name in inputs:
+                    f.write(json.dumps({audio_column: str(Path(name).expanduser().absolute())}) + "\n")
+        data = SpeechDataModule(
+            source="manifest",
+            path=path,
+            model=module.hparams.model,
+            language=module.hparams.language,
+            task=module.hparams.task,
+            eval_batch_size=batch_size,
+            num_workers=num_workers,
+            audio_column=audio_column,
+            text_column=None,
+        )
+        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
+        batches = trainer.predict(module, datamodule=data)
+        order = data.datasets["predict"].rows["audio"].to_pylist()
+    return manifest, order, [r for b in batches for r in b], data.skipped_clips()
+
+
+def _decoder(adapter: str | None, base: str | None, language: str | None, task: str | None,
+             quantization: Quantization | None, max_new_tokens: int, decoding: str) -> WhisperLoRA:
+    """The module that transcribes: what is given, else what the adapter folder records."""
     info = adapter_info(adapter) if adapter else {}
     base = base or info.get("base_model")
     if not base:
@@ -117,35 +161,7 @@ def transcribe(
         trim_encoder=False,
         decoding=decoding,
     )
-    manifest = len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = inputs[0] if manifest else str(Path(tmp) / "inputs.jsonl")
-        if not manifest:
-            with open(path, "w") as f:
-                for name in inputs:
-                    f.write(json.dumps({audio_column: str(Path(name).expanduser().absolute())}) + "\n")
-        data = SpeechDataModule(
-            source="manifest",
-            path=path,
-            model=base,
-            language=language,
-            task=module.hparams.task,
-            eval_batch_size=batch_size,
-            num_workers=num_workers,
-            audio_column=audio_column,
-            text_column=None,
-        )
-        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
-        batches = trainer.predict(module, datamodule=data)
-        order = data.datasets["predict"].rows["audio"].to_pylist()
-    rows = _in_input_order(order, inputs if not manifest else order, [r for b in batches for r in b], data.skipped_clips())
-    failed = [r for r in rows if "error" in r]
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    write_rows(output + ".txt", output + ".jsonl", rows)
-    print(f"wrote {len(rows) - len(failed)} transcript(s) to {output}.txt and {output}.jsonl", flush=True)
-    for row in failed:
-        print(f"failed: {row['path']}: {row['error']}", file=sys.stderr, flush=True)
-    return len(failed)
+    return module
 
 
 def _in_input_order(order: list[str], names: list[str], predictions: list[dict], skipped: dict) -> list[dict]:
@@ -160,19 +176,6 @@ def _in_input_order(order: list[str], names: list[str], predictions: list[dict],
             why = skipped.get(resolved)
             rows.append({"path": name, "error": f"{why.reason} ({why.detail})" if why else "not transcribed"})
     return rows
-
-
-def merge(model: PeftModel) -> torch.nn.Module:
-    """Fold the adapter into the base weights; refuses a quantized base."""
-    import bitsandbytes as bnb
-
-    quantized = [n for n, m in model.named_modules() if isinstance(m, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))]
-    if quantized:
-        raise ValueError(
-            f"the base is quantized ({quantized[0]} and {len(quantized) - 1} more layers): merging would round the "
-            "adapter into k-bit weights. Load the base unquantized (lightning-asr export does) and merge there."
-        )
-    return model.merge_and_unload()
 
 
 def export(

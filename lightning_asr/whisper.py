@@ -1,4 +1,4 @@
-"""Loading Whisper: processor, base model (k-bit or not) and its generation config."""
+"""Loading Whisper: processor, base model (k-bit or not) and its generation config; its training cost."""
 
 import logging
 import shutil
@@ -126,3 +126,15 @@ def load_base(
     base.generation_config.suppress_tokens = []
     base.config.use_cache = False
     return base
+
+
+def train_flops(config: WhisperConfig, features_shape: torch.Size, label_tokens: int) -> int:
+    """Model FLOPs of one training step by the 6·N·tokens rule (attention scores left out).
+
+    Encoder parameters see the mel frames / 2 positions, decoder parameters the label tokens.
+    """
+    batch, _, frames = features_shape
+    d, ffn = config.d_model, config.encoder_ffn_dim
+    enc = config.encoder_layers * (4 * d * d + 2 * d * ffn)
+    dec = config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim) + d * config.vocab_size
+    return 6 * batch * (enc * (frames // 2) + dec * label_tokens)

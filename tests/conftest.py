@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+from lightning_asr.lora import LoRA
+from lightning_asr.module import WhisperLoRA
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "demo" / "whisper-tiny-random"
@@ -90,3 +95,69 @@ def write_common_voice(root: Path, rates=(48000, 8000, 22050), splits=("train", 
             n += 1
         (locale / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+# -- tiny modules and the CLI, shared by several test files --------------------------------------
+
+
+def tiny_module(model: str, **kwargs) -> WhisperLoRA:
+    defaults = dict(model=model, language="mr", gradient_checkpointing=False, lora=LoRA(r=4, alpha=8, dropout=0.0),
+                    validate_before_training=False, max_new_tokens=8)
+    module = WhisperLoRA(**(defaults | kwargs))
+    torch.manual_seed(0)  # LoRA's A matrices are drawn at random
+    module.configure_model()
+    return module
+
+
+def train_steps(module: WhisperLoRA, batch: dict, steps: int, lr: float) -> list[float]:
+    """Plain AdamW steps on one fixed batch; the losses, first to last."""
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
+    module.train()
+    losses = []
+    for _ in range(steps):
+        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def randomize_lora_b(module: WhisperLoRA, std: float = 0.5, seed: int = 1) -> None:
+    """LoRA B starts at zero, which would hide any difference in how the update is applied."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(std * torch.randn(p.shape, generator=generator))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model):
+    module = tiny_module(tiny_model, quantization="int8")
+    randomize_lora_b(module, std=0.05)  # a non-trivial adapter
+    return module.eval()
+
+
+# The console script the README tells users to type, installed beside this interpreter.
+CLI = [str(Path(sys.executable).with_name("lightning-asr"))]
+DEMO = str(REPO / "configs" / "demo.yaml")
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600, returncode: int = 0) -> subprocess.CompletedProcess:
+    assert Path(CLI[0]).is_file(), f"{CLI[0]}: not installed (pip install -e .)"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def demo_args(tmp_path: Path, *extra: str) -> list[str]:
+    """The demo config, shortened, with every output under tmp_path."""
+    return [
+        "fit", "--config", DEMO,
+        f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
+        f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.cache_dir={tmp_path}/cache",
+        f"--adapter_checkpoint.dirpath={tmp_path}/adapters", f"--trainer.default_root_dir={tmp_path}",
+        *extra,
+    ]

@@ -2,38 +2,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO
-
-# The console script the README tells users to type, installed beside this interpreter.
-CLI = [str(Path(sys.executable).with_name("lightning-asr"))]
-DEMO = str(REPO / "configs" / "demo.yaml")
-
-
-def run(args: list[str], cwd: Path, timeout: int = 600, returncode: int = 0) -> subprocess.CompletedProcess:
-    assert Path(CLI[0]).is_file(), f"{CLI[0]}: not installed (pip install -e .)"
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    result = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def demo_args(tmp_path: Path, *extra: str) -> list[str]:
-    """The demo config, shortened, with every output under tmp_path."""
-    return [
-        "fit", "--config", DEMO,
-        f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-        f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.cache_dir={tmp_path}/cache",
-        f"--adapter_checkpoint.dirpath={tmp_path}/adapters", f"--trainer.default_root_dir={tmp_path}",
-        *extra,
-    ]
-
+from tests.conftest import CLI, DEMO, REPO, demo_args, run
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_config_parses(config, tmp_path):
@@ -47,7 +22,8 @@ def test_recipe_config_is_the_guides(tmp_path):
     out = yaml.safe_load(run(["fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"), "--print_config"], tmp_path).stdout)
     model, data, trainer = out["model"], out["data"], out["trainer"]
     assert (model["model"], model["language"], model["task"], model["quantization"]) == ("openai/whisper-large-v2", "Marathi", "transcribe", "int8")
-    assert (model["lora_r"], model["lora_alpha"], model["lora_dropout"], model["lora_target_modules"], model["lora_bias"]) == (32, 64, 0.05, ["q_proj", "v_proj"], "none")
+    lora = model["lora"]
+    assert (lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["bias"]) == (32, 64, 0.05, ["q_proj", "v_proj"], "none")
     assert (model["learning_rate"], model["warmup_steps"], model["max_new_tokens"]) == (1e-3, 50, 128)
     assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
@@ -101,7 +77,7 @@ def user_args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_path):
-    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora_dropout=0.1",
+    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
               "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
               "--trainer.callbacks.every_n_train_steps=3"]
     # Uninterrupted: 6 steps (1.5 epochs of 4 batches, so the resume point is mid-epoch).

@@ -9,16 +9,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from lightning_asr.audio import AudioError
-from lightning_asr.data import (
-    DataConfigError,
-    ShardSampler,
-    SpeechDataModule,
-    clip_lengths,
-    collate,
-    Skipped,
-    common_voice_index,
-)
+from lightning_asr.audio import AudioError, Skipped
+from lightning_asr.data import SpeechDataModule
+from lightning_asr.dataset import collate
+from lightning_asr.sampling import ShardSampler
+from lightning_asr.sources import DataConfigError, clip_lengths, common_voice_index
 from tests.conftest import SENTENCES, SHARED, requires_shared, tone, write_common_voice
 
 
@@ -138,7 +133,7 @@ def test_collate_pads_labels_strips_start_token_and_stacks_features():
 
 
 def test_collate_of_only_skipped_rows_is_an_empty_batch():
-    from lightning_asr.data import Skipped
+    from lightning_asr.audio import Skipped
 
     batch = collate([Skipped("x.mp3", "missing")], 50258)
     assert batch["paths"] == [] and len(batch["skipped"]) == 1
@@ -303,7 +298,7 @@ def test_resumed_grouped_epoch_keeps_the_order_it_was_cut_for(tmp_path, tiny_mod
 def test_log_mel_over_the_audio_alone_equals_the_extractors(seconds):
     from transformers import WhisperFeatureExtractor
 
-    from lightning_asr.data import log_mel
+    from lightning_asr.audio import log_mel
 
     extractor = WhisperFeatureExtractor()  # Whisper's 30 s, 80-bin extractor
     rng = np.random.default_rng(int(seconds * 100))

@@ -2,8 +2,7 @@
 
 import re
 
-from tests.conftest import REPO
-from tests.test_cli import DEMO, run
+from tests.conftest import DEMO, REPO, run
 
 
 def validate(tmp_path, *extra: str) -> dict:
@@ -26,7 +25,7 @@ def test_distributed_wer_equals_single_process_wer(tmp_path):
 
 def test_ddp_trains_int8_with_reentrant_checkpointing(tmp_path):
     """int8 checkpoints re-enter autograd; DDP must still reduce every LoRA gradient once per step."""
-    from tests.test_cli import demo_args
+    from tests.conftest import demo_args
 
     out = run(demo_args(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=2",
                         "--trainer.limit_val_batches=0", "--model.validate_before_training=false",

@@ -7,8 +7,7 @@ from transformers import WhisperForConditionalGeneration
 
 from lightning_asr.decode import greedy, prompt_ids
 from lightning_asr.module import WhisperLoRA
-from tests.conftest import gpu
-from tests.test_module import randomize_lora_b, tiny_module
+from tests.conftest import gpu, randomize_lora_b, tiny_module
 
 
 @pytest.fixture(scope="module")

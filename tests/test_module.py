@@ -6,32 +6,10 @@ import pytest
 import torch
 
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.lora import LoRA
 from lightning_asr.module import NonFiniteLossError, WhisperLoRA
 from lightning_asr.whisper import load_base, load_processor
-from tests.conftest import gpu, write_common_voice, write_tiny_model
-
-
-def tiny_module(model: str, **kwargs) -> WhisperLoRA:
-    defaults = dict(model=model, language="mr", gradient_checkpointing=False, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                    validate_before_training=False, max_new_tokens=8)
-    module = WhisperLoRA(**(defaults | kwargs))
-    torch.manual_seed(0)  # LoRA's A matrices are drawn at random
-    module.configure_model()
-    return module
-
-
-def train_steps(module: WhisperLoRA, batch: dict, steps: int, lr: float) -> list[float]:
-    """Plain AdamW steps on one fixed batch; the losses, first to last."""
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
-    module.train()
-    losses = []
-    for _ in range(steps):
-        loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses
+from tests.conftest import gpu, randomize_lora_b, tiny_module, train_steps, write_common_voice, write_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +21,7 @@ def batch(tmp_path_factory, tiny_model):
 
 
 def test_trainable_count_matches_a_hand_count(tiny_model):
-    module = tiny_module(tiny_model, quantization="none", lora_r=4)
+    module = tiny_module(tiny_model, quantization="none", lora=LoRA(r=4, alpha=8, dropout=0.0))
     config = module.model.config
     # q_proj and v_proj (d_model -> d_model) in every attention block: 1 per encoder layer,
     # 2 per decoder layer (self + cross); each LoRA pair adds r * (in + out).
@@ -56,7 +34,7 @@ def test_trainable_count_matches_a_hand_count(tiny_model):
 
 @pytest.mark.parametrize("quantization, layer", [("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)])
 def test_kbit_base_trains_only_lora_and_loss_falls(tiny_model, batch, quantization, layer):
-    module = tiny_module(tiny_model, quantization=quantization, gradient_checkpointing=True, lora_r=16, lora_alpha=32)
+    module = tiny_module(tiny_model, quantization=quantization, gradient_checkpointing=True, lora=LoRA(r=16, alpha=32, dropout=0.0))
     q_proj = module.model.get_base_model().model.encoder.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, layer)  # the real bitsandbytes path, on CPU
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
@@ -85,7 +63,7 @@ def test_gradient_checkpointing_is_active_in_lightning_training(tmp_path, tiny_m
 
     def saved_tensors(checkpointing: bool) -> int:
         module = Probe(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=checkpointing,
-                       lora_r=4, validate_before_training=False)
+                       lora=LoRA(r=4), validate_before_training=False)
         data = SpeechDataModule(path=str(write_common_voice(tmp_path / str(checkpointing))), model=tiny_model,
                                 language="mr", num_workers=0, batch_size=2)
         L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -130,7 +108,7 @@ def test_unknown_language_fails_before_loading():
 
 def test_validation_gives_finite_metrics_and_zero_shot_at_step_0(tmp_path, tiny_model):
     root = write_common_voice(tmp_path / "cv")
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora_r=4, max_new_tokens=6,
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora=LoRA(r=4), max_new_tokens=6,
                          gradient_checkpointing=False, warmup_steps=1)
     data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, eval_batch_size=2)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0,
@@ -159,7 +137,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny_model, batch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("quantization", ["int8", "nf4", "none"])
 def test_training_step_on_gpu(tiny_model, batch, quantization):
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization=quantization, lora_r=4, validate_before_training=False)
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization=quantization, lora=LoRA(r=4), validate_before_training=False)
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", logger=False)
     module.trainer = trainer
     module._trainer = trainer
@@ -200,15 +178,6 @@ def test_int8_checkpointing_holds_no_layer_inputs_and_still_trains_every_adapter
     assert any(".encoder." in n for n in lora_b) and any(".decoder." in n for n in lora_b)
     for name, param in lora_b.items():  # the encoder too: its checkpoints need an input that requires grad
         assert param.grad is not None and param.grad.abs().sum() > 0, name
-
-
-def randomize_lora_b(module: WhisperLoRA, std: float = 0.5, seed: int = 1) -> None:
-    """LoRA B starts at zero, which would hide any difference in how the update is applied."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(std * torch.randn(p.shape, generator=generator))
 
 
 def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_model, batch):
@@ -278,7 +247,7 @@ def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_m
 def test_attention_kernel_choice_holds_in_forward_recompute_and_decoding(tmp_path, tiny_model, cudnn):
     """cuDNN attention is off (unless asked) wherever attention runs, backward's recompute included."""
     seen = []
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=True, lora_r=4,
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=True, lora=LoRA(r=4),
                          validate_before_training=False, max_new_tokens=4, cudnn_attention=cudnn)
     module.configure_model()
     attention = module.model.get_base_model().model.decoder.layers[0].self_attn
@@ -308,7 +277,7 @@ def test_a_retained_set_in_another_language_is_scored_beside_the_target(tmp_path
 
     target = write_common_voice(tmp_path / "target", splits=("test",), rows_per_split=3)
     other = write_common_voice(tmp_path / "other", splits=("test",), rows_per_split=2, rates=(16000,))
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora_r=4, max_new_tokens=4,
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora=LoRA(r=4), max_new_tokens=4,
                          gradient_checkpointing=False, decoding="static")
     data = SpeechDataModule(path=str(target), model=tiny_model, language="mr", num_workers=0, eval_batch_size=2,
                             val_split="test", retain=RetainedSet(path=str(other), locale="mr", language="English"))

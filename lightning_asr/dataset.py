@@ -1,0 +1,114 @@
+"""One row to model inputs: the clip decoded and checked, its log-mel features and labels; collation."""
+
+from typing import Any, TypedDict
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from lightning_asr.audio import SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
+from lightning_asr.text import clean_transcript
+
+
+class SpeechDataset(Dataset):
+    """Decodes one clip per item, in whichever worker asks for it.
+
+    Bad rows come back as :class:`Skipped` (or raise, with ``strict``) so one broken file costs one
+    clip, not the run. Labelled clips are held to more than unlabelled ones: a clip that is too
+    short, digital silence, or cut short of its stated length cannot match its transcript, so it
+    would teach the model to invent words; the same clip is still transcribed when asked.
+    """
+
+    def __init__(
+        self,
+        rows: pa.Table,
+        processor: Any,
+        max_duration_s: float = 30.0,
+        max_label_tokens: int = 448,
+        strict: bool = False,
+        cache_dir: str | None = None,
+        with_labels: bool = True,
+        min_duration_s: float = 0.0,
+        language: str | None = None,
+    ) -> None:
+        self.rows, self.processor, self.language = rows, processor, language
+        self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
+        self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _row(self, index: int) -> tuple[Any, str]:
+        return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
+
+    def __getitem__(self, index: int) -> dict | Skipped:
+        audio, text = self._row(index)
+        name = audio["path"] if isinstance(audio, dict) else audio
+        text = clean_transcript(text)
+        try:
+            labels = None
+            if self.with_labels:
+                labels = self.processor.tokenizer(text).input_ids
+                if len(labels) > self.max_label_tokens:
+                    raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
+            waveform = read_clip(audio, name, self.cache_dir, self.with_labels)
+            duration = len(waveform) / SAMPLING_RATE
+            if duration > self.max_duration_s:
+                raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
+            if self.with_labels and duration < self.min_duration_s:
+                raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {self.min_duration_s:g} s")
+            if self.with_labels and not waveform.any():
+                raise AudioError(name, "silent", "every sample is zero")
+        except AudioError as err:
+            if self.strict:
+                raise
+            return err.skipped
+        features = log_mel(self.processor.feature_extractor, waveform)
+        return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
+                "language": self.language}
+
+
+class Batch(TypedDict, total=False):
+    """What the data hands the model: the contract between ``data`` and ``module``."""
+
+    input_features: torch.Tensor  # (clips, mel bins, frames): log-mel, 30 s windows or trimmed
+    labels: torch.Tensor  # (clips, tokens), -100 where padded; absent for unlabelled clips (predict)
+    durations: torch.Tensor  # (clips,) seconds of audio
+    paths: list[str]  # each clip's file (or index name)
+    texts: list[str]  # each clip's cleaned transcript ("" unlabelled)
+    language: str | None  # the dataset's language code: the retained set's differs from the target's
+    skipped: list[Skipped]  # rows of this batch that failed; counted by the DataModule, then removed
+
+
+def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frames: bool = False) -> Batch:
+    """Stack features once, pad labels with -100, and carry skipped rows out for counting.
+
+    The decoder start token is stripped when every row begins with it: the model prepends it
+    itself when it shifts the labels right (as the guide's collator does). ``trim_frames`` cuts
+    the mel frames to the longest clip in the batch (rounded up to 1 s) for the trimmed encoder.
+    """
+    good = [x for x in items if not isinstance(x, Skipped)]
+    batch = Batch(skipped=[x for x in items if isinstance(x, Skipped)])
+    if not good:
+        return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
+    frames = good[0]["input_features"].shape[-1]
+    if trim_frames:
+        frames = min(frames, 100 * int(np.ceil(max(x["duration"] for x in good))))
+    # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and
+    # then cutting took about as long as building the clips. default_collate stacks straight into
+    # shared memory inside a DataLoader worker, so the batch is not copied again on its way out.
+    batch["input_features"] = default_collate([torch.from_numpy(x["input_features"][..., :frames]) for x in good])
+    batch["durations"] = torch.tensor([x["duration"] for x in good])
+    batch["paths"] = [x["path"] for x in good]
+    batch["texts"] = [x["text"] for x in good]
+    batch["language"] = good[0].get("language")  # a dataset's clips share one language
+    if good[0]["labels"] is not None:
+        labels = [x["labels"] for x in good]
+        if all(row and row[0] == decoder_start_token_id for row in labels):
+            labels = [row[1:] for row in labels]
+        padded = torch.full((len(labels), max(map(len, labels))), -100, dtype=torch.long)
+        for i, row in enumerate(labels):
+            padded[i, : len(row)] = torch.tensor(row)
+        batch["labels"] = padded
+    return batch

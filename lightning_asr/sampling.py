@@ -1,0 +1,72 @@
+"""Sampling: every clip once per epoch per rank, grouped by length if asked, resumable mid-epoch."""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+
+class ShardSampler(DistributedSampler):
+    """A rank's share of the data, shuffled per epoch, startable mid-epoch.
+
+    Subclassing ``DistributedSampler`` tells Lightning not to replace it. Training shards are
+    padded to equal length (DDP needs the same number of steps on every rank); evaluation shards
+    are not, so no clip is counted twice in WER.
+
+    With ``lengths``, the global order is grouped by length (:func:`group_by_length`) in windows
+    of ``window`` global steps. Step k of rank r takes clips ``k·W·B + r + j·W`` of it: one
+    contiguous run of similar clips shared by all ranks, so trimmed batches carry little padding
+    and no rank waits on a longer batch. The windows depend on W and B; ``order_for`` pins the
+    W and B of a checkpoint for the epoch it resumes, so that epoch continues exactly.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool,
+                 lengths: np.ndarray | None = None, batch_size: int = 1, window: int = 64) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.pad, self.start, self.lengths, self.batch_size, self.window = pad, 0, lengths, batch_size, window
+        self.order_for: tuple[int, int, int] | None = None  # (epoch, world, batch) of a resumed epoch
+
+    def _shard(self) -> list[int]:
+        n = len(self.dataset)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if self.lengths is not None:
+            # Training sorts within windows of up to ``window`` steps of the shuffled order (the
+            # epoch stays random); evaluation sorts everything.
+            world, batch = self.num_replicas, self.batch_size
+            if self.order_for is not None and self.order_for[0] == self.epoch:
+                world, batch = self.order_for[1:]
+            step = world * batch
+            # At least ~4 windows an epoch, so a small dataset is not one sorted (hence fixed) order.
+            span = step * max(1, min(self.window, n // (4 * step))) if self.shuffle else max(n, 1)
+            order = group_by_length(order, self.lengths, span)
+        if self.pad and n % self.num_replicas:
+            order += order[: self.num_replicas - n % self.num_replicas]
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self):
+        shard = self._shard()[self.start :]
+        self.start = 0
+        return iter(shard)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.pad:
+            return -(-n // self.num_replicas)
+        return len(range(self.rank, n, self.num_replicas))
+
+
+def group_by_length(order: list[int], lengths: np.ndarray, span: int) -> list[int]:
+    """``order`` sorted by length, longest first, within consecutive windows of ``span`` clips;
+    the window holding the longest clip goes first, so an out-of-memory shows at step 1, not
+    hours in (the scheme of Hugging Face's LengthGroupedSampler).
+
+    ``span`` should hold several global steps: a step's clips then come from one window.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    windows = [order[i : i + span] for i in range(0, len(order), span)]
+    windows = [w[np.argsort(-lengths[w], kind="stable")] for w in windows]
+    if not windows:
+        return []
+    first = max(range(len(windows)), key=lambda i: lengths[windows[i][0]])
+    windows.insert(0, windows.pop(first))
+    return np.concatenate(windows).tolist()
