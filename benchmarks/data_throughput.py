@@ -78,7 +78,7 @@ def validation_batch(model: str, clips: int = 256) -> dict:
     manifest, _ = make_clips(work / "clips", clips)
     full = lambda extractor, waveform: extractor(waveform, sampling_rate=16000, return_tensors="np").input_features[0]  # noqa: E731
     dm = SpeechDataModule(source="manifest", path=str(manifest), model=model, language="mr", eval_batch_size=clips,
-                          num_workers=0, trim_frames=True)
+                          num_workers=0, trim_encoder=True)
     dm.setup("validate")
     extractor, paths = dm.processor.feature_extractor, dm.datasets["val"].rows["audio"].to_pylist()
     seconds = {}

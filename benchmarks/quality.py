@@ -11,8 +11,8 @@ recorded English digits) and seed:
    (off: every adapter is scored afterwards, the same way) are overridden;
 2. the guide's recipe is trained by ``benchmarks/seed_recipe.py``;
 3. every adapter is scored by one routine (:func:`evaluate`): the base unquantized (fp16 on GPU),
-   the adapter by plain ``PeftModel.from_pretrained``, greedy ``generate(language, task)`` from the
-   audio alone, the language's normaliser (Whisper's English normaliser for English), per-clip
+   the adapter by plain ``PeftModel.from_pretrained``, decoded by the package's own
+   ``WhisperLoRA.transcribe`` (greedy ``generate(language, task)`` from the audio alone), the language's normaliser (Whisper's English normaliser for English), per-clip
    errors. A cv-synth-mr adapter is also scored on cv-synth/en in English: what the fine-tune costs
    the base's other languages.
 
@@ -44,10 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 from lightning_asr.data import SpeechDataModule  # noqa: E402
-from lightning_asr.decode import greedy, prompt_ids  # noqa: E402
-from lightning_asr.lora import merged  # noqa: E402
+from lightning_asr.module import WhisperLoRA  # noqa: E402
 from lightning_asr.text import normalize  # noqa: E402
-from lightning_asr.whisper import language_code, load_base  # noqa: E402
 
 # name: (corpus folder, locale, language, the retained set scored beside it or None)
 TASKS = {
@@ -66,18 +64,19 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
              batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False,
              decoding: str = "generate", from_config: bool = False) -> dict:
     """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split, with
-    each clip's normalised word errors and reference words (for paired comparisons);
-    ``merge``: decode as ``model.merge_for_eval`` does, with the adapter merged into the base;
-    ``decoding``: ``generate`` or ``static`` (``model.decoding``)."""
-    from peft import PeftModel
+    each clip's normalised word errors and reference words (for paired comparisons).
 
+    Decoding is the package's own (``WhisperLoRA.transcribe``, as validation, ``predict`` and
+    ``transcribe`` decode) on an unquantized base, the adapter loaded by ``PeftModel.from_pretrained``;
+    without an adapter, a fresh LoRA whose zero update leaves the base's outputs as they are.
+    ``merge``: ``model.merge_for_eval``; ``decoding``: ``model.decoding``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
-    net = load_base(model, "none", device, dtype, from_config)
-    if adapter:
-        net = PeftModel.from_pretrained(net, adapter)
-    net.eval()
-    code = language_code(language)
+    module = WhisperLoRA(model=model, language=language, quantization="none", dtype=str(dtype).removeprefix("torch."),
+                         from_config=from_config, adapter=adapter, max_new_tokens=max_new_tokens, merge_for_eval=merge,
+                         decoding=decoding, validate_before_training=False)
+    module.configure_model()
+    module.to(device).eval()
     dm = SpeechDataModule(path=data, locale=locale, model=model, language=language, eval_batch_size=batch_size,
                           num_workers=4 if device == "cuda" else 0, max_samples=limit)
     dm.setup("test")
@@ -85,16 +84,10 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     start = time.perf_counter()
     for batch in dm.test_dataloader():
         batch = dm.on_after_batch_transfer(batch, 0)
-        features = batch["input_features"].to(device, dtype)
-        with merged(net, merge):
-            if decoding == "static":
-                whisper = net.get_base_model() if adapter else net
-                ids = greedy(whisper, features, prompt_ids(dm.processor.tokenizer, code), max_new_tokens)
-            else:
-                ids = net.generate(input_features=features, language=code, task="transcribe", max_new_tokens=max_new_tokens)
-        preds += dm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        preds += module.transcribe(batch["input_features"].to(device))[0]
         refs += batch["texts"]
     seconds = time.perf_counter() - start
+    code = module.language
     norm_refs, norm_preds = [normalize(r, code) for r in refs], [normalize(p, code) or "∅" for p in preds]
     per_clip = [jiwer.process_words(r or "∅", p) for r, p in zip(norm_refs, norm_preds)]
     return {

@@ -48,7 +48,7 @@ class Mode:
     quantization: str
     gradient_checkpointing: bool
     batch_size: int
-    trim: bool
+    trim_encoder: bool
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
@@ -253,12 +253,12 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
                     merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
-                         gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim,
+                         gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim_encoder,
                          validate_before_training=False, max_new_tokens=max_new_tokens, compile=mode.compile,
                          merge_for_eval=merge_for_eval, decoding=decoding, cudnn_attention=mode.cudnn_attention)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
-                            trim_frames=mode.trim, group_by_length=mode.group, group_window=group_window)
+                            trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window)
     return module, data
 
 
@@ -381,7 +381,7 @@ def decode_title(key: str) -> str:
     if key == "recipe":
         return f"recipe-eval: {mode.quantization}, batch {batch}, {tokens} new tokens"
     base = "bf16" if mode.quantization == "none" else mode.quantization
-    parts = [base, "trimmed, length-sorted" if mode.trim else "30 s windows"]
+    parts = [base, "trimmed, length-sorted" if mode.trim_encoder else "30 s windows"]
     parts += ["static decoding"] * (decoding == "static") + ["LoRA merged"] * merge_for_eval
     return ", ".join([*parts, f"batch {batch}", f"{tokens} new tokens"])
 

@@ -31,7 +31,7 @@ class ASRCLI(LightningCLI):
         parser.add_lightning_class_args(SpeechThroughput, "throughput")
         for field in ("model", "language", "task"):
             parser.link_arguments(f"model.{field}", f"data.{field}")
-        parser.link_arguments("model.trim_encoder", "data.trim_frames")
+        parser.link_arguments("model.trim_encoder", "data.trim_encoder")
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":

@@ -77,9 +77,9 @@ class SpeechDataModule(L.LightningDataModule):
         max_samples: use only the first N rows of each split (smoke runs); ``None`` for all.
         strict: raise on the first bad clip instead of skipping and counting it.
         cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
-        trim_frames: cut each batch's mel frames to its longest clip (needs ``model.trim_encoder``).
+        trim_encoder: cut each batch's mel frames to its longest clip, for the trimmed encoder (linked from ``model.trim_encoder``).
         group_by_length: batch clips of similar length together (durations from Common Voice's
-            ``clip_durations.tsv``, else file sizes). With ``trim_frames`` it removes most padding;
+            ``clip_durations.tsv``, else file sizes). With ``trim_encoder`` it removes most padding;
             under DDP every rank's batch of a step has similar lengths, so no rank waits. Clips are
             sorted only within windows of the shuffled order, so training order stays random.
         group_window: training steps per sorted window of ``group_by_length``: longer windows pad
@@ -112,7 +112,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_samples: int | None = None,
         strict: bool = False,
         cache_dir: str | None = None,
-        trim_frames: bool = False,
+        trim_encoder: bool = False,
         group_by_length: bool = False,
         group_window: int = 64,
         audio_column: str = "audio",
@@ -132,8 +132,9 @@ class SpeechDataModule(L.LightningDataModule):
         # LightningCLI hands a dict; hparams keep a dict, which a checkpoint loads without unpickling a class.
         retain = dataclasses.asdict(retain) if isinstance(retain, RetainedSet) else retain
         self.retain = RetainedSet(**retain) if retain else None
-        if self.retain:
-            language_code(self.retain.language)  # fail here, not after loading a model
+        # Resolved once, and here, not after loading a model.
+        self.language = language_code(language)
+        self.retain_language = language_code(self.retain.language) if self.retain else None
         self.save_hyperparameters()
         self.datasets: dict[str, SpeechDataset] = {}
         self._skipped: dict[tuple[str, str], Skipped] = {}
@@ -206,7 +207,7 @@ class SpeechDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if self.processor is None:
-            self.processor = load_processor(hp.model, hp.language, hp.task)
+            self.processor = load_processor(hp.model, self.language, hp.task)
         splits = {
             "fit": {"train": hp.train_split, "val": hp.val_split},
             "validate": {"val": hp.val_split},
@@ -228,7 +229,7 @@ class SpeechDataModule(L.LightningDataModule):
                     cache_dir=hp.cache_dir,
                     with_labels=labelled,
                     min_duration_s=hp.min_duration_s,
-                    language=language_code(self.retain.language if name == "retain" else hp.language),
+                    language=self.retain_language if name == "retain" else self.language,
                 )
                 self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
@@ -287,7 +288,7 @@ class SpeechDataModule(L.LightningDataModule):
         return self._clip_lengths[name]
 
     def collate(self, items: list) -> Batch:
-        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_frames)
+        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_encoder)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, train=True)

@@ -81,11 +81,11 @@ class Batch(TypedDict, total=False):
     skipped: list[Skipped]  # rows of this batch that failed; counted by the DataModule, then removed
 
 
-def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frames: bool = False) -> Batch:
+def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encoder: bool = False) -> Batch:
     """Stack features once, pad labels with -100, and carry skipped rows out for counting.
 
     The decoder start token is stripped when every row begins with it: the model prepends it
-    itself when it shifts the labels right (as the guide's collator does). ``trim_frames`` cuts
+    itself when it shifts the labels right (as the guide's collator does). ``trim_encoder`` cuts
     the mel frames to the longest clip in the batch (rounded up to 1 s) for the trimmed encoder.
     """
     good = [x for x in items if not isinstance(x, Skipped)]
@@ -93,7 +93,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_frame
     if not good:
         return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
     frames = good[0]["input_features"].shape[-1]
-    if trim_frames:
+    if trim_encoder:
         frames = min(frames, 100 * int(np.ceil(max(x["duration"] for x in good))))
     # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and
     # then cutting took about as long as building the clips. default_collate stacks straight into

@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
 from lightning_asr.adapter import adapter_info
+from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
 from lightning_asr.decode import greedy, prompt_ids
 from lightning_asr.lora import LoRA, merged, trainable_state
@@ -52,6 +53,8 @@ class WhisperLoRA(L.LightningModule):
         init_seed: seed of that random base.
         gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
         lora: the adapter's rank, scale, dropout, target layers (:class:`~lightning_asr.lora.LoRA`).
+        spec_augment: time and frequency masks on training features, off by default
+            (:class:`~lightning_asr.augment.SpecAugment`).
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
         learning_rate: peak AdamW learning rate.
@@ -63,7 +66,7 @@ class WhisperLoRA(L.LightningModule):
         max_bad_steps: stop with an error after this many non-finite losses in a row (each is skipped).
         log_examples: reference/prediction pairs written to TensorBoard per validation.
         trim_encoder: run the encoder over the batch's real length instead of a 30 s window
-            (with ``data.trim_frames``): much faster on short clips, slightly different numerics.
+            (with ``data.trim_encoder``): much faster on short clips, slightly different numerics.
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
             none`` only): fuses the elementwise work between matmuls. The first two batch shapes
             compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
@@ -92,6 +95,7 @@ class WhisperLoRA(L.LightningModule):
         init_seed: int = 0,
         gradient_checkpointing: bool = True,
         lora: LoRA = LoRA(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
+        spec_augment: SpecAugment = SpecAugment(),  # noqa: B008
         adapter: str | None = None,
         learning_rate: float = 1e-3,
         warmup_steps: int = 50,
@@ -107,7 +111,7 @@ class WhisperLoRA(L.LightningModule):
         cudnn_attention: bool = False,
     ) -> None:
         super().__init__()
-        language_code(language)  # fail at parse time, not after loading a 3 GB model
+        self.language = language_code(language)  # once, and at parse time, not after loading a 3 GB model
         for knob, on in (("compile", compile), ("merge_for_eval", merge_for_eval)):
             if on and quantization != "none":
                 raise ValueError(
@@ -118,6 +122,8 @@ class WhisperLoRA(L.LightningModule):
         # LightningCLI hands a dataclass; hparams keep a dict, which a checkpoint loads without unpickling a class.
         lora = dataclasses.asdict(lora) if isinstance(lora, LoRA) else dict(lora)
         self.lora = LoRA(**lora)
+        spec_augment = dataclasses.asdict(spec_augment) if isinstance(spec_augment, SpecAugment) else dict(spec_augment)
+        self.spec_augment = SpecAugment(**spec_augment)
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
@@ -140,8 +146,9 @@ class WhisperLoRA(L.LightningModule):
         dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
         if hp.adapter:
             adapter_info(hp.adapter)  # a broken adapter folder is named before the base loads
-        self.processor = load_processor(hp.model, hp.language, hp.task)
+        self.processor = load_processor(hp.model, self.language, hp.task)
         base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
+        self.spec_augment.apply(base.config)
         if hp.trim_encoder:
             from lightning_asr.trim import enable_trimmed_encoder
 
@@ -192,7 +199,9 @@ class WhisperLoRA(L.LightningModule):
             return None
         self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1])
         with self.attention():
-            loss = self.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+            # The attention mask only places SpecAugment's time masks on the audio (the encoder ignores it).
+            mask = audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None
+            loss = self.model(input_features=batch["input_features"], attention_mask=mask, labels=batch["labels"]).loss
         if not torch.isfinite(loss):
             self.bad_steps += 1
             self.log("train/skipped_nonfinite", float(self.bad_steps))
@@ -237,7 +246,7 @@ class WhisperLoRA(L.LightningModule):
         """Greedy decoding from the audio alone (language and task forced, no label tokens);
         ``language`` (a code) overrides the model's own, for a batch in another language."""
         hp = self.hparams
-        language = language or language_code(hp.language)
+        language = language or self.language
         # generate() calls the layers with a new cache length every token: compiling that would
         # recompile until torch gives up, so decoding runs the layers eagerly.
         tokenizer = self.processor.tokenizer
@@ -266,7 +275,7 @@ class WhisperLoRA(L.LightningModule):
     def _evaluate(self, batch: Batch, retained: bool = False) -> None:
         if not batch["paths"]:
             return
-        language = batch.get("language") or language_code(self.hparams.language)
+        language = batch.get("language") or self.language
         preds, degenerate = self.transcribe(batch["input_features"], language)
         refs = batch["texts"]
         scores = self.retained if retained else self.scores
@@ -318,7 +327,7 @@ class WhisperLoRA(L.LightningModule):
         if not examples or not hasattr(experiment, "add_text") or not self.trainer.is_global_zero:
             return
         rows = ["| reference | prediction | S | D | I |", "|---|---|---|---|---|"]
-        code = language_code(self.hparams.language)
+        code = self.language
         for ref, pred in examples:
             out = jiwer.process_words(normalize(ref, code) or "∅", normalize(pred, code) or "∅")
             rows.append(f"| {ref} | {pred} | {out.substitutions} | {out.deletions} | {out.insertions} |")
@@ -343,7 +352,7 @@ class WhisperLoRA(L.LightningModule):
             set_rng_states(checkpoint["rng_states"])
 
     def language_name(self) -> str:
-        return LANGUAGES[language_code(self.hparams.language)]
+        return LANGUAGES[self.language]
 
     def adapter_record(self) -> dict[str, Any]:
         """What an adapter folder records about its training (``adapter.save_adapter`` writes it):

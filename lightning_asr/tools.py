@@ -121,7 +121,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
             source="manifest",
             path=path,
             model=module.hparams.model,
-            language=module.hparams.language,
+            language=module.language,
             task=module.hparams.task,
             eval_batch_size=batch_size,
             num_workers=num_workers,

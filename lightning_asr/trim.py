@@ -1,7 +1,7 @@
 """Encoder trimming: run Whisper's encoder over a batch's real length instead of a 30 s window.
 
 Common Voice clips last ~5 s, so ~80 % of a 30 s window is padding the encoder still attends over.
-Trimming feeds only the frames up to the batch's longest clip (``data.trim_frames``) and slices
+Trimming feeds only the frames up to the batch's longest clip (``data.trim_encoder``) and slices
 the sinusoidal position table to match. It changes the numerics (the model never sees the padding
 it was pretrained with), so it is off by default; benchmarks/speed.py measures what it costs in WER.
 """

@@ -25,6 +25,7 @@ def test_recipe_config_is_the_guides(tmp_path):
     lora = model["lora"]
     assert (lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["bias"]) == (32, 64, 0.05, ["q_proj", "v_proj"], "none")
     assert (model["learning_rate"], model["warmup_steps"], model["max_new_tokens"]) == (1e-3, 50, 128)
+    assert model["spec_augment"]["time_prob"] == model["spec_augment"]["feature_prob"] == 0.0  # no augmentation, as the guide
     assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
     assert trainer["gradient_clip_val"] == 1.0  # the HF Trainer's max_grad_norm default
@@ -205,3 +206,13 @@ def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path)
                   "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.max_new_tokens=4"), tmp_path)
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
     assert {"val/wer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= tags
+
+
+def test_spec_augment_trains_through_the_cli_as_the_readme_shows(tmp_path):
+    import yaml
+
+    run(user_args(tmp_path, "--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
+                  "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+                  "--model.max_new_tokens=4"), tmp_path)
+    hparams = yaml.safe_load((tmp_path / "runs/demo/version_0/hparams.yaml").read_text())
+    assert hparams["spec_augment"]["time_prob"] == hparams["spec_augment"]["feature_prob"] == 0.05

@@ -124,10 +124,10 @@ def test_collate_pads_labels_strips_start_token_and_stacks_features():
     assert batch["labels"].tolist() == [[1, 2, 50257], [7, 50257, -100]]
     items[1]["labels"] = [3, 50257]  # not every row starts with it: nothing is stripped
     assert collate(items, 50258)["labels"].tolist() == [[50258, 1, 2, 50257], [3, 50257, -100, -100]]
-    assert collate(items, 50258, trim_frames=True)["input_features"].shape == (2, 80, 300)  # ceil(2.9 s) = 300 frames
+    assert collate(items, 50258, trim_encoder=True)["input_features"].shape == (2, 80, 300)  # ceil(2.9 s) = 300 frames
     items[1]["duration"] = 1.4
     items[0]["input_features"] = np.arange(80 * 300, dtype=np.float32).reshape(80, 300)
-    trimmed = collate(items, 50258, trim_frames=True)["input_features"]
+    trimmed = collate(items, 50258, trim_encoder=True)["input_features"]
     assert trimmed.shape == (2, 80, 200) and trimmed.is_contiguous()
     assert torch.equal(trimmed[0], torch.from_numpy(items[0]["input_features"][:, :200])) and not trimmed[1].any()
 
@@ -228,7 +228,7 @@ def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
 
     def frames(grouped: bool, loader: str) -> tuple[int, list[float]]:
         dm = module(whisper30, path=str(root), train_split="train", val_split="test", batch_size=4, eval_batch_size=4,
-                    trim_frames=True, group_by_length=grouped)
+                    trim_encoder=True, group_by_length=grouped)
         dm.setup("fit")
         batches = list(getattr(dm, loader)())
         return sum(b["input_features"].shape[0] * b["input_features"].shape[-1] for b in batches), sum(

@@ -1,4 +1,7 @@
 import math
+from types import SimpleNamespace
+
+import numpy as np
 
 import bitsandbytes as bnb
 import lightning as L
@@ -292,3 +295,51 @@ def test_a_retained_set_in_another_language_is_scored_beside_the_target(tmp_path
     from lightning_asr.decode import prompt_ids
 
     assert prompt_ids(module.processor.tokenizer, "en")[1] == module.processor.tokenizer.convert_tokens_to_ids("<|en|>")
+
+
+def test_spec_augment_masks_training_features_on_the_audio_only_and_never_outside_training(tiny_model, batch):
+    from lightning_asr.augment import SpecAugment
+
+    seen = []
+
+    def capture(module):
+        # training_step as a Trainer calls it, without one: logging and the learning rate stubbed.
+        module.log = lambda *args, **kwargs: None
+        module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])])
+        encoder = module.model.get_base_model().model.encoder
+        return encoder.register_forward_pre_hook(lambda _, args, kwargs: seen.append((args[0] if args else kwargs["input_features"]).clone()),
+                                                 with_kwargs=True)
+
+    features, frames = batch["input_features"], batch["input_features"].shape[-1]
+    audio_frames = (batch["durations"] * 100).ceil().long().tolist()
+    assert max(audio_frames) < frames  # the window holds padding, where no time mask may fall
+    augment = SpecAugment(time_prob=0.2, time_length=5, feature_prob=0.2, feature_length=4, feature_min_masks=1)
+    module = tiny_module(tiny_model, quantization="none", spec_augment=augment)
+    capture(module)
+    module.train()
+    np.random.seed(0)
+    module.training_step(dict(batch, input_features=features.clone()), 0)
+    masked = seen.pop()
+    for clip, length in enumerate(audio_frames):
+        time_masked = (masked[clip] == 0).all(dim=0)  # every mel bin zero: a time mask
+        feature_masked = (masked[clip] == 0).all(dim=1)  # every frame zero: a frequency mask
+        assert time_masked[:length].any() and not time_masked[length:].any()
+        assert 4 <= int(feature_masked.sum()) < masked.shape[1]
+    # Validation, test and predict run in eval mode: the features reach the encoder untouched.
+    module.eval()
+    with torch.no_grad():
+        module.model(input_features=features.clone(), labels=batch["labels"])
+    assert torch.equal(seen.pop(), features)
+    # Off by default: training sees the features as they are.
+    plain = tiny_module(tiny_model, quantization="none")
+    capture(plain)
+    plain.train()
+    plain.training_step(dict(batch, input_features=features.clone()), 0)
+    assert torch.equal(seen.pop(), features)
+
+
+def test_spec_augment_knobs_are_checked():
+    from lightning_asr.augment import SpecAugment
+
+    with pytest.raises(ValueError, match="model.spec_augment.time_prob"):
+        SpecAugment(time_prob=1.5)
