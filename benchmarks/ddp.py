@@ -32,7 +32,6 @@ from benchmarks.speed import (
     quiet_trainer,
 )
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -167,18 +167,24 @@ def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words
 THREADS: dict[str, str] = dict(os.environ)
 
 
-def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
-    """One adapter's scores on its task (and its retained set), cached beside the adapter."""
+def scores(args: argparse.Namespace, task: str, adapter: str | None = None) -> dict:
+    """The base (+ ``adapter``) on its task's test split, and on the task's retained set as ``retained``."""
     data, locale, language, retained = TASKS[task]
+    evaluation = {"adapter": adapter, "limit": args.limit, "from_config": args.tiny}
+    result = evaluate(args.model, str(data), locale, language, **evaluation)
+    if retained:
+        result["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], **evaluation)
+    return result
+
+
+def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
+    """One adapter's :func:`scores`, cached beside the adapter."""
     cached = Path(adapter).parent / "scores.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    evaluation = {"limit": args.limit, "from_config": args.tiny}
-    scores = evaluate(args.model, str(data), locale, language, adapter=adapter, **evaluation)
-    if retained:
-        scores["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], adapter=adapter, **evaluation)
-    cached.write_text(json.dumps(scores, ensure_ascii=False))
-    return scores
+    result = scores(args, task, adapter)
+    cached.write_text(json.dumps(result, ensure_ascii=False))
+    return result
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -198,9 +204,11 @@ def run(args: argparse.Namespace) -> dict:
         task, name, seed = key
         out = work / task / name / f"seed{seed}"
         if args.collect:  # report what an earlier (or still running) invocation has scored
-            fit = json.loads((out / "fit.json").read_text()) if (out / "fit.json").is_file() else {"adapter": "/nonexistent"}
-            scores = Path(fit["adapter"]).parent / "scores.json"
-            return json.loads(scores.read_text()) | {"train": fit} if scores.is_file() else None
+            if not (out / "fit.json").is_file():
+                return None
+            fit = json.loads((out / "fit.json").read_text())
+            cached = Path(fit["adapter"]).parent / "scores.json"
+            return json.loads(cached.read_text()) | {"train": fit} if cached.is_file() else None
         try:
             fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
                    else fit_config(name, args.model, task, out, args.steps, seed, args.tiny))
@@ -214,17 +222,16 @@ def run(args: argparse.Namespace) -> dict:
     with ThreadPoolExecutor(args.jobs) as pool:
         finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
-        data, locale, language, retained = TASKS[task]
-        evaluation = {"limit": args.limit, "from_config": args.tiny}
-        result = {"zero_shot": evaluate(args.model, str(data), locale, language, **evaluation), "runs": {}}
-        if retained:
-            result["retained_zero_shot"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], **evaluation)
-        for (t, name, seed), scores in sorted(finished.items(), key=lambda kv: jobs_order(kv[0], args)):
-            if t == task and scores is not None:
-                result["runs"].setdefault(name, {})[str(seed)] = scores
+        zero_shot = scores(args, task)
+        result = {"zero_shot": zero_shot, "runs": {}}
+        if "retained" in zero_shot:
+            result["retained_zero_shot"] = zero_shot.pop("retained")
+        for (t, name, seed), entry in sorted(finished.items(), key=lambda kv: jobs_order(kv[0], args)):
+            if t == task and entry is not None:
+                result["runs"].setdefault(name, {})[str(seed)] = entry
         report["tasks"][task] = result | {"summary": summarise(result["runs"]) if "recipe" in result["runs"] else {}}
     report["failed"] = sorted(failed)
-    report["not_run"] = [key for key, scores in finished.items() if scores is None and key not in failed]
+    report["not_run"] = [key for key, entry in finished.items() if entry is None and key not in failed]
     report["reused"], report["reused_runs"] = args.reuse, sorted({f"{t}/{n}" for t, n, _ in reused})
     return report
 

@@ -17,6 +17,7 @@ import soxr
 log = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16_000
+FRAMES_PER_SECOND = 100  # Whisper's log-mel: one frame per 10 ms (a 160-sample hop)
 
 
 @dataclass

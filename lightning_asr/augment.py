@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import torch
 from transformers import WhisperConfig
 
+from lightning_asr.audio import FRAMES_PER_SECOND
+
 
 @dataclass
 class SpecAugment:
@@ -54,5 +56,5 @@ class SpecAugment:
 
 def audio_mask(durations: torch.Tensor, frames: int) -> torch.Tensor:
     """(clips, frames) 1 where a frame holds audio: what Whisper's masking takes as ``attention_mask``."""
-    lengths = (durations * 100).ceil().clamp(max=frames).long()
+    lengths = (durations * FRAMES_PER_SECOND).ceil().clamp(max=frames).long()
     return (torch.arange(frames, device=durations.device)[None, :] < lengths[:, None].to(durations.device)).long()

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_asr.adapter import save_adapter
+from lightning_asr.audio import FRAMES_PER_SECOND
 from lightning_asr.dataset import Batch
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def _batch_size(batch: Batch) -> int:
 def _audio_frames(batch: Batch) -> int:
     # Whisper's 10 ms frames, at least one a clip: Lightning's throughput needs lengths >= samples,
     # and a batch of eight 0.3 s spoken digits holds fewer seconds (2.4) than clips.
-    return int((batch["durations"] * 100).round().clamp(min=1).sum())
+    return int((batch["durations"] * FRAMES_PER_SECOND).round().clamp(min=1).sum())
 
 
 class SpeechThroughput(ThroughputMonitor):

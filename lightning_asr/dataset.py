@@ -7,7 +7,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_asr.audio import SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
+from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
 from lightning_asr.text import clean_transcript
 
 
@@ -94,7 +94,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encod
         return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
     frames = good[0]["input_features"].shape[-1]
     if trim_encoder:
-        frames = min(frames, 100 * int(np.ceil(max(x["duration"] for x in good))))
+        frames = min(frames, FRAMES_PER_SECOND * int(np.ceil(max(x["duration"] for x in good))))
     # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and
     # then cutting took about as long as building the clips. default_collate stacks straight into
     # shared memory inside a DataLoader worker, so the batch is not copied again on its way out.

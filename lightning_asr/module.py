@@ -119,11 +119,9 @@ class WhisperLoRA(L.LightningModule):
                     + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
                        if knob == "compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
                 )
-        # LightningCLI hands a dataclass; hparams keep a dict, which a checkpoint loads without unpickling a class.
-        lora = dataclasses.asdict(lora) if isinstance(lora, LoRA) else dict(lora)
-        self.lora = LoRA(**lora)
-        spec_augment = dataclasses.asdict(spec_augment) if isinstance(spec_augment, SpecAugment) else dict(spec_augment)
-        self.spec_augment = SpecAugment(**spec_augment)
+        # LightningCLI hands dataclasses; hparams keep dicts, which a checkpoint loads without unpickling a class.
+        lora, spec_augment = _fields(lora), _fields(spec_augment)
+        self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
@@ -367,6 +365,11 @@ def error_rates() -> torch.nn.ModuleDict:
     """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
     return torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
                                 "degenerate": MeanMetric()})
+
+
+def _fields(knobs: Any) -> dict:
+    """A dataclass of knobs (or the dict a checkpoint's hparams hold) as a plain dict."""
+    return dataclasses.asdict(knobs) if dataclasses.is_dataclass(knobs) else dict(knobs)
 
 
 def rng_states() -> dict:
