@@ -3,12 +3,13 @@
     python -m benchmarks.data_throughput [--clips DIR] [--rows 1000000]
 
 1. clips/s for decode (48 kHz MP3) + resample + log-mel features, one process and through a
-   DataLoader with ``--workers`` processes, against what training consumes (README: 65.8
-   samples/s on an H100 in the fastest mode; the guide's recipe 3.7);
+   DataLoader with ``--workers`` processes, plain and with ``data.augment`` at its most expensive
+   (speed perturbation and noise on every clip), against what training consumes (the fastest
+   config's samples/s in benchmarks/results/speed.md);
 2. a synthetic ``train.tsv`` of ``--rows`` rows (pointing at a few real clips): time and peak RSS
    of ``setup("fit")`` (goal: <= 10 s and <= 1 GiB on a 2-core, 24 GiB machine), then the time
    ``group_by_length`` takes to find their lengths, from ``clip_durations.tsv`` and from file sizes.
-Writes ``benchmarks/results/data-<date>.{json,md}``.
+Writes ``benchmarks/results/data.{json,md}`` (the current result; git keeps the earlier ones).
 """
 
 import argparse
@@ -22,11 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.speed import write_processor
+from lightning_asr.augment import AudioAugment
+from lightning_asr.data import SpeechDataModule
+
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.speed import write_processor  # noqa: E402
-from lightning_asr.data import SpeechDataModule  # noqa: E402
-
+PARTS = ["throughput", "index", "validation"]
 HEADER = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
 
 
@@ -38,14 +41,19 @@ def processor_folder() -> str:
     return str(folder)
 
 
-def throughput(model: str, root: str, workers: int, batches: int) -> dict:
-    dm = SpeechDataModule(path=root, model=model, language="mr", train_split="train", batch_size=8, num_workers=0)
+# data.augment at its most expensive: every clip resampled (two factors of three) and noised.
+AUGMENT = AudioAugment(speed_factors=[0.9, 1.0, 1.1], noise_prob=1.0)
+
+
+def throughput(model: str, root: str, workers: int, batches: int, augment: AudioAugment | None = None) -> dict:
+    dm = SpeechDataModule(path=root, model=model, language="mr", train_split="train", batch_size=8, num_workers=0,
+                          augment=augment or AudioAugment())
     dm.setup("fit")
     dataset = dm.datasets["train"]
     n = min(len(dataset), 64)
     start = time.perf_counter()
     for i in range(n):
-        dataset[i]
+        dataset[(i, 0) if augment else i]
     single = n / (time.perf_counter() - start)
     dm.hparams.num_workers = workers
     loader = dm.train_dataloader()
@@ -143,34 +151,47 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--only", nargs="*", choices=PARTS, default=PARTS, help="measure only these parts")
+    parser.add_argument("--validation-clips", type=int, default=256)
     args = parser.parse_args()
     if not Path(args.data, "mr").is_dir():
         args.data = str(REPO / "demo" / "common_voice")
     model = processor_folder()
     report = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
               "date": datetime.date.today().isoformat(), "data": args.data}
-    report["throughput"] = throughput(model, args.data, args.workers, args.batches)
-    report["index"] = index_cost(model, Path(args.data) / "mr" / "clips", args.rows)
+    if "throughput" in args.only:
+        report["throughput"] = throughput(model, args.data, args.workers, args.batches)
+        report["throughput_augmented"] = throughput(model, args.data, args.workers, args.batches, AUGMENT)
+    if "index" in args.only:
+        report["index"] = index_cost(model, Path(args.data) / "mr" / "clips", args.rows)
     # After the index: Linux keeps a process's peak RSS across fork + exec, so the index's child
     # would report this process's larger peak as its own.
-    report["validation"] = validation_batch(model)
+    if "validation" in args.only:
+        report["validation"] = validation_batch(model, args.validation_clips)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"data-{report['date']}"
+    stem = results / "data"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    t, i, v = report["throughput"], report["index"], report["validation"]
     lines = [f"# Data path: {report['machine']}, {report['date']}", "",
              f"Command: `python -m benchmarks.data_throughput` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).", "",
-             "| measure | value |", "|---|---|",
-             f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
-             f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
-             f"| a validation batch of {v['clips']} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): features over the full 30 s window | {v['first_batch_full_window_s']:.2f} s |",
-             f"| the same with `log_mel` (the STFT over the audio plus 1 s) | {v['first_batch_log_mel_s']:.2f} s |",
-             f"| the loader's first batch (`log_mel`, collation included) | {v.get('first_batch_loader_s', float('nan')):.2f} s |",
-             f"| after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER | {v['post_processing_s']:.2f} s |",
-             f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |",
-             f"| `group_by_length` lengths of those rows from `clip_durations.tsv` | {i['lengths_from_durations_seconds']:.2f} s |",
-             f"| the same from file sizes: one `stat` a row, over 8 distinct files (warm inode cache; a real release's million files, or network storage, costs more) | {i['lengths_from_sizes_seconds']:.2f} s |"]
+             "| measure | value |", "|---|---|"]
+    if t := report.get("throughput"):
+        a = report["throughput_augmented"]
+        lines += [f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
+                  f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
+                  f"| the same with `data.augment` (speed 0.9/1.0/1.1, white noise on every clip), one process | {a['one_process_clips_per_s']:.1f} clips/s |",
+                  f"| with `data.augment`, through the DataLoader, {a['workers']} workers | {a['loader_clips_per_s']:.1f} clips/s |"]
+    if v := report.get("validation"):
+        lines += [
+            f"| a validation batch of {v['clips']} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): features over the full 30 s window | {v['first_batch_full_window_s']:.2f} s |",
+            f"| the same with `log_mel` (the STFT over the audio plus 1 s) | {v['first_batch_log_mel_s']:.2f} s |",
+            f"| the loader's first batch (`log_mel`, collation included) | {v['first_batch_loader_s']:.2f} s |",
+            f"| after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER | {v['post_processing_s']:.2f} s |"]
+    if i := report.get("index"):
+        lines += [
+            f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |",
+            f"| `group_by_length` lengths of those rows from `clip_durations.tsv` | {i['lengths_from_durations_seconds']:.2f} s |",
+            f"| the same from file sizes: one `stat` a row, over 8 distinct files (warm inode cache; a real release's million files, or network storage, costs more) | {i['lengths_from_sizes_seconds']:.2f} s |"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -6,7 +6,7 @@
 the validation loop's seconds on 1 vs N GPUs, and the error rates, synchronised over ranks.
 
 Each call appends one JSON line to ``--work``/runs.jsonl (rank 0 only); ``--report`` writes
-``benchmarks/results/ddp-<date>.{json,md}``. Lightning's DDP re-runs this script once per extra
+``benchmarks/results/ddp.{json,md}``. Lightning's DDP re-runs this script once per extra
 rank, so the model and clips are built only when absent.
 """
 
@@ -111,7 +111,7 @@ def report(work: Path, results: Path) -> None:
     rows = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
     date = datetime.date.today().isoformat()
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"ddp-{date}.json").write_text(json.dumps(rows, indent=2))
+    (results / "ddp.json").write_text(json.dumps(rows, indent=2))
     lines = [f"# DDP scaling: whisper-large-v2 architecture, {rows[0]['gpu']}, {date}", "",
              ("Command, per mode: `python -m benchmarks.ddp --mode M --devices 1; python -m benchmarks.ddp --mode M --devices 2`, "
               "then `python -m benchmarks.ddp --report`. Same per-GPU batch; samples/s over all GPUs, timed steps after warm-up. "
@@ -136,7 +136,7 @@ def report(work: Path, results: Path) -> None:
         for r in checks:
             lines.append(f"| {r['mode']} | {r['devices']} | {r['per_gpu_batch']} | {r['clips']} | {r['seconds']:.1f} | "
                          f"{r['first_batch_wait_s']:.2f} | {r['peak_gib_rank0']:.2f} | {r['val/wer']:.4f} | {r['val/cer']:.4f} |")
-    (results / f"ddp-{date}.md").write_text("\n".join(lines) + "\n")
+    (results / "ddp.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -37,15 +37,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jiwer
-import numpy as np
+import lightning as L
 import torch
+
+from lightning_asr.args import Decoding
+from lightning_asr.data import SpeechDataModule
+from lightning_asr.metrics import paired_bootstrap
+from lightning_asr.module import WhisperLoRA
+from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
-from lightning_asr.data import SpeechDataModule  # noqa: E402
-from lightning_asr.module import WhisperLoRA  # noqa: E402
-from lightning_asr.text import normalize  # noqa: E402
 
 # name: (corpus folder, locale, language, the retained set scored beside it or None)
 TASKS = {
@@ -56,45 +59,43 @@ RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
 CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4"]
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
 # ``recipe-unquantized``: does the unquantized (bf16) base train as well as the int8 one at the recipe's settings?
-VARIANTS = {"recipe-unquantized": ["--model.quantization=none"]}
+# The augmentations (off in every shipped config), each alone and all together, against recipe-config
+# (``--baseline recipe-config``): do they help a short fine-tune on a small corpus?
+SPEC = ["--model.spec_augment.time_prob=0.05", "--model.spec_augment.feature_prob=0.05"]
+SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
+NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--data.augment.snr_max_db=30"]
+VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
+            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE}
 
 
-@torch.no_grad()
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
              batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False,
              decoding: str = "generate", from_config: bool = False) -> dict:
     """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split, with
     each clip's normalised word errors and reference words (for paired comparisons).
 
-    Decoding is the package's own (``WhisperLoRA.transcribe``, as validation, ``predict`` and
-    ``transcribe`` decode) on an unquantized base, the adapter loaded by ``PeftModel.from_pretrained``;
+    The package's own ``test`` loop scores it (the decode and metrics of validation, ``predict`` and
+    ``transcribe``), on an unquantized base with the adapter loaded by ``PeftModel.from_pretrained``;
     without an adapter, a fresh LoRA whose zero update leaves the base's outputs as they are.
-    ``merge``: ``model.merge_for_eval``; ``decoding``: ``model.decoding``."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
+    ``merge``: ``model.decoding.merge_lora``; ``decoding``: ``model.decoding.method``."""
+    gpu = torch.cuda.is_available()
+    dtype = dtype or (torch.float16 if gpu else torch.float32)
     module = WhisperLoRA(model=model, language=language, quantization="none", dtype=str(dtype).removeprefix("torch."),
-                         from_config=from_config, adapter=adapter, max_new_tokens=max_new_tokens, merge_for_eval=merge,
-                         decoding=decoding, validate_before_training=False)
-    module.configure_model()
-    module.to(device).eval()
+                         from_config=from_config, adapter=adapter, validate_before_training=False,
+                         decoding=Decoding(decoding, max_new_tokens, merge))
     dm = SpeechDataModule(path=data, locale=locale, model=model, language=language, eval_batch_size=batch_size,
-                          num_workers=4 if device == "cuda" else 0, max_samples=limit)
-    dm.setup("test")
-    refs, preds = [], []
+                          num_workers=4 if gpu else 0, max_samples=limit, processor=module.processor)
+    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
     start = time.perf_counter()
-    for batch in dm.test_dataloader():
-        batch = dm.on_after_batch_transfer(batch, 0)
-        preds += module.transcribe(batch["input_features"].to(device))[0]
-        refs += batch["texts"]
+    metrics = trainer.test(module, dm, verbose=False)[0]
     seconds = time.perf_counter() - start
+    refs, preds = map(list, zip(*module.test_transcripts))
     code = module.language
-    norm_refs, norm_preds = [normalize(r, code) for r in refs], [normalize(p, code) or "∅" for p in preds]
-    per_clip = [jiwer.process_words(r or "∅", p) for r, p in zip(norm_refs, norm_preds)]
+    per_clip = [jiwer.process_words(normalize(r, code) or "∅", normalize(p, code) or "∅") for r, p in zip(refs, preds)]
     return {
         "clips": len(refs),
-        "wer": jiwer.wer(refs, [p.strip() or "∅" for p in preds]),
-        "wer_norm": jiwer.wer(norm_refs, norm_preds),
-        "cer": jiwer.cer(norm_refs, norm_preds),
+        **{k: metrics[f"test/{k}"] for k in ("wer", "wer_norm", "cer")},
         "clip_errors": [o.substitutions + o.deletions + o.insertions for o in per_clip],
         "clip_words": [o.hits + o.substitutions + o.deletions for o in per_clip],
         "eval_seconds": seconds,
@@ -123,7 +124,7 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
-                 "--model.compile=false", "--model.dtype=float32", "--data.num_workers=0", "--data.max_samples=8"]
+                 "--model.speed.compile=false", "--model.dtype=float32", "--data.num_workers=0", "--data.max_samples=8"]
     return train_once(args, out, out / "adapters" / "last")
 
 
@@ -148,18 +149,6 @@ def train_once(args: list[str], out: Path, adapter: Path) -> dict:
     result = {"wall_seconds": time.perf_counter() - start, "adapter": str(adapter)}
     done.write_text(json.dumps(result))
     return result
-
-
-def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words: list[int], samples: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """WER(a) - WER(b) over the same clips, and its 95 % bootstrap interval: each side's per-clip
-    errors averaged over its seeds, clips resampled with replacement."""
-    a, b, n = np.mean(errors_a, axis=0), np.mean(errors_b, axis=0), np.asarray(words, dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(n), size=(samples, len(n)))
-    diffs = (a[picks].sum(1) - b[picks].sum(1)) / np.maximum(n[picks].sum(1), 1)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float((a.sum() - b.sum()) / max(n.sum(), 1)), float(low), float(high)
 
 
 # Set in main: each training process's share of the CPU threads. Left alone, every process starts a
@@ -190,14 +179,14 @@ def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "steps": args.steps,
-              "seeds": args.seeds, "configs": args.configs, "tiny": args.tiny, "torch": torch.__version__,
+              "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "tiny": args.tiny, "torch": torch.__version__,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=REPO).stdout.strip(), "tasks": {}}
     reused = reuse(args.reuse, args.steps) if args.reuse else {}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
     # Config by config (on every task): if a session ends early, the configs it finished have all their seeds.
-    jobs = [(task, name, seed) for name in ["recipe", *args.configs] for task in args.tasks for seed in args.seeds
+    jobs = [(task, name, seed) for name in names(args) for task in args.tasks for seed in args.seeds
             if (task, name, seed) not in reused]
 
     def job(key: tuple[str, str, int]) -> dict | None:
@@ -229,16 +218,22 @@ def run(args: argparse.Namespace) -> dict:
         for (t, name, seed), entry in sorted(finished.items(), key=lambda kv: jobs_order(kv[0], args)):
             if t == task and entry is not None:
                 result["runs"].setdefault(name, {})[str(seed)] = entry
-        report["tasks"][task] = result | {"summary": summarise(result["runs"]) if "recipe" in result["runs"] else {}}
+        summary = summarise(result["runs"], args.baseline) if args.baseline in result["runs"] else {}
+        report["tasks"][task] = result | {"summary": summary}
     report["failed"] = sorted(failed)
     report["not_run"] = [key for key, entry in finished.items() if entry is None and key not in failed]
     report["reused"], report["reused_runs"] = args.reuse, sorted({f"{t}/{n}" for t, n, _ in reused})
     return report
 
 
+def names(args: argparse.Namespace) -> list[str]:
+    """The runs, baseline first: the guide's recipe (seed_recipe.py) unless another baseline is named."""
+    return [args.baseline, *(c for c in args.configs if c != args.baseline)]
+
+
 def jobs_order(key: tuple[str, str, int], args: argparse.Namespace) -> tuple[int, int]:
-    names = ["recipe", *args.configs]
-    return (names.index(key[1]) if key[1] in names else len(names), key[2])
+    order = names(args)
+    return (order.index(key[1]) if key[1] in order else len(order), key[2])
 
 
 def reuse(path: str, steps: int) -> dict:
@@ -251,18 +246,18 @@ def reuse(path: str, steps: int) -> dict:
             for name, seeds in result["runs"].items() for seed, scores in seeds.items()}
 
 
-def summarise(runs: dict) -> dict:
-    """Per config: WER mean ± sd over seeds, and the paired difference to the recipe with its interval."""
-    recipe = list(runs["recipe"].values())
+def summarise(runs: dict, baseline: str = "recipe") -> dict:
+    """Per config: WER mean ± sd over seeds, and the paired difference to the baseline with its interval."""
+    recipe = list(runs[baseline].values())
     words = recipe[0]["clip_words"]
     out = {}
     for name, seeds in runs.items():
         wers = [s["wer_norm"] for s in seeds.values()]
         row = {"wer_norm_mean": statistics.mean(wers), "wer_norm_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0,
                "wer_norm_seeds": wers}
-        if name != "recipe":
+        if name != baseline:
             diff, low, high = paired_bootstrap([s["clip_errors"] for s in seeds.values()], [s["clip_errors"] for s in recipe], words)
-            row |= {"diff_to_recipe": diff, "diff_ci95": [low, high], "within_bound": row["wer_norm_mean"] <= statistics.mean(
+            row |= {"diff": diff, "diff_ci95": [low, high], "within_bound": row["wer_norm_mean"] <= statistics.mean(
                 [s["wer_norm"] for s in recipe]) + 0.005}
         retained = [s["retained"]["wer_norm"] for s in seeds.values() if "retained" in s]
         if retained:
@@ -272,24 +267,26 @@ def summarise(runs: dict) -> dict:
 
 
 def markdown(report: dict, command: str) -> str:
-    lines = [f"# Quality: the shipped configs against the guide's recipe, {report['steps']} steps, seeds {report['seeds']}", "",
+    baseline = report.get("baseline", "recipe")
+    against = "the guide's recipe" if baseline == "recipe" else f"`{baseline}`"
+    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {report['steps']} steps, seeds {report['seeds']}", "",
              f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
              "Normalised WER on each task's test split, every adapter scored by the same routine "
-             "(`benchmarks/quality.py`, `evaluate`). Difference: config minus recipe, paired over the same clips, "
-             "95 % bootstrap interval. Bound: mean within 0.5 points of the recipe's mean."]
+             f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
+             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean."]
     for task, result in report["tasks"].items():
         zero = result["zero_shot"]
         lines += ["", f"## {task} ({zero['clips']} test clips; zero-shot {100 * zero['wer_norm']:.1f} %)", ""]
-        header = "| run | clips seen | WER % per seed | mean ± sd | − recipe, points [95 % CI] | within bound |"
+        header = f"| run | clips seen | WER % per seed | mean ± sd | − {baseline}, points [95 % CI] | within bound |"
         retained = "retained_zero_shot" in result
         if retained:
             header += f" retained cv-synth/en WER (zero-shot {100 * result['retained_zero_shot']['wer_norm']:.1f} %) |"
         lines += [header, "|---" * (header.count("|") - 1) + "|"]
         for name, row in result["summary"].items():
             seeds = " · ".join(f"{100 * w:.1f}" for w in row["wer_norm_seeds"])
-            diff = "–" if name == "recipe" else (f"{100 * row['diff_to_recipe']:+.1f} [{100 * row['diff_ci95'][0]:+.1f}, "
+            diff = "–" if name == baseline else (f"{100 * row['diff']:+.1f} [{100 * row['diff_ci95'][0]:+.1f}, "
                                                  f"{100 * row['diff_ci95'][1]:+.1f}]")
-            bound = "–" if name == "recipe" else ("yes" if row["within_bound"] else "**no**")
+            bound = "–" if name == baseline else ("yes" if row["within_bound"] else "**no**")
             title = "the guide's recipe (seed_recipe.py)" if name == "recipe" else f"`{name}`"
             line = f"| {title} | {report['steps'] * batch_size(name):,} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
             if retained:
@@ -317,8 +314,8 @@ def batch_size(name: str) -> int:
 
 # What each check compares: (row title, evaluate() arguments); the first row is the default.
 CHECKS = {
-    "merge": ("Merged bf16 evaluation", [("LoRA branch (default)", {}), ("merged (model.merge_for_eval)", {"merge": True})]),
-    "decoding": ("Static decoding in bf16", [("generate() (default)", {}), ("static (model.decoding: static)", {"decoding": "static"})]),
+    "merge": ("Merged bf16 evaluation", [("LoRA branch (default)", {}), ("merged (model.decoding.merge_lora)", {"merge": True})]),
+    "decoding": ("Static decoding in bf16", [("generate() (default)", {}), ("static (model.decoding.method: static)", {"decoding": "static"})]),
 }
 
 
@@ -331,7 +328,7 @@ def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | No
     report = {"machine": machine, "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
               "runs": runs}
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"quality-{kind}-{report['date']}"
+    stem = results / f"quality-{kind}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     clips = next(iter(runs.values()))["clips"]
     lines = [f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)", "",
@@ -350,20 +347,22 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS + list(VARIANTS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    parser.add_argument("--baseline", default="recipe", choices=["recipe", *CONFIGS, *VARIANTS],
+                        help="the run every other is compared with (default: the guide's recipe, seed_recipe.py)")
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)")
     parser.add_argument("--work", default="/tmp/quality")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test clips (smoke runs)")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
-    parser.add_argument("--name", default=None, help="results file stem (default quality-seeds-<date>)")
+    parser.add_argument("--name", default=None, help="results file stem (default quality)")
     parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 2 steps, 4 clips")
     parser.add_argument("--reuse", metavar="REPORT.json", help="take the runs of an earlier report (same steps) "
                         "instead of training them again")
     parser.add_argument("--collect", action="store_true", help="train nothing: report the runs already scored under --work")
     parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
     parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
-                        "model.merge_for_eval, into quality-merge-<date>.{json,md}")
+                        "model.decoding.merge_lora, into quality-merge.{json,md}")
     parser.add_argument("--decoding-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER by generate() "
-                        "and by model.decoding: static, into quality-decoding-<date>.{json,md}")
+                        "and by model.decoding.method: static, into quality-decoding.{json,md}")
     args = parser.parse_args()
     data = Path(args.data_dir) if args.data_dir else SHARED / "data"
     if args.merge_check or args.decoding_check:
@@ -381,7 +380,7 @@ def main() -> None:
     report = run(args)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / (args.name or f"quality-seeds-{report['date']}")
+    stem = results / (args.name or "quality")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     text = markdown(report, "python -m benchmarks.quality " + " ".join(sys.argv[1:]))
     stem.with_suffix(".md").write_text(text)

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 
-
 @dataclass
 class DataCollatorSpeechSeq2SeqWithPadding:
     """The guide's collator, verbatim apart from type hints."""

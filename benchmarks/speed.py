@@ -28,11 +28,12 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
-REPO = Path(__file__).resolve().parents[1]
-
+from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import WhisperLoRA
 from lightning_asr.whisper import train_flops
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOKENIZER_FILES = ["added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
                    "generation_config.json"]
@@ -52,9 +53,9 @@ class Mode:
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
-    cudnn_attention: bool = False  # model.cudnn_attention
+    cudnn_attention: bool = False  # model.speed.cudnn_attention
     tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
-    compile: bool = False  # model.compile: torch.compile each encoder/decoder layer
+    compile: bool = False  # model.speed.compile: torch.compile each encoder/decoder layer
 
 
 MODES = [
@@ -72,7 +73,7 @@ MODES = [
     # Runs 1-5 ran every mode with cuDNN attention (then the default); run 5's profile puts 40 % of this
     # mode's step into cuDNN's host-side plan building for new shapes.
     Mode("bf16-trim-gc-b16-compile-cudnn-attention", "none", True, 16, True, "bf16-mixed",
-         "lean-bf16 with cuDNN attention (model.cudnn_attention: true)", True, cudnn_attention=True, compile=True),
+         "lean-bf16 with cuDNN attention (model.speed.cudnn_attention: true)", True, cudnn_attention=True, compile=True),
     # fast-bf16.yaml as configured: at batch 128 the GPU is the limit, where cuDNN's kernels won (run 4).
     Mode("bf16-trim-gc-b128-compile-cudnn-attention", "none", True, 128, True, "bf16-mixed",
          "fast-bf16: bf16-trim-gc-b128 compiled, with cuDNN attention", True, cudnn_attention=True, compile=True),
@@ -229,9 +230,9 @@ def reset() -> None:
 
 
 def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_audio: float, out: Path) -> dict:
-    from benchmarks import seed_recipe
     from transformers import WhisperProcessor
 
+    from benchmarks import seed_recipe
     from lightning_asr.sources import manifest_index
 
     processor = WhisperProcessor.from_pretrained(model_dir, language="Marathi", task="transcribe")
@@ -252,13 +253,13 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
                     merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
-    module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization,
-                         gradient_checkpointing=mode.gradient_checkpointing, trim_encoder=mode.trim_encoder,
-                         validate_before_training=False, max_new_tokens=max_new_tokens, compile=mode.compile,
-                         merge_for_eval=merge_for_eval, decoding=decoding, cudnn_attention=mode.cudnn_attention)
+    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention)
+    module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
+                         validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval))
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
-                            trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window)
+                            trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
+                            processor=module.processor)
     return module, data
 
 
@@ -306,7 +307,7 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     # Then one batch profiled, per token step: the second, past the workers' start, where there is
     # one. 16 steps only: a profile of 96 token steps holds ~400k kernel events, and summarising
     # them outlasted a 10-minute device call.
-    module.hparams.max_new_tokens = PROFILED_TOKENS
+    module.decoding.max_new_tokens = PROFILED_TOKENS
     profiled = LoopTimer(profile_batch=int(clips > batch_size))
     quiet_trainer(mode, accelerator, limit_val_batches=2, callbacks=[profiled]).validate(module, data)
     return row | {"profile": profiled.profile}
@@ -351,7 +352,7 @@ class LoopTimer(L.Callback):
 
 
 PROFILED_TOKENS = 16
-DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, model.decoding)
+DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lora, model.decoding.method)
     "recipe": ("ours-recipe", 8, 32, False, "generate"),
     "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
     "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
@@ -375,7 +376,7 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.merge_for_eval, mo
     "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
-    """A decode's row title in the report (and its key in the JSON), from what DECODES says it runs."""
+    """A decode's row title in the report, from what DECODES says it runs."""
     mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
     mode = next(m for m in MODES if m.name == mode)
     if key == "recipe":
@@ -400,7 +401,10 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/speed")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--merge", nargs="*", help="merge these report JSONs (runs split over GPUs) into --results")
+    parser.add_argument("--list-decodes", action="store_true", help="print each --decode name and its report title, as JSON")
     args = parser.parse_args()
+    if args.list_decodes:
+        return print(json.dumps({key: decode_title(key) for key in DECODES}, indent=1))
     if args.merge:
         return merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.results))
     work = Path(args.work)
@@ -446,13 +450,13 @@ def main() -> None:
         if args.tiny:
             batch = min(batch, 8)
         try:
-            report["decode"][decode_title(key)] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator,
-                                                              tokens, merge_for_eval, decoding)
+            report["decode"][key] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator, tokens,
+                                               merge_for_eval, decoding) | {"title": decode_title(key)}
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)
             continue
-        print(key, report["decode"][decode_title(key)], flush=True)
+        print(key, report["decode"][key], flush=True)
         write(report, results, args.tiny)
 
 
@@ -469,7 +473,7 @@ def merge(reports: list[dict], results: Path) -> None:
 
 def write(report: dict, results: Path, tiny: bool) -> None:
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"speed-{report['date']}{'-tiny' if tiny else ''}"
+    stem = results / f"speed{'-tiny' if tiny else ''}"
     base = report["train"].get("recipe", {}).get("samples_per_s")
     for row in report["train"].values():
         if "samples_per_s" not in row:
@@ -494,6 +498,7 @@ def write(report: dict, results: Path, tiny: bool) -> None:
                    "| of which waiting for data, s (first batch) | whole validate() call, s | tokens/s | peak GiB |"),
               "|---|---|---|---|---|---|---|"]
     for name, r in report["decode"].items():
+        name = r.get("title", name)
         call = f"{r['validate_call_s']:.1f}" if "validate_call_s" in r else "–"
         wait = f"{r['data_wait_s']:.2f} ({r['first_batch_wait_s']:.2f})" if "data_wait_s" in r else "–"
         lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {wait} | {call} | {r['tokens_per_s']:.0f} "

@@ -23,7 +23,8 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 
 class ASRCLI(LightningCLI):
     """LightningCLI with the adapter checkpoint, throughput monitor and step progress bar always on,
-    the model's name, language and task passed to the data module so they are set in one place,
+    the model's name, language, task and processor passed to the data module so they are set (and
+    built) in one place,
     and ``fit --ckpt_path last`` resuming the interrupted run in its own run folder."""
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -31,7 +32,8 @@ class ASRCLI(LightningCLI):
         parser.add_lightning_class_args(SpeechThroughput, "throughput")
         for field in ("model", "language", "task"):
             parser.link_arguments(f"model.{field}", f"data.{field}")
-        parser.link_arguments("model.trim_encoder", "data.trim_encoder")
+        parser.link_arguments("model.speed.trim_encoder", "data.trim_encoder")
+        parser.link_arguments("model", "data.processor", compute_fn=lambda model: model.processor, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":

@@ -6,7 +6,6 @@ Hugging Face dataset. All three become the same two-column index (``audio``, ``t
 memory; no audio is touched until a worker needs the clip.
 """
 
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -19,8 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
+from transformers import WhisperProcessor
 
+from lightning_asr.args import as_dict
 from lightning_asr.audio import AudioError, Skipped
+from lightning_asr.augment import AudioAugment
 from lightning_asr.dataset import Batch, SpeechDataset, collate
 from lightning_asr.sampling import ShardSampler
 from lightning_asr.sources import DataConfigError, clip_lengths, common_voice_folder, common_voice_index, hf_index
@@ -77,7 +79,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_samples: use only the first N rows of each split (smoke runs); ``None`` for all.
         strict: raise on the first bad clip instead of skipping and counting it.
         cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
-        trim_encoder: cut each batch's mel frames to its longest clip, for the trimmed encoder (linked from ``model.trim_encoder``).
+        trim_encoder: cut each batch's mel frames to its longest clip, for the trimmed encoder (linked from ``model.speed.trim_encoder``).
         group_by_length: batch clips of similar length together (durations from Common Voice's
             ``clip_durations.tsv``, else file sizes). With ``trim_encoder`` it removes most padding;
             under DDP every rank's batch of a step has similar lengths, so no rank waits. Clips are
@@ -91,6 +93,10 @@ class SpeechDataModule(L.LightningDataModule):
         retain: a Common Voice split in another language (:class:`RetainedSet`) scored at every
             validation as ``val_retain/*``: how much of the base's other languages the fine-tune
             costs. Costs a second validation pass over its clips.
+        augment: speed perturbation and additive noise on training clips, off by default
+            (:class:`~lightning_asr.augment.AudioAugment`); ``model.spec_augment`` masks the features.
+        processor: the model's processor, handed over by the CLI (built once); ``None`` builds it
+            from ``model``, ``language`` and ``task``.
     """
 
     def __init__(
@@ -120,6 +126,8 @@ class SpeechDataModule(L.LightningDataModule):
         hf_config: str | None = None,
         seed: int = 42,
         retain: RetainedSet | None = None,
+        augment: AudioAugment = AudioAugment(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
+        processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
         for field, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
@@ -129,18 +137,21 @@ class SpeechDataModule(L.LightningDataModule):
                 raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
         if max_duration_s is not None and max_duration_s <= min_duration_s:
             raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
-        # LightningCLI hands a dict; hparams keep a dict, which a checkpoint loads without unpickling a class.
-        retain = dataclasses.asdict(retain) if isinstance(retain, RetainedSet) else retain
+        retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
         self.retain = RetainedSet(**retain) if retain else None
+        try:
+            self.augment = AudioAugment(**augment)
+        except ValueError as err:  # a noise folder is checked at parse time, not an hour into the first epoch
+            raise DataConfigError(str(err)) from None
         # Resolved once, and here, not after loading a model.
         self.language = language_code(language)
         self.retain_language = language_code(self.retain.language) if self.retain else None
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
         self._skipped: dict[tuple[str, str], Skipped] = {}
         self._resume: dict | None = None
         self._clip_lengths: dict[str, np.ndarray] = {}
-        self.processor = None
+        self.processor = processor
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -230,6 +241,8 @@ class SpeechDataModule(L.LightningDataModule):
                     with_labels=labelled,
                     min_duration_s=hp.min_duration_s,
                     language=self.retain_language if name == "retain" else self.language,
+                    augment=self.augment if name == "train" else None,
+                    seed=hp.seed,
                 )
                 self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
@@ -248,7 +261,8 @@ class SpeechDataModule(L.LightningDataModule):
         # Predictions keep the input order: transcripts are read in the order the files were given.
         lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
         sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
-                               lengths=lengths, batch_size=batch_size, window=self.hparams.group_window)
+                               lengths=lengths, batch_size=batch_size, window=self.hparams.group_window,
+                               with_epoch=train and self.augment.enabled)
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
             # a global count resumes correctly under any world size (to within one batch).

@@ -7,6 +7,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from lightning_asr.augment import AudioAugment
 from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
 from lightning_asr.text import clean_transcript
 
@@ -18,6 +19,9 @@ class SpeechDataset(Dataset):
     clip, not the run. Labelled clips are held to more than unlabelled ones: a clip that is too
     short, digital silence, or cut short of its stated length cannot match its transcript, so it
     would teach the model to invent words; the same clip is still transcribed when asked.
+
+    With ``augment`` (training only), an item is asked for as ``(index, epoch)`` (the sampler's
+    ``with_epoch``), and the clip's augmentation is drawn from an RNG seeded by ``seed``, epoch and index.
     """
 
     def __init__(
@@ -31,8 +35,11 @@ class SpeechDataset(Dataset):
         with_labels: bool = True,
         min_duration_s: float = 0.0,
         language: str | None = None,
+        augment: AudioAugment | None = None,
+        seed: int = 0,
     ) -> None:
         self.rows, self.processor, self.language = rows, processor, language
+        self.augment, self.seed = (augment if augment and augment.enabled else None), seed
         self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
 
@@ -42,7 +49,8 @@ class SpeechDataset(Dataset):
     def _row(self, index: int) -> tuple[Any, str]:
         return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
 
-    def __getitem__(self, index: int) -> dict | Skipped:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | Skipped:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         audio, text = self._row(index)
         name = audio["path"] if isinstance(audio, dict) else audio
         text = clean_transcript(text)
@@ -64,6 +72,9 @@ class SpeechDataset(Dataset):
             if self.strict:
                 raise
             return err.skipped
+        if self.augment is not None:
+            waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
+            duration = len(waveform) / SAMPLING_RATE
         features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
                 "language": self.language}

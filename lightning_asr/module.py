@@ -1,7 +1,6 @@
 """The model path: a k-bit Whisper base with LoRA adapters, trained on loss, validated on WER."""
 
 import contextlib
-import dataclasses
 import logging
 import math
 import random
@@ -18,6 +17,7 @@ from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
 from lightning_asr.adapter import adapter_info
+from lightning_asr.args import Decoding, Speed, as_dict
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
 from lightning_asr.decode import greedy, prompt_ids
@@ -51,37 +51,21 @@ class WhisperLoRA(L.LightningModule):
         from_config: build a seeded random base from ``model``'s ``config.json`` instead of loading
             weights (the offline demo and speed benchmarks).
         init_seed: seed of that random base.
-        gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
         lora: the adapter's rank, scale, dropout, target layers (:class:`~lightning_asr.lora.LoRA`).
         spec_augment: time and frequency masks on training features, off by default
             (:class:`~lightning_asr.augment.SpecAugment`).
+        decoding: how validation, test and predict decode (:class:`~lightning_asr.args.Decoding`).
+        speed: checkpointing, the trimmed encoder, compiled layers, attention kernels
+            (:class:`~lightning_asr.args.Speed`).
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
         learning_rate: peak AdamW learning rate.
         warmup_steps: optimizer steps of linear warm-up, then linear decay to 0.
         weight_decay: AdamW weight decay on adapter weights.
-        max_new_tokens: generation cap during validation; a prediction that hits it counts as degenerate.
         validate_before_training: run a full validation before the first step, so the zero-shot WER
             is logged at step 0 next to every later value. Turn off for quick runs.
         max_bad_steps: stop with an error after this many non-finite losses in a row (each is skipped).
         log_examples: reference/prediction pairs written to TensorBoard per validation.
-        trim_encoder: run the encoder over the batch's real length instead of a 30 s window
-            (with ``data.trim_encoder``): much faster on short clips, slightly different numerics.
-        compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
-            none`` only): fuses the elementwise work between matmuls. The first two batch shapes
-            compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
-        merge_for_eval: decode with the LoRA update merged into the base weights (``quantization:
-            none`` only): no LoRA branch kernels in any token step. Slightly different numerics (one
-            bf16 rounding of W + BA); the base's exact weights are restored after every batch, from
-            a copy of the adapted layers' weights (630 MB for large-v2 with q/v adapters).
-        decoding: how validation, test and predict decode, greedy either way: ``generate`` is
-            transformers' ``generate()``; ``static`` is our loop over a preallocated KV cache
-            (``decode.py``), its token step replayed as a CUDA graph on GPU with ``quantization:
-            none``. The same tokens in fp32; faster with bf16 and nf4 bases, slower with int8
-            (benchmarks/README.md, "Speed").
-        cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
-            cuDNN plans every new input shape, which costs host time when batch lengths vary
-            (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
     """
 
     def __init__(
@@ -93,45 +77,45 @@ class WhisperLoRA(L.LightningModule):
         dtype: Dtype = "auto",
         from_config: bool = False,
         init_seed: int = 0,
-        gradient_checkpointing: bool = True,
         lora: LoRA = LoRA(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
         spec_augment: SpecAugment = SpecAugment(),  # noqa: B008
+        decoding: Decoding = Decoding(),  # noqa: B008
+        speed: Speed = Speed(),  # noqa: B008
         adapter: str | None = None,
         learning_rate: float = 1e-3,
         warmup_steps: int = 50,
         weight_decay: float = 0.0,
-        max_new_tokens: int = 128,
         validate_before_training: bool = True,
         max_bad_steps: int = 10,
         log_examples: int = 8,
-        trim_encoder: bool = False,
-        compile: bool = False,
-        merge_for_eval: bool = False,
-        decoding: Literal["generate", "static"] = "generate",
-        cudnn_attention: bool = False,
     ) -> None:
         super().__init__()
         self.language = language_code(language)  # once, and at parse time, not after loading a 3 GB model
-        for knob, on in (("compile", compile), ("merge_for_eval", merge_for_eval)):
+        lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
+        self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
+        self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
+        for knob, on in (("speed.compile", self.speed.compile), ("decoding.merge_lora", self.decoding.merge_lora)):
             if on and quantization != "none":
                 raise ValueError(
                     f"model.{knob}: true needs model.quantization: none (got {quantization!r}): "
                     + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
-                       if knob == "compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
+                       if knob == "speed.compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
                 )
-        # LightningCLI hands dataclasses; hparams keep dicts, which a checkpoint loads without unpickling a class.
-        lora, spec_augment = _fields(lora), _fields(spec_augment)
-        self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
-        self.processor = None
+        # Tokenizer and feature extractor, built here (seconds, not the base's minutes) so that the
+        # CLI hands this same object to the DataModule (``link_arguments(..., apply_on="instantiate")``).
+        self.processor = load_processor(model, self.language, task)
         self.bad_steps = 0
         self.flops_per_batch: int | None = None
         # The target's scores, and the same for a retained set in another language (``data.retain``):
         # what the fine-tune costs the base elsewhere, logged under ``val_retain/``.
         self.scores, self.retained = error_rates(), error_rates()
         self.examples: list[tuple[str, str]] = []
+        # Every (reference, prediction) of the last ``test`` run, in order: per-clip errors for
+        # paired comparisons (benchmarks/quality.py), from the same decode that gave test/wer.
+        self.test_transcripts: list[tuple[str, str]] = []
         self.history: list[tuple[int, float, float]] = []
 
     # -- model ------------------------------------------------------------------------------------
@@ -144,10 +128,9 @@ class WhisperLoRA(L.LightningModule):
         dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
         if hp.adapter:
             adapter_info(hp.adapter)  # a broken adapter folder is named before the base loads
-        self.processor = load_processor(hp.model, self.language, hp.task)
         base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
         self.spec_augment.apply(base.config)
-        if hp.trim_encoder:
+        if self.speed.trim_encoder:
             from lightning_asr.trim import enable_trimmed_encoder
 
             enable_trimmed_encoder(base)
@@ -160,11 +143,11 @@ class WhisperLoRA(L.LightningModule):
         reentrant = hp.quantization == "int8"
         ckpt = {"use_reentrant": reentrant}
         if hp.quantization != "none":
-            base = prepare_model_for_kbit_training(base, hp.gradient_checkpointing, ckpt)
+            base = prepare_model_for_kbit_training(base, self.speed.gradient_checkpointing, ckpt)
         else:
             for p in base.parameters():
                 p.requires_grad_(False)
-            if hp.gradient_checkpointing:
+            if self.speed.gradient_checkpointing:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
                 base.enable_input_require_grads()
         if hp.adapter:
@@ -175,7 +158,7 @@ class WhisperLoRA(L.LightningModule):
         # without this the base never trains as a whole and gradient checkpointing (which only acts
         # in training mode) silently does nothing.
         self.model.train()
-        if hp.compile:
+        if self.speed.compile:
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
             whisper = self.model.get_base_model().model
@@ -189,7 +172,7 @@ class WhisperLoRA(L.LightningModule):
     def attention(self) -> contextlib.AbstractContextManager:
         """The attention kernels forward and backward may use (compiled layers bake in their first choice)."""
         backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-        return sdpa_kernel(backends + [SDPBackend.CUDNN_ATTENTION] * self.hparams.cudnn_attention)
+        return sdpa_kernel(backends + [SDPBackend.CUDNN_ATTENTION] * self.speed.cudnn_attention)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         n = len(batch["paths"])
@@ -243,27 +226,27 @@ class WhisperLoRA(L.LightningModule):
     def transcribe(self, input_features: torch.Tensor, language: str | None = None) -> tuple[list[str], list[bool]]:
         """Greedy decoding from the audio alone (language and task forced, no label tokens);
         ``language`` (a code) overrides the model's own, for a batch in another language."""
-        hp = self.hparams
+        hp, decoding = self.hparams, self.decoding
         language = language or self.language
         # generate() calls the layers with a new cache length every token: compiling that would
         # recompile until torch gives up, so decoding runs the layers eagerly.
         tokenizer = self.processor.tokenizer
         features = input_features.to(self.dtype_of_inputs())
-        with torch.compiler.set_stance("force_eager"), merged(self.model, hp.merge_for_eval), self.attention():
-            if hp.decoding == "static":
-                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), hp.max_new_tokens,
+        with torch.compiler.set_stance("force_eager"), merged(self.model, decoding.merge_lora), self.attention():
+            if decoding.method == "static":
+                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
                              cuda_graph=hp.quantization == "none")
             else:
                 ids = self.model.generate(
                     input_features=features,
                     language=language,
                     task=hp.task,
-                    max_new_tokens=hp.max_new_tokens,
+                    max_new_tokens=decoding.max_new_tokens,
                     use_cache=True,
                 )
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         special = set(tokenizer.all_special_ids)
-        degenerate = [is_degenerate([t for t in row.tolist() if t not in special], hp.max_new_tokens) for row in ids]
+        degenerate = [is_degenerate([t for t in row.tolist() if t not in special], decoding.max_new_tokens) for row in ids]
         return [clean_transcript(t) for t in texts], degenerate
 
     def dtype_of_inputs(self) -> torch.dtype:
@@ -282,12 +265,17 @@ class WhisperLoRA(L.LightningModule):
         scores["wer_norm"].update(norm_preds, norm_refs)
         scores["cer"].update(norm_preds, norm_refs)
         scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
+        if self._trainer is not None and self.trainer.testing:
+            self.test_transcripts += zip(refs, preds)
         if not retained:
             room = self.hparams.log_examples - len(self.examples)
             self.examples += list(zip(refs, preds))[: max(room, 0)]
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, retained=dataloader_idx == 1)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_transcripts = []
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch)
@@ -358,18 +346,13 @@ class WhisperLoRA(L.LightningModule):
         hp = self.hparams
         return {"base_model": hp.model, "from_config": hp.from_config, "init_seed": hp.init_seed,
                 "language": self.language_name(), "task": hp.task, "quantization": hp.quantization,
-                "trim_encoder": hp.trim_encoder}
+                "trim_encoder": self.speed.trim_encoder}
 
 
 def error_rates() -> torch.nn.ModuleDict:
     """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
     return torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
                                 "degenerate": MeanMetric()})
-
-
-def _fields(knobs: Any) -> dict:
-    """A dataclass of knobs (or the dict a checkpoint's hparams hold) as a plain dict."""
-    return dataclasses.asdict(knobs) if dataclasses.is_dataclass(knobs) else dict(knobs)
 
 
 def rng_states() -> dict:

@@ -17,13 +17,18 @@ class ShardSampler(DistributedSampler):
     contiguous run of similar clips shared by all ranks, so trimmed batches carry little padding
     and no rank waits on a longer batch. The windows depend on W and B; ``order_for`` pins the
     W and B of a checkpoint for the epoch it resumes, so that epoch continues exactly.
+
+    ``with_epoch`` yields ``(index, epoch)`` instead of the index: what a dataset that augments
+    seeds each clip's draw with (a worker's copy of the dataset never sees ``set_epoch``).
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool,
-                 lengths: np.ndarray | None = None, batch_size: int = 1, window: int = 64) -> None:
+                 lengths: np.ndarray | None = None, batch_size: int = 1, window: int = 64,
+                 with_epoch: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.pad, self.start, self.lengths, self.batch_size, self.window = pad, 0, lengths, batch_size, window
         self.order_for: tuple[int, int, int] | None = None  # (epoch, world, batch) of a resumed epoch
+        self.with_epoch = with_epoch
 
     def _shard(self) -> list[int]:
         n = len(self.dataset)
@@ -46,7 +51,7 @@ class ShardSampler(DistributedSampler):
     def __iter__(self):
         shard = self._shard()[self.start :]
         self.start = 0
-        return iter(shard)
+        return iter([(i, self.epoch) for i in shard] if self.with_epoch else shard)
 
     def __len__(self) -> int:
         n = len(self.dataset)

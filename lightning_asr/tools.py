@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from peft import PeftModel
 
 from lightning_asr.adapter import adapter_info
+from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
@@ -127,6 +128,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
             num_workers=num_workers,
             audio_column=audio_column,
             text_column=None,
+            processor=module.processor,
         )
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
         batches = trainer.predict(module, datamodule=data)
@@ -157,9 +159,7 @@ def _decoder(adapter: str | None, base: str | None, language: str | None, task: 
         from_config=info.get("from_config", False),
         init_seed=info.get("init_seed", 0),
         adapter=adapter,
-        max_new_tokens=max_new_tokens,
-        trim_encoder=False,
-        decoding=decoding,
+        decoding=Decoding(decoding, max_new_tokens),
     )
     return module
 

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
+from lightning_asr.args import Decoding, Speed
 from lightning_asr.lora import LoRA
 from lightning_asr.module import WhisperLoRA
 
@@ -61,11 +62,14 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def whisper30(tmp_path_factory) -> str:
-    """A config-only tiny Whisper with the standard 30 s window (for real-length clips)."""
-    from benchmarks.speed import write_processor
+    """A config-only tiny Whisper with the standard 30 s window (for real-length clips): the demo's
+    tokenizer beside transformers' default (30 s) feature extractor."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
     folder = write_tiny_model(tmp_path_factory.mktemp("whisper30"), weights=False, max_source_positions=1500)
-    return str(write_processor(folder))
+    tokenizer = WhisperTokenizer.from_pretrained(REPO / "demo" / "whisper-tiny-random")
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
+    return str(folder)
 
 
 def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -101,8 +105,8 @@ def write_common_voice(root: Path, rates=(48000, 8000, 22050), splits=("train", 
 
 
 def tiny_module(model: str, **kwargs) -> WhisperLoRA:
-    defaults = dict(model=model, language="mr", gradient_checkpointing=False, lora=LoRA(r=4, alpha=8, dropout=0.0),
-                    validate_before_training=False, max_new_tokens=8)
+    defaults = dict(model=model, language="mr", speed=Speed(gradient_checkpointing=False), lora=LoRA(r=4, alpha=8, dropout=0.0),
+                    validate_before_training=False, decoding=Decoding(max_new_tokens=8))
     module = WhisperLoRA(**(defaults | kwargs))
     torch.manual_seed(0)  # LoRA's A matrices are drawn at random
     module.configure_model()

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from benchmarks.speed import DECODES, decode_title
 from tests.conftest import REPO
 
 # benchmarks/ is not installed: `python -m benchmarks.<name>` from another folder finds it on the path.
@@ -19,7 +18,10 @@ DECODE_PATHS = ["recipe", "bf16-merged-b128", "bf16-static-b256", "bf16-static-m
 
 
 def test_decode_entries_have_distinct_titles():
-    assert len({decode_title(key) for key in DECODES}) == len(DECODES)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--list-decodes"], check=True, capture_output=True,
+                         text=True, env=MODULES).stdout
+    titles = json.loads(out)
+    assert set(DECODE_PATHS) < set(titles) and len(set(titles.values())) == len(titles)
 
 
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
@@ -27,10 +29,10 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--tiny", "--work", str(tmp_path / "work"),
                     "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "--decode", *DECODE_PATHS],
                    check=True, cwd=tmp_path, capture_output=True, env=MODULES)
-    report = json.loads(next(tmp_path.glob("speed-*-tiny.json")).read_text())
+    report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
     assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
-    assert list(report["decode"]) == [decode_title(key) for key in DECODE_PATHS]
+    assert list(report["decode"]) == DECODE_PATHS and len({row["title"] for row in report["decode"].values()}) == len(DECODE_PATHS)
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
     # The data waits are part of the loop, the first batch's (workers starting) among them.
     assert all(0 < row["first_batch_wait_s"] <= row["data_wait_s"] < row["seconds"] for row in report["decode"].values())
@@ -38,7 +40,7 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     # --tiny decodes in batches of 8; where there are two, the second one is profiled
     assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == -(-row["clips"] // 8) for row in report["decode"].values())
     assert any(len(row["batch_s"]) == 2 for row in report["decode"].values())
-    assert (tmp_path / next(tmp_path.glob("speed-*-tiny.json")).name.replace(".json", ".md")).is_file()
+    assert (tmp_path / next(tmp_path.glob("speed-tiny.json")).name.replace(".json", ".md")).is_file()
     # A run split over two GPUs merges back into one report, the recipe first.
     parts = []
     for i, names in enumerate([["ours-recipe"], ["recipe", "bf16-trim-gc-b64"]]):
@@ -47,14 +49,14 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
         parts[-1].write_text(json.dumps(part))
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--merge", *map(str, parts), "--results",
                     str(tmp_path / "merged")], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
-    merged = json.loads(next((tmp_path / "merged").glob("speed-*.json")).read_text())
+    merged = json.loads(next((tmp_path / "merged").glob("speed.json")).read_text())
     assert list(merged["train"]) == ["recipe", "ours-recipe", "bf16-trim-gc-b64"] and merged["decode"] == report["decode"]
 
 
-def test_data_benchmark_times_both_feature_paths():
-    from benchmarks.data_throughput import processor_folder, validation_batch
-
-    row = validation_batch(processor_folder(), clips=8)
+def test_data_benchmark_times_both_feature_paths(tmp_path):
+    subprocess.run([sys.executable, "-m", "benchmarks.data_throughput", "--only", "validation", "--validation-clips", "8",
+                    "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    row = json.loads(next(tmp_path.glob("data.json")).read_text())["validation"]
     assert row["clips"] == 8 and min(row["first_batch_full_window_s"], row["first_batch_log_mel_s"], row["post_processing_s"]) > 0
     assert row["first_batch_loader_s"] > 0
 
@@ -67,13 +69,13 @@ def test_ddp_benchmark_trains_and_validates_on_two_cpu_processes(tmp_path):
                   ["--devices", "1", "--validate-clips", "24", "--eval-batch", "8"]):
         subprocess.run(script + extra, check=True, cwd=tmp_path, capture_output=True, env=MODULES)
     subprocess.run(script + ["--report", "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
-    rows = json.loads(next(tmp_path.glob("ddp-*.json")).read_text())
+    rows = json.loads(next(tmp_path.glob("ddp.json")).read_text())
     fit, two, one = rows
     assert fit["devices"] == 2 and fit["samples_per_s"] > 0 and "kind" not in fit
     assert (two["kind"], two["devices"], one["devices"]) == ("validate", 2, 1)
     for name in ("val/wer", "val/cer"):
         assert two[name] == pytest.approx(one[name], abs=1e-6) and two[name] > 0
-    assert "| bf16-gc-b32-compile | 2 | 8 | 24 |" in next(tmp_path.glob("ddp-*.md")).read_text()
+    assert "| bf16-gc-b32-compile | 2 | 8 | 24 |" in next(tmp_path.glob("ddp.md")).read_text()
 
 
 def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
@@ -102,7 +104,7 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     assert len(run["clip_errors"]) == run["clips"] == 4 and "retained" in run
     summary = task["summary"]["fast-bf16"]
     low, high = summary["diff_ci95"]
-    assert low <= summary["diff_to_recipe"] <= high and isinstance(summary["within_bound"], bool)
+    assert low <= summary["diff"] <= high and isinstance(summary["within_bound"], bool)
     table = (tmp_path / "q.md").read_text()
     assert "| the guide's recipe (seed_recipe.py) |" in table and "| `fast-bf16` |" in table and "retained" in table
 
@@ -123,22 +125,5 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
                             text=True, timeout=600, check=False)
     assert reused.returncode == 0, reused.stderr[-3000:]
     again = json.loads((tmp_path / "r.json").read_text())["tasks"]["cv-synth-mr"]
-    assert again["summary"]["fast-bf16"]["diff_to_recipe"] == summary["diff_to_recipe"]
+    assert again["summary"]["fast-bf16"]["diff"] == summary["diff"]
     assert "Runs taken from" in (tmp_path / "r.md").read_text()
-
-
-def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_clips():
-    import numpy as np
-
-    from benchmarks.quality import paired_bootstrap
-
-    rng = np.random.default_rng(0)
-    words = [5] * 400
-    b = rng.integers(0, 3, size=(3, 400)).tolist()
-    a = (np.asarray(b) + (rng.random((3, 400)) < 0.5)).tolist()  # about half an error more per clip
-    diff, low, high = paired_bootstrap(a, b, words)
-    assert low < diff < high and 0.08 < diff < 0.12 and low > 0  # ~0.5 / 5 words, clearly worse
-    _, low_few, high_few = paired_bootstrap([x[:40] for x in a], [x[:40] for x in b], words[:40])
-    assert high_few - low_few > 2 * (high - low)
-    same = paired_bootstrap(b, b, words)
-    assert same == (0.0, 0.0, 0.0)

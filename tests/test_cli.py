@@ -10,6 +10,7 @@ import torch
 
 from tests.conftest import CLI, DEMO, REPO, demo_args, run
 
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_config_parses(config, tmp_path):
     out = run(["fit", "--config", str(REPO / "configs" / config), "--print_config"], tmp_path)
@@ -24,12 +25,14 @@ def test_recipe_config_is_the_guides(tmp_path):
     assert (model["model"], model["language"], model["task"], model["quantization"]) == ("openai/whisper-large-v2", "Marathi", "transcribe", "int8")
     lora = model["lora"]
     assert (lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["bias"]) == (32, 64, 0.05, ["q_proj", "v_proj"], "none")
-    assert (model["learning_rate"], model["warmup_steps"], model["max_new_tokens"]) == (1e-3, 50, 128)
+    assert (model["learning_rate"], model["warmup_steps"], model["decoding"]["max_new_tokens"]) == (1e-3, 50, 128)
+    assert (model["decoding"]["method"], model["speed"]["gradient_checkpointing"], model["speed"]["trim_encoder"]) == ("generate", True, False)
     assert model["spec_augment"]["time_prob"] == model["spec_augment"]["feature_prob"] == 0.0  # no augmentation, as the guide
     assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
     assert trainer["gradient_clip_val"] == 1.0  # the HF Trainer's max_grad_norm default
     assert "language" not in data and "model" not in data  # linked from the model: set in one place
+    assert "processor" not in data and "trim_encoder" not in data  # handed over from the model
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The demo command, shortened: its folder and output. Its adapter serves the later commands."""
     tmp = tmp_path_factory.mktemp("demo-run")
     out = run(demo_args(tmp, "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--data.max_samples=8",
-                        "--model.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp)
+                        "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp)
     return tmp, out
 
 
@@ -136,7 +139,7 @@ def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
 @pytest.mark.parametrize("stage", ["validate", "test"])
 def test_validate_and_test_with_a_saved_adapter(tmp_path, demo_adapter, stage):
     out = run([stage, "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-               f"--model.adapter={demo_adapter}", "--data.max_samples=4", "--model.max_new_tokens=4"], tmp_path)
+               f"--model.adapter={demo_adapter}", "--data.max_samples=4", "--model.decoding.max_new_tokens=4"], tmp_path)
     assert {"validate": "val/wer", "test": "test/wer"}[stage] in out.stdout
 
 
@@ -190,7 +193,7 @@ def test_a_corrupt_adapter_file_is_named_before_the_base_loads(tmp_path, demo_ad
 
 def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
     run(["predict", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-         f"--model.adapter={demo_adapter}", "--data.max_samples=3", "--model.max_new_tokens=4",
+         f"--model.adapter={demo_adapter}", "--data.max_samples=3", "--model.decoding.max_new_tokens=4",
          "--trainer.callbacks+=lightning_asr.tools.TranscriptWriter", f"--trainer.callbacks.output={tmp_path}/out"], tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(Path(r["path"]).is_file() for r in rows)
@@ -203,16 +206,35 @@ def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path)
 
     run(user_args(tmp_path, "--data.retain.path", f"{REPO}/demo/common_voice", "--data.retain.locale", "mr",
                   "--data.retain.language", "English", "--data.retain.max_samples", "4", "--data.max_samples=4",
-                  "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.max_new_tokens=4"), tmp_path)
+                  "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.decoding.max_new_tokens=4"), tmp_path)
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
     assert {"val/wer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= tags
 
 
-def test_spec_augment_trains_through_the_cli_as_the_readme_shows(tmp_path):
+def test_augmentation_trains_through_the_cli_as_the_readme_shows(tmp_path):
     import yaml
 
     run(user_args(tmp_path, "--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
+                  "--data.augment.speed_factors", "[0.9,1.0,1.1]", "--data.augment.noise_prob", "0.5",
                   "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
-                  "--model.max_new_tokens=4"), tmp_path)
+                  "--model.decoding.max_new_tokens=4"), tmp_path)
     hparams = yaml.safe_load((tmp_path / "runs/demo/version_0/hparams.yaml").read_text())
     assert hparams["spec_augment"]["time_prob"] == hparams["spec_augment"]["feature_prob"] == 0.05
+    assert hparams["augment"]["speed_factors"] == [0.9, 1.0, 1.1] and hparams["augment"]["noise_prob"] == 0.5
+
+
+def test_the_cli_builds_one_processor_for_model_and_data(tmp_path, monkeypatch):
+    import lightning_asr.whisper as whisper
+    from lightning_asr.cli import ASRCLI
+    from lightning_asr.data import SpeechDataModule
+    from lightning_asr.module import WhisperLoRA
+
+    monkeypatch.setattr("sys.argv", ["lightning-asr"])
+    built = []
+    load = whisper.load_processor
+    monkeypatch.setattr("lightning_asr.module.load_processor", lambda *a: built.append(a) or load(*a))
+    monkeypatch.setattr("lightning_asr.data.load_processor", lambda *a: built.append(a) or load(*a))
+    cli = ASRCLI(WhisperLoRA, SpeechDataModule, run=False, args=demo_args(tmp_path, "--model.speed.trim_encoder=true")[1:])
+    cli.datamodule.setup("validate")
+    assert cli.datamodule.processor is cli.model.processor and len(built) == 1
+    assert cli.datamodule.hparams.trim_encoder  # model.speed.trim_encoder, linked

@@ -114,7 +114,7 @@ def test_fit_on_the_hostile_release_at_batch_size_1_trains_on_every_good_clip(tm
     out = subprocess.run(
         [CLI, "fit", "--config", str(REPO / "configs/demo.yaml"), f"--model.model={REPO}/demo/whisper-tiny-random",
          f"--data.path={tmp_path}/cv", "--data.train_split=train", "--data.val_split=test", "--data.batch_size=1",
-         "--trainer.max_steps=20", "--trainer.val_check_interval=20", "--model.max_new_tokens=4",
+         "--trainer.max_steps=20", "--trainer.val_check_interval=20", "--model.decoding.max_new_tokens=4",
          f"--data.cache_dir={tmp_path}/cache", "--throughput.window_size=2", "--trainer.log_every_n_steps=1"],
         check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(REPO)},
     )

@@ -9,7 +9,7 @@ def validate(tmp_path, *extra: str) -> dict:
     tmp_path.mkdir(parents=True, exist_ok=True)
     out = run(["validate", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random",
                f"--data.path={REPO}/demo/common_voice", "--data.val_split=test", "--data.max_samples=7",
-               "--data.eval_batch_size=1", "--data.num_workers=0", "--model.max_new_tokens=6",
+               "--data.eval_batch_size=1", "--data.num_workers=0", "--model.decoding.max_new_tokens=6",
                f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.cache_dir={tmp_path}/cache", *extra], tmp_path)
     return {k: float(v) for k, v in re.findall(r"(val/\w+)\s*│\s*([0-9.]+)", out.stdout)}
 
@@ -29,5 +29,5 @@ def test_ddp_trains_int8_with_reentrant_checkpointing(tmp_path):
 
     out = run(demo_args(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=2",
                         "--trainer.limit_val_batches=0", "--model.validate_before_training=false",
-                        "--model.gradient_checkpointing=true", "--data.num_workers=0", "--data.batch_size=2"), tmp_path)
+                        "--model.speed.gradient_checkpointing=true", "--data.num_workers=0", "--data.batch_size=2"), tmp_path)
     assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file(), out.stdout[-2000:]

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
+from lightning_asr.args import Decoding
 from lightning_asr.decode import greedy, prompt_ids
 from lightning_asr.module import WhisperLoRA
 from tests.conftest import gpu, randomize_lora_b, tiny_module
@@ -38,7 +39,7 @@ def talkative_model(tmp_path_factory, tiny_model) -> str:
 
 
 def talkative(model: str, **kwargs) -> WhisperLoRA:
-    module = tiny_module(model, max_new_tokens=24, **kwargs)
+    module = tiny_module(model, decoding=Decoding(max_new_tokens=24), **kwargs)
     randomize_lora_b(module, std=0.05)
     return module.eval()
 
@@ -88,7 +89,7 @@ def test_module_decodes_the_same_texts_either_way(talkative_model):
     module = talkative(talkative_model, quantization="none")
     results = {}
     for decoding in ("generate", "static"):
-        module.hparams.decoding = decoding
+        module.decoding.method = decoding
         results[decoding] = module.transcribe(features())
     texts, degenerate = results["static"]
     assert results["generate"] == (texts, degenerate)

@@ -26,3 +26,20 @@ def test_error_rates_match_torchmetrics(ours, theirs):
     theirs.update("a b", "a c")
     assert ours.errors == theirs.errors and ours.total == theirs.total
     assert ours.compute() == theirs.compute() > 0
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_clips():
+    import numpy as np
+
+    from lightning_asr.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    words = [5] * 400
+    b = rng.integers(0, 3, size=(3, 400)).tolist()
+    a = (np.asarray(b) + (rng.random((3, 400)) < 0.5)).tolist()  # about half an error more per clip
+    diff, low, high = paired_bootstrap(a, b, words)
+    assert low < diff < high and 0.08 < diff < 0.12 and low > 0  # ~0.5 / 5 words, clearly worse
+    _, low_few, high_few = paired_bootstrap([x[:40] for x in a], [x[:40] for x in b], words[:40])
+    assert high_few - low_few > 2 * (high - low)
+    same = paired_bootstrap(b, b, words)
+    assert same == (0.0, 0.0, 0.0)

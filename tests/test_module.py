@@ -1,13 +1,13 @@
 import math
 from types import SimpleNamespace
 
-import numpy as np
-
 import bitsandbytes as bnb
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
+from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
 from lightning_asr.module import NonFiniteLossError, WhisperLoRA
@@ -37,7 +37,7 @@ def test_trainable_count_matches_a_hand_count(tiny_model):
 
 @pytest.mark.parametrize("quantization, layer", [("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)])
 def test_kbit_base_trains_only_lora_and_loss_falls(tiny_model, batch, quantization, layer):
-    module = tiny_module(tiny_model, quantization=quantization, gradient_checkpointing=True, lora=LoRA(r=16, alpha=32, dropout=0.0))
+    module = tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True), lora=LoRA(r=16, alpha=32, dropout=0.0))
     q_proj = module.model.get_base_model().model.encoder.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, layer)  # the real bitsandbytes path, on CPU
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
@@ -65,7 +65,7 @@ def test_gradient_checkpointing_is_active_in_lightning_training(tmp_path, tiny_m
             return loss
 
     def saved_tensors(checkpointing: bool) -> int:
-        module = Probe(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=checkpointing,
+        module = Probe(model=tiny_model, language="mr", quantization="none", speed=Speed(gradient_checkpointing=checkpointing),
                        lora=LoRA(r=4), validate_before_training=False)
         data = SpeechDataModule(path=str(write_common_voice(tmp_path / str(checkpointing))), model=tiny_model,
                                 language="mr", num_workers=0, batch_size=2)
@@ -87,7 +87,7 @@ def test_prompt_ids_for_marathi(tiny_model):
 
 
 def test_generation_starts_from_audio_alone(tiny_model, batch):
-    module = tiny_module(tiny_model, quantization="none", max_new_tokens=5)
+    module = tiny_module(tiny_model, quantization="none", decoding=Decoding(max_new_tokens=5))
     module.eval()
     texts, degenerate = module.transcribe(batch["input_features"])
     assert len(texts) == 4 and len(degenerate) == 4
@@ -111,8 +111,8 @@ def test_unknown_language_fails_before_loading():
 
 def test_validation_gives_finite_metrics_and_zero_shot_at_step_0(tmp_path, tiny_model):
     root = write_common_voice(tmp_path / "cv")
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora=LoRA(r=4), max_new_tokens=6,
-                         gradient_checkpointing=False, warmup_steps=1)
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora=LoRA(r=4), decoding=Decoding(max_new_tokens=6),
+                         speed=Speed(gradient_checkpointing=False), warmup_steps=1)
     data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, eval_batch_size=2)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0,
                         logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
@@ -168,11 +168,11 @@ def int8_nodes_in_graph(loss: torch.Tensor) -> int:
 
 def test_int8_checkpointing_holds_no_layer_inputs_and_still_trains_every_adapter(tiny_model, batch):
     """int8 matmuls stash their input on ctx, where non-reentrant checkpointing cannot free it."""
-    plain = tiny_module(tiny_model, quantization="int8", gradient_checkpointing=False)
+    plain = tiny_module(tiny_model, quantization="int8", speed=Speed(gradient_checkpointing=False))
     plain.train()
     loss = plain.model(input_features=batch["input_features"], labels=batch["labels"]).loss
     assert int8_nodes_in_graph(loss) > 0  # the probe sees them when nothing is checkpointed
-    module = tiny_module(tiny_model, quantization="int8", gradient_checkpointing=True)
+    module = tiny_module(tiny_model, quantization="int8", speed=Speed(gradient_checkpointing=True))
     module.train()
     loss = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
     assert int8_nodes_in_graph(loss) == 0
@@ -187,7 +187,7 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
-    modules = {c: tiny_module(tiny_model, quantization="none", gradient_checkpointing=True, compile=c) for c in (False, True)}
+    modules = {c: tiny_module(tiny_model, quantization="none", speed=Speed(gradient_checkpointing=True, compile=c)) for c in (False, True)}
     grads, losses = {}, {}
     for compiled, module in modules.items():
         randomize_lora_b(module)
@@ -211,15 +211,15 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
     assert texts[True] == texts[False]
 
 
-def test_compile_and_merge_for_eval_need_an_unquantized_base():
-    for knob in ("compile", "merge_for_eval"):
+def test_compile_and_merge_lora_need_an_unquantized_base():
+    for knob, group in (("speed.compile", Speed(compile=True)), ("decoding.merge_lora", Decoding(merge_lora=True))):
         with pytest.raises(ValueError, match=f"model.{knob}: true needs model.quantization: none"):
-            WhisperLoRA(model="unused", language="mr", quantization="nf4", **{knob: True})
+            WhisperLoRA(model="unused", language="mr", quantization="nf4", **{knob.split(".")[0]: group})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_model, batch, dtype):
-    module = tiny_module(tiny_model, quantization="none", dtype=dtype, merge_for_eval=True)
+def test_merge_lora_skips_the_lora_branch_and_restores_the_exact_base(tiny_model, batch, dtype):
+    module = tiny_module(tiny_model, quantization="none", dtype=dtype, decoding=Decoding(merge_lora=True))
     randomize_lora_b(module)
     module.eval()
     base = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_" not in n}
@@ -232,7 +232,7 @@ def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_m
     for n, p in module.model.named_parameters():
         if "lora_" not in n:
             assert torch.equal(p, base[n]), f"{n} changed by a merged decode"
-    module.hparams.merge_for_eval = False
+    module.decoding.merge_lora = False
     plain_texts, _ = module.transcribe(features)
     assert branch_calls
     for hook in hooks:
@@ -250,8 +250,8 @@ def test_merge_for_eval_skips_the_lora_branch_and_restores_the_exact_base(tiny_m
 def test_attention_kernel_choice_holds_in_forward_recompute_and_decoding(tmp_path, tiny_model, cudnn):
     """cuDNN attention is off (unless asked) wherever attention runs, backward's recompute included."""
     seen = []
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", gradient_checkpointing=True, lora=LoRA(r=4),
-                         validate_before_training=False, max_new_tokens=4, cudnn_attention=cudnn)
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", speed=Speed(gradient_checkpointing=True, cudnn_attention=cudnn),
+                         lora=LoRA(r=4), validate_before_training=False, decoding=Decoding(max_new_tokens=4))
     module.configure_model()
     attention = module.model.get_base_model().model.decoder.layers[0].self_attn
     attention.register_forward_pre_hook(lambda *_: seen.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled())))
@@ -280,8 +280,8 @@ def test_a_retained_set_in_another_language_is_scored_beside_the_target(tmp_path
 
     target = write_common_voice(tmp_path / "target", splits=("test",), rows_per_split=3)
     other = write_common_voice(tmp_path / "other", splits=("test",), rows_per_split=2, rates=(16000,))
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora=LoRA(r=4), max_new_tokens=4,
-                         gradient_checkpointing=False, decoding="static")
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora=LoRA(r=4), decoding=Decoding("static", max_new_tokens=4),
+                         speed=Speed(gradient_checkpointing=False))
     data = SpeechDataModule(path=str(target), model=tiny_model, language="mr", num_workers=0, eval_batch_size=2,
                             val_split="test", retain=RetainedSet(path=str(other), locale="mr", language="English"))
     seen = []

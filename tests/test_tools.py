@@ -4,10 +4,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from lightning_asr.adapter import save_adapter
 from lightning_asr.lora import merge
 from lightning_asr.tools import export, transcribe
 from tests.conftest import tone
-from lightning_asr.adapter import save_adapter
 
 
 @pytest.fixture()

@@ -1,0 +1,57 @@
+"""The model's grouped knobs (``model.decoding.*``, ``model.speed.*``): typed dataclasses that
+LightningCLI renders as nested YAML. LoRA's and SpecAugment's live beside their code (``lora.py``,
+``augment.py``)."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass
+class Decoding:
+    """How validation, test and predict decode; greedy either way.
+
+    Args:
+        method: ``generate`` is transformers' ``generate()``; ``static`` is our loop over a
+            preallocated KV cache (``decode.py``), its token step replayed as a CUDA graph on GPU with
+            ``quantization: none``. The same tokens in fp32; faster with bf16 and nf4 bases, slower
+            with int8 (benchmarks/README.md, "Speed").
+        max_new_tokens: generation cap; a prediction that hits it counts as degenerate.
+        merge_lora: decode with the LoRA update merged into the base weights (``quantization: none``
+            only): no LoRA branch kernels in any token step, at one bf16 rounding of W + BA. The
+            base's exact weights come back after every batch, from a copy of the adapted layers'
+            weights (630 MB for large-v2 with q/v adapters).
+    """
+
+    method: Literal["generate", "static"] = "generate"
+    max_new_tokens: int = 128
+    merge_lora: bool = False
+
+
+@dataclass
+class Speed:
+    """Speed and memory against exact numerics; the defaults are the guide's recipe.
+
+    Args:
+        gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
+        trim_encoder: run the encoder over the batch's real length instead of a 30 s window
+            (``data.trim_encoder`` follows): much faster on short clips, costs WER
+            (README, "Results").
+        compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
+            none`` only): fuses the elementwise work between matmuls. The first two batch shapes
+            compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
+        cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
+            cuDNN plans every new input shape, which costs host time when batch lengths vary
+            (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
+    """
+
+    gradient_checkpointing: bool = True
+    trim_encoder: bool = False
+    compile: bool = False
+    cudnn_attention: bool = False
+
+
+def as_dict(knobs: Any) -> dict:
+    """A dataclass of knobs (or the dict a checkpoint's hparams hold) as a plain dict: hparams keep
+    dicts, which a checkpoint loads without unpickling a class."""
+    return dataclasses.asdict(knobs) if dataclasses.is_dataclass(knobs) else dict(knobs)
