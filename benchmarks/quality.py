@@ -32,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -166,12 +167,18 @@ def scores(args: argparse.Namespace, task: str, adapter: str | None = None) -> d
     return result
 
 
+# One scoring at a time: the job threads train in parallel processes, but scoring runs in this process, and
+# two Trainers loading models in two threads at once failed ("Cannot copy out of meta tensor", H200, 8 jobs).
+SCORING = threading.Lock()
+
+
 def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
     """One adapter's :func:`scores`, cached beside the adapter."""
     cached = Path(adapter).parent / "scores.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    result = scores(args, task, adapter)
+    with SCORING:
+        result = scores(args, task, adapter)
     cached.write_text(json.dumps(result, ensure_ascii=False))
     return result
 
@@ -344,7 +351,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(SHARED / "models/whisper-base"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS + list(VARIANTS))
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=["recipe", *CONFIGS, *VARIANTS],
+                        help="runs beside the baseline (`recipe`: the guide's, seed_recipe.py)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--baseline", default="recipe", choices=["recipe", *CONFIGS, *VARIANTS],

@@ -4,9 +4,8 @@
 around ~2,000 small kernels a token step. This loop does the same greedy search as
 ``generate(language=..., task=...)`` (the forced ``<|sot|><|lang|><|task|><|notimestamps|>``
 prompt, Whisper's suppressed tokens, EOS padding) with every buffer allocated once, so a token
-step is a fixed sequence of kernels: on CUDA it is captured once per batch and replayed per token.
-On an H100 (large-v2, batch 256, LoRA merged) 1,000 clips took 9.0 s this way; through
-``generate()`` they took 29.2 s (benchmarks/README.md, "Speed"). It calls the model's own submodules (LoRA
+step is a fixed sequence of kernels: on CUDA it is captured once per batch and replayed per token,
+about 3x faster than ``generate()`` at large batches (benchmarks/README.md, "Speed"). It calls the model's own submodules (LoRA
 layers included), so adapters, merging and k-bit bases work as they do in ``generate()``.
 """
 

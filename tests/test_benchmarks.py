@@ -127,3 +127,11 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     again = json.loads((tmp_path / "r.json").read_text())["tasks"]["cv-synth-mr"]
     assert again["summary"]["fast-bf16"]["diff"] == summary["diff"]
     assert "Runs taken from" in (tmp_path / "r.md").read_text()
+    # Any run can be the baseline: the recipe against fast-bf16 is the same difference, negated.
+    flipped = subprocess.run([*base, "--configs", "recipe", "--baseline", "fast-bf16", "--collect", "--work",
+                              str(tmp_path / "work"), "--name", "b"], cwd=REPO, capture_output=True, text=True,
+                             timeout=600, check=False)
+    assert flipped.returncode == 0, flipped.stderr[-3000:]
+    against = json.loads((tmp_path / "b.json").read_text())["tasks"]["cv-synth-mr"]["summary"]
+    assert against["recipe"]["diff"] == pytest.approx(-summary["diff"]) and "diff" not in against["fast-bf16"]
+    assert "− fast-bf16, points" in (tmp_path / "b.md").read_text()
