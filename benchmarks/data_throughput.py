@@ -42,6 +42,24 @@ def processor_folder() -> str:
     return str(folder)
 
 
+# The report's rows: (report part, measure, value), formatted with that part's numbers.
+ROWS = [
+    ("throughput", "decode + resample + features, one process", "{one_process_clips_per_s:.1f} clips/s"),
+    ("throughput", "through the DataLoader, {workers} workers", "{loader_clips_per_s:.1f} clips/s"),
+    ("throughput_augmented", "the same with `data.augment` (speed 0.9/1.0/1.1, white noise on every clip), one process",
+     "{one_process_clips_per_s:.1f} clips/s"),
+    ("throughput_augmented", "with `data.augment`, through the DataLoader, {workers} workers", "{loader_clips_per_s:.1f} clips/s"),
+    ("validation", "a validation batch of {clips} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): "
+     "features over the full 30 s window", "{first_batch_full_window_s:.2f} s"),
+    ("validation", "the same with `log_mel` (the STFT over the audio plus 1 s)", "{first_batch_log_mel_s:.2f} s"),
+    ("validation", "the loader's first batch (`log_mel`, collation included)", "{first_batch_loader_s:.2f} s"),
+    ("validation", "after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER",
+     "{post_processing_s:.2f} s"),
+    ("index", "`setup(\"fit\")` on a {rows:,}-row train.tsv", "{setup_seconds:.2f} s, peak RSS {peak_rss_gib:.2f} GiB"),
+    ("index", "`group_by_length` lengths of those rows from `clip_durations.tsv`", "{lengths_from_durations_seconds:.2f} s"),
+    ("index", "the same from file sizes: one `stat` a row (hard links to 8 files: a warm inode cache; a real release's "
+     "million files, or network storage, cost more)", "{lengths_from_sizes_seconds:.2f} s"),
+]
 # data.augment at its most expensive: every clip resampled (two factors of three) and noised.
 AUGMENT = AudioAugment(speed_factors=[0.9, 1.0, 1.1], noise_prob=1.0)
 
@@ -186,23 +204,8 @@ def main() -> None:
     lines = [f"# Data path: {report['machine']}, {report['date']}", "",
              f"Command: `python -m benchmarks.data_throughput` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).", "",
              "| measure | value |", "|---|---|"]
-    if t := report.get("throughput"):
-        a = report["throughput_augmented"]
-        lines += [f"| decode + resample + features, one process | {t['one_process_clips_per_s']:.1f} clips/s |",
-                  f"| through the DataLoader, {t['workers']} workers | {t['loader_clips_per_s']:.1f} clips/s |",
-                  f"| the same with `data.augment` (speed 0.9/1.0/1.1, white noise on every clip), one process | {a['one_process_clips_per_s']:.1f} clips/s |",
-                  f"| with `data.augment`, through the DataLoader, {a['workers']} workers | {a['loader_clips_per_s']:.1f} clips/s |"]
-    if v := report.get("validation"):
-        lines += [
-            f"| a validation batch of {v['clips']} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): features over the full 30 s window | {v['first_batch_full_window_s']:.2f} s |",
-            f"| the same with `log_mel` (the STFT over the audio plus 1 s) | {v['first_batch_log_mel_s']:.2f} s |",
-            f"| the loader's first batch (`log_mel`, collation included) | {v['first_batch_loader_s']:.2f} s |",
-            f"| after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER | {v['post_processing_s']:.2f} s |"]
-    if i := report.get("index"):
-        lines += [
-            f"| `setup(\"fit\")` on a {i['rows']:,}-row train.tsv | {i['setup_seconds']:.2f} s, peak RSS {i['peak_rss_gib']:.2f} GiB |",
-            f"| `group_by_length` lengths of those rows from `clip_durations.tsv` | {i['lengths_from_durations_seconds']:.2f} s |",
-            f"| the same from file sizes: one `stat` a row (hard links to 8 files: a warm inode cache; a real release's million files, or network storage, cost more) | {i['lengths_from_sizes_seconds']:.2f} s |"]
+    lines += [f"| {label.format(**report[part])} | {value.format(**report[part])} |" for part, label, value in ROWS
+              if part in report]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

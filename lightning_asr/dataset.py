@@ -7,8 +7,8 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_asr.augment import AudioAugment
 from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
+from lightning_asr.augment import AudioAugment
 from lightning_asr.text import clean_transcript
 
 
