@@ -65,8 +65,9 @@ CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4"]
 SPEC = ["--model.spec_augment.time_prob=0.05", "--model.spec_augment.feature_prob=0.05"]
 SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
 NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--data.augment.snr_max_db=30"]
+# ``decoder-only``: issue 18's frozen encoder (LoRA in the decoder only) at the recipe's settings.
 VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
-            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE}
+            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"]}
 
 
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,

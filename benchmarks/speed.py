@@ -7,7 +7,7 @@ Weights do not change step time or memory, so the large-v2 architecture is built
 on the device. Clips are synthetic but length-realistic (2-10 s, mean ~5 s, like Common Voice),
 labels are real Marathi sentences (~90 tokens). The recipe runs as ``seed_recipe.py`` trains it
 (HF Seq2SeqTrainer); every other mode runs through our WhisperLoRA / SpeechDataModule / Trainer.
-Writes ``benchmarks/results/speed-<date>{-tiny}.{json,md}``.
+Writes ``benchmarks/results/speed{-tiny}.{json,md}`` (the current result; git keeps the earlier ones).
 """
 
 import argparse
@@ -30,6 +30,7 @@ from transformers import GenerationConfig, TrainerCallback, WhisperConfig, Whisp
 
 from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.lora import LoRA
 from lightning_asr.module import WhisperLoRA
 from lightning_asr.whisper import train_flops
 
@@ -53,22 +54,28 @@ class Mode:
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
+    config: str | None = None  # the shipped config this mode measures (configs/NAME.yaml), if any
+    frozen_encoder: bool = False  # model.lora.encoder: false (LoRA in the decoder only, no backward through the encoder)
     cudnn_attention: bool = False  # model.speed.cudnn_attention
     tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
     compile: bool = False  # model.speed.compile: torch.compile each encoder/decoder layer
 
 
 MODES = [
-    Mode("ours-recipe", "int8", True, 8, False, "16-mixed", "the recipe's settings through our code"),
-    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8, length-grouped", True),
-    Mode("nf4-trim-gc-b24", "nf4", True, 24, True, "bf16-mixed", "recipe-sized memory: nf4, trimmed, length-grouped, batch 24", True),
+    Mode("ours-recipe", "int8", True, 8, False, "16-mixed", "the recipe's settings through our code",
+         config="whisper-large-v2-int8-mr"),
+    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8, length-grouped", True,
+         config="small-nf4"),
+    Mode("nf4-trim-gc-b24", "nf4", True, 24, True, "bf16-mixed", "recipe-sized memory: nf4, trimmed, length-grouped, batch 24", True,
+         config="fast-nf4"),
     Mode("nf4-trim-gc-b32", "nf4", True, 32, True, "bf16-mixed", "nf4, trimmed, length-grouped, batch 32", True),
     Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
     Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
     Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
     Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
     Mode("bf16-trim-gc-b16", "none", True, 16, True, "bf16-mixed", "recipe-sized memory: bf16 base, trimmed, checkpointing, length-grouped, batch 16", True),
-    Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True),
+    Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True,
+         config="lean-bf16"),
     Mode("bf16-trim-gc-b128-compile", "none", True, 128, True, "bf16-mixed", "bf16-trim-gc-b128 with compiled layers", True, compile=True),
     # Runs 1-5 ran every mode with cuDNN attention (then the default); run 5's profile puts 40 % of this
     # mode's step into cuDNN's host-side plan building for new shapes.
@@ -76,11 +83,46 @@ MODES = [
          "lean-bf16 with cuDNN attention (model.speed.cudnn_attention: true)", True, cudnn_attention=True, compile=True),
     # fast-bf16.yaml as configured: at batch 128 the GPU is the limit, where cuDNN's kernels won (run 4).
     Mode("bf16-trim-gc-b128-compile-cudnn-attention", "none", True, 128, True, "bf16-mixed",
-         "fast-bf16: bf16-trim-gc-b128 compiled, with cuDNN attention", True, cudnn_attention=True, compile=True),
+         "fast-bf16: bf16-trim-gc-b128 compiled, with cuDNN attention", True, cudnn_attention=True, compile=True,
+         config="fast-bf16"),
     # Not yet measured: the fast path without the trimmed encoder, whose WER cost keeps it off by default.
     Mode("bf16-gc-b32-compile", "none", True, 32, False, "bf16-mixed",
          "bf16 base, full 30 s windows (default numerics), checkpointing, compiled layers, batch 32", compile=True),
+    # Issue 18's candidate 3, not yet measured: 30 s windows, the encoder without gradients (decoder-only LoRA).
+    Mode("bf16-gc-b32-compile-frozen-encoder", "none", True, 32, False, "bf16-mixed",
+         "bf16-gc-b32-compile with LoRA in the decoder only (model.lora.encoder: false)", compile=True, frozen_encoder=True),
+    Mode("bf16-b64-compile-frozen-encoder", "none", False, 64, False, "bf16-mixed",
+         "the same without checkpointing, batch 64", compile=True, frozen_encoder=True),
 ]
+
+
+def matmul_peak(device: str) -> float:
+    """FLOP/s of a large matrix product (bf16 on GPU, fp32 on CPU), measured here: the MFU
+    denominator, from this machine in this run rather than a datasheet."""
+    n, dtype = (8192, torch.bfloat16) if device == "cuda" else (512, torch.float32)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def within_bound(config: str | None, quality: Path = REPO / "benchmarks/results/quality.json") -> bool | None:
+    """Whether ``config``'s WER is within the bound of the guide's recipe on every task of the
+    current quality result (3 seeds; ``None`` where it was not measured)."""
+    if config is None or not quality.is_file():
+        return None
+    name = "recipe-config" if config == "whisper-large-v2-int8-mr" else config
+    rows = [task["summary"].get(name) for task in json.loads(quality.read_text())["tasks"].values()]
+    if any(row is None or "within_bound" not in row for row in rows):
+        return None
+    return all(row["within_bound"] for row in rows)
 
 
 def build_model(folder: Path, arch: dict, device: str) -> Path:
@@ -255,6 +297,7 @@ def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size
                     merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
     speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention)
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
+                         lora=LoRA(encoder=not mode.frozen_encoder),
                          validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval))
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
@@ -415,16 +458,12 @@ def main() -> None:
     model_dir = build_model(work / "model", TINY if args.tiny else LARGE_V2, device)
     batches = args.steps + args.warmup + args.profile_steps + 1
     manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, (16 if args.tiny else 128) * batches))
-    peak_flops = None
-    if not args.tiny:
-        from lightning.fabric.utilities.throughput import get_available_flops
-
-        peak_flops = get_available_flops(torch.device("cuda"), torch.bfloat16)
+    peak_flops = matmul_peak(device)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
               "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
               "commit": args.commit or commit, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
-              "mean_clip_s": mean_audio, "peak_bf16_flops": peak_flops, "train": {}, "decode": {}}
+              "mean_clip_s": mean_audio, "peak_matmul_flops": peak_flops, "train": {}, "decode": {}}
     results = Path(args.results)
     if not args.skip_recipe:
         report["train"]["recipe"] = run_recipe(model_dir, manifest, args.steps, args.warmup, mean_audio, work / "recipe") | {
@@ -435,7 +474,8 @@ def main() -> None:
         if mode.name in args.modes:
             try:
                 report["train"][mode.name] = run_mode(mode, model_dir, manifest, args.steps, args.warmup, accelerator,
-                                                      args.profile_steps) | {"tradeoff": mode.tradeoff}
+                                                      args.profile_steps) | {"tradeoff": mode.tradeoff, "config": mode.config,
+                                                                             "wer_within_bound": within_bound(mode.config)}
             except Exception as err:  # one broken mode must not cost the others' numbers
                 report.setdefault("errors", {})[mode.name] = repr(err)[:500]
                 print(mode.name, "FAILED", repr(err)[:500], flush=True)
@@ -480,20 +520,28 @@ def write(report: dict, results: Path, tiny: bool) -> None:
             continue
         row.setdefault("flops_per_s", 0)
         row["vs_recipe"] = row["samples_per_s"] / base if base else None
-        row["mfu"] = row["flops_per_s"] / report["peak_bf16_flops"] if report["peak_bf16_flops"] else None
+        row["mfu"] = row["flops_per_s"] / report["peak_matmul_flops"] if report.get("peak_matmul_flops") else None
+        row["gpu_busy"] = row.get("profile", {}).get("busy_fraction")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    peak = f"{report['peak_matmul_flops'] / 1e12:.0f} TFLOP/s" if report.get("peak_matmul_flops") else "no measured peak"
     split = f" Run as {report['parts']} processes, one per GPU of the machine, at the same time." if report.get("parts", 1) > 1 else ""
     lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
-             f"Command: `python -m benchmarks.speed`.{split}", "",
-             "| mode | samples/s | audio s/s | peak GiB | MFU | × recipe | trade-off |", "|---|---|---|---|---|---|---|"]
+             f"Command: `python -m benchmarks.speed`.{split} MFU: against {peak} measured on one large matrix "
+             "product in this run. WER within bound: the config's result in quality.json (3 seeds, both tasks).", "",
+             "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe | WER within bound | trade-off |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["train"].items():
         if "samples_per_s" not in r:
             continue
         mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "–"
+        busy = f"{100 * r['gpu_busy']:.0f} %" if r.get("gpu_busy") is not None else "–"
         ratio = f"{r['vs_recipe']:.1f}×" if r["vs_recipe"] else "–"
-        lines.append(f"| {name} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {mfu} | {ratio} | {r['tradeoff']} |")
+        bound = {True: "yes", False: "**no**"}.get(r.get("wer_within_bound"), "–")
+        config = f"`{r['config']}`" if r.get("config") else "–"
+        lines.append(f"| {name} | {config} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {busy} | "
+                     f"{mfu} | {ratio} | {bound} | {r['tradeoff']} |")
     lines += ["", ("| decoding (validation loop: decode + WER; random weights never stop early) | clips | s per 1,000 clips "
                    "| of which waiting for data, s (first batch) | whole validate() call, s | tokens/s | peak GiB |"),
               "|---|---|---|---|---|---|---|"]

@@ -2,6 +2,7 @@
 validation pass, or for good at export)."""
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -9,6 +10,8 @@ from typing import Literal
 import torch
 from peft import LoraConfig, PeftModel
 from peft.tuners.lora import LoraLayer
+
+ENCODER_MODULES = {"conv1", "conv2", "embed_positions"}  # the encoder's own layers that modules_to_save may name
 
 
 @dataclass
@@ -23,6 +26,9 @@ class LoRA:
         bias: which biases train: ``none``, ``all`` or ``lora_only``.
         modules_to_save: layers trained in full and saved with the adapter (PEFT's
             ``modules_to_save``); empty for the guide's recipe.
+        encoder: adapt the encoder's layers too (the guide's recipe). ``false``: LoRA in the decoder
+            only, and the encoder runs without gradients in training (no backward or recompute
+            through it): faster, at a WER cost that benchmarks/quality.py measures.
     """
 
     r: int = 32
@@ -31,9 +37,18 @@ class LoRA:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: list[str] = field(default_factory=list)
+    encoder: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.encoder and set(self.modules_to_save) & ENCODER_MODULES:
+            raise ValueError(f"model.lora.modules_to_save: {sorted(set(self.modules_to_save) & ENCODER_MODULES)} are "
+                             "encoder layers, which model.lora.encoder: false keeps frozen")
 
     def config(self) -> LoraConfig:
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules),
+        targets: list[str] | str = list(self.target_modules)
+        if not self.encoder:  # PEFT matches a string in full against each module's name: none under the encoder
+            targets = rf"(?!(.*\.)?encoder\.)(.*\.)?({'|'.join(map(re.escape, targets))})"
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
                           bias=self.bias, modules_to_save=list(self.modules_to_save) or None)
 
 

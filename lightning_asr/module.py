@@ -150,6 +150,9 @@ class WhisperLoRA(L.LightningModule):
             if self.speed.gradient_checkpointing:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
                 base.enable_input_require_grads()
+        if not self.lora.encoder:  # it runs without autograd: nothing to recompute
+            for layer in base.model.encoder.layers:
+                layer.gradient_checkpointing = False
         if hp.adapter:
             self.model = PeftModel.from_pretrained(base, hp.adapter, is_trainable=True)
         else:
@@ -182,7 +185,10 @@ class WhisperLoRA(L.LightningModule):
         with self.attention():
             # The attention mask only places SpecAugment's time masks on the audio (the encoder ignores it).
             mask = audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None
-            loss = self.model(input_features=batch["input_features"], attention_mask=mask, labels=batch["labels"]).loss
+            if self.lora.encoder:
+                loss = self.model(input_features=batch["input_features"], attention_mask=mask, labels=batch["labels"]).loss
+            else:
+                loss = self.model(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),), labels=batch["labels"]).loss
         if not torch.isfinite(loss):
             self.bad_steps += 1
             self.log("train/skipped_nonfinite", float(self.bad_steps))
@@ -199,6 +205,14 @@ class WhisperLoRA(L.LightningModule):
         if torch.cuda.is_available() and self.device.type == "cuda":
             self.log("train/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, batch_size=n)
         return loss
+
+    @torch.no_grad()
+    def frozen_encoder(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The encoder's output without autograd (``lora.encoder: false``: nothing in it trains), after
+        the SpecAugment masks the model's own forward would have drawn."""
+        whisper = self.model.get_base_model().model
+        features = whisper._mask_input_features(features, attention_mask=mask)
+        return whisper.encoder(features).last_hidden_state
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         with self.attention():  # gradient checkpointing runs the forward again in here

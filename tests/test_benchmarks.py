@@ -32,6 +32,12 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
     assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
+    # Each row names the shipped config it measures, its WER verdict from quality.json, and an MFU
+    # against the matrix-product peak measured in the same run.
+    ours = report["train"]["ours-recipe"]
+    assert ours["config"] == "whisper-large-v2-int8-mr" and isinstance(ours["wer_within_bound"], bool)
+    assert report["train"]["bf16-trim-gc-b64"]["config"] is None and report["peak_matmul_flops"] > 0
+    assert all(0 < row["mfu"] < 1 for name, row in report["train"].items() if name != "recipe")
     assert list(report["decode"]) == DECODE_PATHS and len({row["title"] for row in report["decode"].values()}) == len(DECODE_PATHS)
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
     # The data waits are part of the loop, the first batch's (workers starting) among them.

@@ -238,3 +238,14 @@ def test_the_cli_builds_one_processor_for_model_and_data(tmp_path, monkeypatch):
     cli.datamodule.setup("validate")
     assert cli.datamodule.processor is cli.model.processor and len(built) == 1
     assert cli.datamodule.hparams.trim_encoder  # model.speed.trim_encoder, linked
+
+
+def test_decoder_only_lora_trains_through_the_cli_and_saves_no_encoder_weights(tmp_path):
+    from safetensors import safe_open
+
+    run(user_args(tmp_path, "--model.lora.encoder=false", "--model.lora.modules_to_save=[]", "--data.max_samples=4",
+                  "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.decoding.max_new_tokens=4",
+                  "--adapter_checkpoint.dirpath", str(tmp_path / "adapters")), tmp_path)
+    with safe_open(tmp_path / "adapters" / "last" / "adapter_model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(".decoder." in k or "proj_out" in k for k in keys)

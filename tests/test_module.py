@@ -343,3 +343,36 @@ def test_spec_augment_knobs_are_checked():
 
     with pytest.raises(ValueError, match="model.spec_augment.time_prob"):
         SpecAugment(time_prob=1.5)
+
+
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_encoder(tmp_path, tiny_model, batch, quantization):
+    lora = LoRA(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "proj_out"], encoder=False)
+    module = tiny_module(tiny_model, quantization=quantization, lora=lora, speed=Speed(gradient_checkpointing=True))
+    adapted = [n for n, _ in module.model.named_modules() if n.endswith("lora_A")]
+    assert adapted and not any(".encoder." in n for n in adapted)
+    assert any(".decoder." in n for n in adapted) and any("proj_out" in n for n in adapted)
+    randomize_lora_b(module, std=0.05)
+    module.train()
+    # The same loss and LoRA gradients as the model's own forward through the encoder, whose
+    # backward only ever fed parameters that do not train.
+    full = module.model(input_features=batch["input_features"], labels=batch["labels"]).loss
+    full.backward()
+    expected = {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
+    module.zero_grad()
+    grad_on = []
+    hook = module.model.get_base_model().model.encoder.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
+    module.log = lambda *args, **kwargs: None  # training_step as a Trainer calls it, without one
+    module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])])
+    loss = module.training_step(batch, 0)
+    hook.remove()
+    assert grad_on == [False] and loss.item() == pytest.approx(full.item(), rel=1e-5)
+    loss.backward()
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_decoder_only_lora_refuses_to_train_encoder_layers():
+    with pytest.raises(ValueError, match="model.lora.modules_to_save: \\['conv1'\\] are encoder layers"):
+        LoRA(modules_to_save=["conv1"], encoder=False)
