@@ -45,9 +45,23 @@ class AudioError(Exception):
         return self.skipped.reason
 
 
-def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None = None) -> np.ndarray:
+def clip_name(cell: Any) -> str:
+    """An index cell's name in logs, skip counts and transcripts: its path, and for a span of a file
+    the span as a media fragment (``talk.wav#t=60,75``)."""
+    if not isinstance(cell, dict):
+        return cell
+    if cell.get("offset") is None and cell.get("duration") is None:
+        return cell["path"]
+    start = cell.get("offset") or 0.0
+    end = f"{start + cell['duration']:g}" if cell.get("duration") is not None else ""
+    return f"{cell['path']}#t={start:g},{end}"
+
+
+def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None = None,
+               span: tuple[float, float | None] | None = None, name: str | None = None) -> np.ndarray:
     """Decode ``path`` (mp3/wav/flac/ogg via libsndfile), or its bytes ``data``, to mono float32
-    at ``sampling_rate``.
+    at ``sampling_rate``. ``span`` (offset, duration in seconds; duration ``None``: to the end)
+    seeks and decodes only that part of the file.
 
     Raises :class:`AudioError` naming the file and why, instead of libsndfile's generic message
     (it calls a 0-byte file "not a regular file"). A stream holding NaN or infinite samples is an
@@ -60,20 +74,39 @@ def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None
             raise AudioError(path, "missing", "no such file")
         if os.path.getsize(path) == 0:
             raise AudioError(path, "empty", "0 bytes")
+    name = name or path
     try:
-        audio, rate = sf.read(path if data is None else io.BytesIO(data), dtype="float32", always_2d=True)
+        if span is None:
+            audio, rate = sf.read(path if data is None else io.BytesIO(data), dtype="float32", always_2d=True)
+        else:
+            audio, rate = _read_span(path, *span, name)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         # libsndfile says "does not exist or is not a regular file" for any stream it cannot parse.
-        raise AudioError(path, "undecodable", f"not a readable audio stream: {type(err).__name__}") from None
+        raise AudioError(name, "undecodable", f"not a readable audio stream: {type(err).__name__}") from None
     if audio.shape[0] == 0:
-        raise AudioError(path, "undecodable", "no audio frames")
+        raise AudioError(name, "undecodable", "no audio frames")
     bad = audio.size - int(np.isfinite(audio).sum())
     if bad:
-        raise AudioError(path, "non_finite", f"{bad} NaN or infinite sample(s)")
+        raise AudioError(name, "non_finite", f"{bad} NaN or infinite sample(s)")
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if rate != sampling_rate:
         audio = soxr.resample(audio, rate, sampling_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_span(path: str, offset: float, duration: float | None, name: str) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(path) as f:
+        rate, frames = f.samplerate, f.frames
+        start = int(round(offset * rate))
+        want = int(round(duration * rate)) if duration is not None else max(frames - start, 0)
+        if start >= frames:
+            raise AudioError(name, "span_out_of_range", f"starts at {offset:g} s, the file lasts {frames / rate:.1f} s")
+        f.seek(start)
+        audio = f.read(want, dtype="float32", always_2d=True)
+    if audio.shape[0] < 0.9 * want:  # the file ends well inside the span: it cannot match its transcript
+        raise AudioError(name, "span_out_of_range",
+                         f"ends {audio.shape[0] / rate:.1f} s into a {duration:g} s span (the file lasts {frames / rate:.1f} s)")
+    return audio, rate
 
 
 def stated_duration(path: str) -> float | None:
@@ -114,23 +147,29 @@ def stated_duration(path: str) -> float | None:
 
 
 def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: bool = True) -> np.ndarray:
-    """One index cell's 16 kHz audio: a path, or a Hugging Face ``Audio(decode=False)`` cell (bytes
-    or path). With ``cache_dir``, a decoded path is kept as float16 ``.npy`` and read from there
+    """One index cell's 16 kHz audio: a path, a Hugging Face ``Audio(decode=False)`` cell (bytes
+    or path), or a manifest span (path, offset, duration). With ``cache_dir``, a decoded path is kept as float16 ``.npy`` and read from there
     next time. A labelled clip that decodes to under 90 % of its header's duration is ``truncated``
     (it cannot match its transcript); an unlabelled one is only warned about."""
+    span = None
     if isinstance(audio, dict):
         if audio.get("bytes"):
             return load_audio(name, data=audio["bytes"])
+        if audio.get("offset") is not None or audio.get("duration") is not None:
+            span = (audio.get("offset") or 0.0, audio.get("duration"))
         audio = audio["path"]
+
+    def decode() -> np.ndarray:  # a span of a longer recording: the file's header says nothing about it
+        return load_audio(audio, span=span, name=name) if span is not None else _checked(audio, labelled)
     if cache_dir is None:
-        return _checked(audio, labelled)
-    cached = Path(cache_dir) / (hashlib.sha1(audio.encode()).hexdigest() + ".npy")
+        return decode()
+    cached = Path(cache_dir) / (hashlib.sha1(name.encode()).hexdigest() + ".npy")
     if cached.is_file():
         try:
             return np.load(cached).astype(np.float32)
         except (OSError, ValueError, EOFError) as err:  # a cut or garbled entry: decode it again
             log.warning("data.cache_dir: %s (cache of %s) is unreadable (%s): decoding the clip again", cached, audio, err)
-    waveform = _checked(audio, labelled)
+    waveform = decode()
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, waveform.astype(np.float16))

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import WhisperProcessor
 
 from lightning_asr.args import as_dict
-from lightning_asr.audio import AudioError, Skipped
+from lightning_asr.audio import AudioError, Skipped, clip_name
 from lightning_asr.augment import AudioAugment
 from lightning_asr.dataset import Batch, SpeechDataset, collate
 from lightning_asr.sampling import ShardSampler
@@ -208,8 +208,7 @@ class SpeechDataModule(L.LightningDataModule):
             return table
         skipped = []
         for i in rows:
-            cell = table["audio"][i].as_py()
-            skipped.append(Skipped(cell["path"] if isinstance(cell, dict) else cell, reason, detail))
+            skipped.append(Skipped(clip_name(table["audio"][i].as_py()), reason, detail))
         self._note(skipped)
         keep = np.ones(len(table), dtype=bool)
         keep[rows] = False

@@ -7,7 +7,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, log_mel, read_clip
+from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, clip_name, log_mel, read_clip
 from lightning_asr.augment import AudioAugment
 from lightning_asr.text import clean_transcript
 
@@ -52,7 +52,7 @@ class SpeechDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         audio, text = self._row(index)
-        name = audio["path"] if isinstance(audio, dict) else audio
+        name = clip_name(audio)
         text = clean_transcript(text)
         try:
             labels = None

@@ -171,8 +171,13 @@ def clip_lengths(rows: pa.Table, durations_tsv: Path | None = None) -> np.ndarra
         log.info("%s lacks %d of %d clips: grouping by file size instead", durations_tsv, found.null_count, len(rows))
     if pa.types.is_string(audio.type):
         return _file_sizes(audio.to_pylist())
-    # Hugging Face cells, {bytes, path}: the embedded bytes, else the file the path names.
     cells = audio.combine_chunks()
+    if "duration" in {f.name for f in cells.type}:  # manifest spans: their stated durations, where all have one
+        durations = cells.field("duration")
+        if durations.null_count == 0:
+            return durations.to_numpy(zero_copy_only=False).astype(np.float64)
+        return _file_sizes(cells.field("path").to_pylist())
+    # Hugging Face cells, {bytes, path}: the embedded bytes, else the file the path names.
     lengths = pc.binary_length(cells.field("bytes")).to_numpy(zero_copy_only=False).astype(np.float64)
     unembedded = np.flatnonzero(np.isnan(lengths))
     if len(unembedded):
@@ -197,13 +202,20 @@ def _file_sizes(paths: list[str]) -> np.ndarray:
         return np.concatenate([np.zeros(0), *pool.map(sizes, [paths[i : i + 8192] for i in range(0, len(paths), 8192)])])
 
 
+SPAN_COLUMNS = ("offset", "duration")
+
+
 def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> tuple[pa.Table, list[Skipped]]:
     """Rows of a csv/tsv/jsonl manifest; relative audio paths are relative to the manifest.
 
     A row without audio, or (when ``text_column`` is set) without text, is dropped and named.
+    Optional ``offset`` and ``duration`` columns (seconds, as NeMo manifests have them) make a row
+    one span of its file: its audio cell is then ``{path, offset, duration}``, and only that span
+    is decoded.
     """
     file = Path(path).expanduser()
-    columns = [audio_column] + ([text_column] if text_column else [])
+    span = _present(file, SPAN_COLUMNS)
+    columns = [audio_column] + ([text_column] if text_column else []) + span
     table, skipped = _read_table(file, columns, "manifest")
     incomplete = pc.is_null(table[audio_column])
     if text_column:
@@ -219,7 +231,51 @@ def manifest_index(path: str, audio_column: str = "audio", text_column: str | No
     relative = pc.invert(pc.starts_with(audio, "/"))
     audio = pc.if_else(relative, pc.binary_join_element_wise(str(file.parent) + os.sep, audio, ""), audio)
     text = table[text_column] if text_column else pa.array([""] * len(table), pa.string())
+    if span:
+        audio, keep = _spans(table, audio, span, file, skipped)
+        table, text = table.filter(keep), text.filter(keep)
     return pa.table({"audio": audio, "text": text}), skipped
+
+
+def _present(file: Path, names: tuple[str, ...]) -> list[str]:
+    """Which of the optional columns ``names`` a csv/tsv header (or a jsonl file's first object) has."""
+    if not file.is_file():
+        return []
+    if file.suffix != ".jsonl":
+        return [n for n in names if n in _header(file, "\t" if file.suffix == ".tsv" else ",")]
+    with open(file, "rb") as f:
+        first = next((line for line in f if line.strip()), b"{}")
+    try:
+        keys = json.loads(first)
+    except ValueError:
+        keys = {}
+    return [n for n in names if isinstance(keys, dict) and n in keys]
+
+
+def _spans(table: pa.Table, paths: pa.ChunkedArray, columns: list[str], file: Path,
+           skipped: list[Skipped]) -> tuple[pa.Array, pa.Array]:
+    """``{path, offset, duration}`` cells from the span columns, and which rows had valid ones
+    (a span that is not a number, or is negative, drops its row, named)."""
+    values = {c: table[c].to_pylist() for c in columns}
+    offsets, durations, keep = [], [], []
+    for i, path in enumerate(paths.to_pylist()):
+        raw_offset, raw_duration = (values[c][i] if c in values else None for c in SPAN_COLUMNS)
+        try:
+            offset = float(raw_offset) if raw_offset not in (None, "") else 0.0
+            duration = float(raw_duration) if raw_duration not in (None, "") else None
+            if offset < 0 or (duration is not None and duration <= 0):
+                raise ValueError("offset must be >= 0 and duration > 0")
+        except ValueError as err:
+            skipped.append(Skipped(f"{path} ({file.name} row {i + 1})", "bad_span", str(err)))
+            keep.append(False)
+            continue
+        offsets.append(offset)
+        durations.append(duration)
+        keep.append(True)
+    kept = paths.filter(pa.array(keep)).combine_chunks() if len(paths) else pa.array([], pa.string())
+    cells = pa.StructArray.from_arrays([kept, pa.array(offsets, pa.float64()), pa.array(durations, pa.float64())],
+                                       names=["path", "offset", "duration"])
+    return cells, pa.array(keep)
 
 
 def hf_index(name: str, config: str | None, split: str, audio_column: str, text_column: str) -> pa.Table:

@@ -14,6 +14,7 @@ from peft import PeftModel
 
 from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding
+from lightning_asr.audio import clip_name
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
@@ -132,7 +133,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
         )
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
         batches = trainer.predict(module, datamodule=data)
-        order = data.datasets["predict"].rows["audio"].to_pylist()
+        order = [clip_name(cell) for cell in data.datasets["predict"].rows["audio"].to_pylist()]
     return manifest, order, [r for b in batches for r in b], data.skipped_clips()
 
 

@@ -5,6 +5,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,3 +250,18 @@ def test_decoder_only_lora_trains_through_the_cli_and_saves_no_encoder_weights(t
     with safe_open(tmp_path / "adapters" / "last" / "adapter_model.safetensors", "pt") as f:
         keys = list(f.keys())
     assert keys and all(".decoder." in k or "proj_out" in k for k in keys)
+
+
+def test_transcribe_a_manifest_of_spans_of_one_recording(tmp_path, demo_adapter):
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    sf.write(tmp_path / "talk.wav", np.concatenate([tone(2.0, 16000), tone(1.0, 16000, seed=1)]), 16000)
+    (tmp_path / "spans.tsv").write_text("audio\toffset\tduration\ntalk.wav\t0\t2\ntalk.wav\t2\t1\ntalk.wav\t2.5\t4\n")
+    run(["transcribe", "spans.tsv", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
+        tmp_path, returncode=1)
+    rows = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    # Each row is its span of the file, named as a media fragment, the path as the manifest resolves it.
+    assert [r["path"] for r in rows] == ["./talk.wav#t=0,2", "./talk.wav#t=2,3", "./talk.wav#t=2.5,6.5"]
+    assert [r.get("duration") for r in rows[:2]] == [2.0, 1.0] and rows[2]["error"].startswith("span_out_of_range")

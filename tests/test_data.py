@@ -371,3 +371,37 @@ def test_skips_are_counted_once_per_clip_across_validations(tmp_path, tiny_model
     for _ in range(3):  # three validations of the same split
         dm.on_after_batch_transfer(dm.collate(all_items(dm, "test")), 0)
     assert dict(dm.skipped) == {"missing": 1} and "skipped 1 clip(s)" in dm.summary()
+
+
+def test_manifest_spans_decode_only_their_part_of_the_recording(tmp_path, tiny_model, monkeypatch):
+    import soundfile as sf
+
+    from lightning_asr.audio import SAMPLING_RATE
+
+    rate = 8000
+    parts = [tone(2.0, rate, seed=0), tone(3.0, rate, seed=5), tone(1.5, rate, seed=10)]  # 220, 420, 620 Hz
+    sf.write(tmp_path / "talk.wav", np.concatenate(parts), rate)
+    rows = [{"audio": "talk.wav", "text": "एक", "offset": 0.0, "duration": 2.0},
+            {"audio": "talk.wav", "text": "दोन", "offset": 2.0, "duration": 3.0},
+            {"audio": "talk.wav", "text": "तीन", "offset": 5.0, "duration": 1.5},
+            {"audio": "talk.wav", "text": "चार", "offset": 6.0, "duration": 4.0},  # runs past the end
+            {"audio": "talk.wav", "text": "पाच", "offset": "soon", "duration": 1.0}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    monkeypatch.setattr("soundfile.read", lambda *a, **k: pytest.fail("a span decoded the whole file"))
+    dm = SpeechDataModule(source="manifest", path=str(tmp_path / "m.jsonl"), model=tiny_model, language="mr",
+                          num_workers=0, train_split="train", val_split="train")
+    dm.setup("fit")
+    items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
+    good = [x for x in items if isinstance(x, dict)]
+    assert [x["duration"] for x in good] == pytest.approx([2.0, 3.0, 1.5], abs=1e-3)
+    assert [x["path"] for x in good] == [f"{tmp_path}/talk.wav#t=0,2", f"{tmp_path}/talk.wav#t=2,5", f"{tmp_path}/talk.wav#t=5,6.5"]
+    assert [x["text"] for x in good] == ["एक", "दोन", "तीन"]
+    from lightning_asr.audio import read_clip
+
+    for cell, hz in zip(dm.datasets["train"].rows["audio"].to_pylist(), (220, 420, 620)):
+        wave = read_clip(cell, "span")
+        peak = np.fft.rfftfreq(len(wave), 1 / SAMPLING_RATE)[np.abs(np.fft.rfft(wave)).argmax()]
+        assert peak == pytest.approx(hz, abs=2)
+    assert [x.reason for x in items if not isinstance(x, dict)] == ["span_out_of_range"]
+    assert dm.skipped["bad_span"] == 1
+    assert list(dm._lengths("train")) == [2.0, 3.0, 1.5, 4.0]  # group_by_length uses the stated durations
