@@ -144,7 +144,7 @@ class SpeechDataModule(L.LightningDataModule):
         except ValueError as err:  # a noise folder is checked at parse time, not an hour into the first epoch
             raise DataConfigError(str(err)) from None
         # Resolved once, and here, not after loading a model.
-        self.language = language_code(language)
+        self.language = None if language == "auto" else language_code(language)  # auto: predict only
         self.retain_language = language_code(self.retain.language) if self.retain else None
         self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
@@ -219,7 +219,7 @@ class SpeechDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if self.processor is None:
-            self.processor = load_processor(hp.model, self.language, hp.task)
+            self.processor = load_processor(hp.model, self.language or "en", hp.task)
         splits = {
             "fit": {"train": hp.train_split, "val": hp.val_split},
             "validate": {"val": hp.val_split},

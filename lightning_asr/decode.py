@@ -149,6 +149,14 @@ def _graphed(step: Callable[[], None]) -> Callable[[], None]:
     return graph.replay
 
 
+@torch.no_grad()
+def detect_languages(whisper, input_features: torch.Tensor, tokenizer) -> list[str]:
+    """Each clip's most likely language code, from the first decoder step after ``<|startoftranscript|>``
+    (Whisper's own detection, transformers' ``detect_language``)."""
+    ids = whisper.detect_language(input_features=input_features)
+    return [token.strip("<|>") for token in tokenizer.convert_ids_to_tokens(ids.reshape(-1).tolist())]
+
+
 def prompt_ids(tokenizer, language: str | None = None) -> list[int]:
     """``<|sot|><|lang|><|task|><|notimestamps|>``: the tokenizer's label prefix, the prompt generate()
     forces; ``language`` (a code) replaces the tokenizer's own language token."""

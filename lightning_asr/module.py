@@ -3,13 +3,11 @@
 import contextlib
 import logging
 import math
-import random
 import warnings
 from typing import Any, Literal
 
 import jiwer
 import lightning as L
-import numpy as np
 import torch
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -20,9 +18,10 @@ from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding, Speed, as_dict
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
-from lightning_asr.decode import greedy, prompt_ids
+from lightning_asr.decode import detect_languages, greedy, prompt_ids
 from lightning_asr.lora import LoRA, merged, trainable_state
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
+from lightning_asr.rng import rng_states, set_rng_states
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, train_flops
 
@@ -42,7 +41,8 @@ class WhisperLoRA(L.LightningModule):
 
     Args:
         model: hub id (``openai/whisper-large-v2``) or local folder of the base model.
-        language: transcript language, name or code (``Marathi`` / ``mr``).
+        language: transcript language, name or code (``Marathi`` / ``mr``); ``auto`` (``predict``
+            only) detects each clip's language, as Whisper does, and decodes it in that language.
         task: ``transcribe``, or ``translate`` (to English).
         quantization: how the frozen base is stored: ``int8`` (the guide's LLM.int8), ``nf4``
             (4-bit, double-quantized, bf16 compute: less memory, faster than int8 on GPU) or
@@ -90,7 +90,8 @@ class WhisperLoRA(L.LightningModule):
         log_examples: int = 8,
     ) -> None:
         super().__init__()
-        self.language = language_code(language)  # once, and at parse time, not after loading a 3 GB model
+        # Once, and at parse time, not after loading a 3 GB model; None: detect each clip's (auto).
+        self.language = None if language == "auto" else language_code(language)
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
@@ -106,7 +107,7 @@ class WhisperLoRA(L.LightningModule):
         self.model: PeftModel | None = None
         # Tokenizer and feature extractor, built here (seconds, not the base's minutes) so that the
         # CLI hands this same object to the DataModule (``link_arguments(..., apply_on="instantiate")``).
-        self.processor = load_processor(model, self.language, task)
+        self.processor = load_processor(model, self.language or "en", task)  # decoding names its language
         self.bad_steps = 0
         self.flops_per_batch: int | None = None
         # The target's scores, and the same for a retained set in another language (``data.retain``):
@@ -297,9 +298,22 @@ class WhisperLoRA(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         if not batch["paths"]:
             return []
-        texts, _ = self.transcribe(batch["input_features"])
-        durations = batch["durations"].tolist()
-        return [{"path": p, "text": t, "duration": round(d, 3)} for p, t, d in zip(batch["paths"], texts, durations)]
+        features, detected = batch["input_features"], None
+        if self.language is None:  # auto: each clip's own language, the clips of one language decoded together
+            detected = detect_languages(self.model.get_base_model(), features.to(self.dtype_of_inputs()), self.processor.tokenizer)
+            texts = [""] * len(detected)
+            for code in dict.fromkeys(detected):
+                rows = [i for i, c in enumerate(detected) if c == code]
+                for i, text in zip(rows, self.transcribe(features[rows], code)[0]):
+                    texts[i] = text
+        else:
+            texts, _ = self.transcribe(features)
+        rows = [{"path": p, "text": t, "duration": round(d, 3)} for p, t, d in zip(batch["paths"], texts, batch["durations"].tolist())]
+        return [row | {"language": code} for row, code in zip(rows, detected)] if detected else rows
+
+    def setup(self, stage: str) -> None:
+        if self.language is None and stage != "predict":
+            raise ValueError(f"model.language: auto only transcribes (predict); {stage} needs the transcripts' language")
 
     def _log_metrics(self, stage: str) -> None:
         for name, metric in self.scores.items():
@@ -351,8 +365,8 @@ class WhisperLoRA(L.LightningModule):
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
 
-    def language_name(self) -> str:
-        return LANGUAGES[self.language]
+    def language_name(self) -> str | None:
+        return LANGUAGES[self.language] if self.language else None
 
     def adapter_record(self) -> dict[str, Any]:
         """What an adapter folder records about its training (``adapter.save_adapter`` writes it):
@@ -367,24 +381,3 @@ def error_rates() -> torch.nn.ModuleDict:
     """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
     return torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
                                 "degenerate": MeanMetric()})
-
-
-def rng_states() -> dict:
-    """Every RNG that training draws from (LoRA dropout, shuffling), as types that
-    ``torch.load(weights_only=True)`` accepts, so a resumed run draws the same numbers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
-              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])

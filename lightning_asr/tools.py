@@ -18,7 +18,7 @@ from lightning_asr.audio import clip_name
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
-from lightning_asr.whisper import Quantization, load_base, load_processor, resolve_model
+from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, resolve_model
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -85,7 +85,9 @@ def transcribe(
             used unless given here.
         output: path of the outputs without their suffix.
         base: base model id or folder (default: the adapter's).
-        language: transcript language (default: the adapter's).
+        language: transcript language (default: the adapter's); ``auto`` (the default without an
+            adapter, or one that records none) detects each file's language, as Whisper does, and
+            writes it in the jsonl's ``language`` field.
         task: ``transcribe`` or ``translate`` (default: the adapter's, else ``transcribe``).
         quantization: how to load the base (default: as trained).
         batch_size: clips decoded together.
@@ -123,7 +125,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
             source="manifest",
             path=path,
             model=module.hparams.model,
-            language=module.language,
+            language=module.language or "auto",
             task=module.hparams.task,
             eval_batch_size=batch_size,
             num_workers=num_workers,
@@ -149,9 +151,12 @@ def _decoder(adapter: str | None, base: str | None, language: str | None, task: 
     except FileNotFoundError as err:
         recorded = f" (recorded in {adapter}/lightning_asr.json; pass --base)" if adapter and base == info.get("base_model") else ""
         raise FileNotFoundError(f"transcribe: base {err}{recorded}") from None
-    language = language or info.get("language")
-    if not language:
-        raise ValueError("transcribe: give --language (the adapter does not record one)")
+    recorded = info.get("language")
+    if language is None:
+        language = recorded or "auto"
+    elif recorded and language != "auto" and language_code(language) != language_code(recorded):
+        log.warning("transcribe: the adapter was trained for %s; transcribing as %s, as --language asks",
+                    LANGUAGES[language_code(recorded)].title(), LANGUAGES[language_code(language)].title())
     module = WhisperLoRA(
         model=base,
         language=language,

@@ -265,3 +265,14 @@ def test_transcribe_a_manifest_of_spans_of_one_recording(tmp_path, demo_adapter)
     # Each row is its span of the file, named as a media fragment, the path as the manifest resolves it.
     assert [r["path"] for r in rows] == ["./talk.wav#t=0,2", "./talk.wav#t=2,3", "./talk.wav#t=2.5,6.5"]
     assert [r.get("duration") for r in rows[:2]] == [2.0, 1.0] and rows[2]["error"].startswith("span_out_of_range")
+
+
+def test_transcribe_warns_when_asked_for_another_language_than_the_adapters(tmp_path, demo_adapter):
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    sf.write(tmp_path / "c.wav", tone(1.0, 16000), 16000)
+    out = run(["transcribe", "c.wav", "--adapter", str(demo_adapter), "--language", "English", "--num_workers", "0",
+               "--max_new_tokens", "3"], tmp_path)
+    assert "the adapter was trained for Marathi; transcribing as English" in out.stderr + out.stdout

@@ -11,7 +11,7 @@ from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
 from lightning_asr.module import NonFiniteLossError, WhisperLoRA
-from lightning_asr.whisper import load_base, load_processor
+from lightning_asr.whisper import LANGUAGES, load_base, load_processor
 from tests.conftest import gpu, randomize_lora_b, tiny_module, train_steps, write_common_voice, write_tiny_model
 
 
@@ -376,3 +376,19 @@ def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_enc
 def test_decoder_only_lora_refuses_to_train_encoder_layers():
     with pytest.raises(ValueError, match="model.lora.modules_to_save: \\['conv1'\\] are encoder layers"):
         LoRA(modules_to_save=["conv1"], encoder=False)
+
+
+def test_predict_with_language_auto_decodes_each_clip_in_its_detected_language(tiny_model, batch):
+    from lightning_asr.decode import detect_languages
+
+    module = tiny_module(tiny_model, quantization="none", language="auto")
+    randomize_lora_b(module, std=0.05)
+    module.eval()
+    features = batch["input_features"]
+    codes = detect_languages(module.model.get_base_model(), features, module.processor.tokenizer)
+    rows = module.predict_step(batch | {"paths": [f"c{i}" for i in range(len(codes))]}, 0)
+    assert [r["language"] for r in rows] == codes and all(c in LANGUAGES for c in codes)
+    for i, (row, code) in enumerate(zip(rows, codes)):
+        assert row["text"] == module.transcribe(features[i : i + 1], code)[0][0]
+    with pytest.raises(ValueError, match="model.language: auto only transcribes"):
+        module.setup("fit")

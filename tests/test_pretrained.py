@@ -61,3 +61,16 @@ def test_static_decoding_transcribes_real_speech_like_generate():
     assert runs["static"][1] == runs["generate"][1]
     assert [runs["static"][0][k] for k in ("wer", "wer_norm", "cer")] == [runs["generate"][0][k] for k in ("wer", "wer_norm", "cer")]
     assert runs["static"][0]["wer_norm"] < 0.5
+
+
+@requires_shared
+def test_transcribe_without_a_language_detects_each_files_language(tmp_path):
+    import json
+
+    from tests.conftest import run
+
+    # Real recorded English (whisper-base calls one of the synthetic espeak clips Swedish).
+    clips = sorted((SHARED / "data/real/fsdd-takes5-49/en/clips").iterdir())[:3]
+    run(["transcribe", *map(str, clips), "--base", BASE, "--num_workers", "0", "--accelerator", "cpu"], tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    assert [r["language"] for r in rows] == ["en"] * 3 and all(r["text"] for r in rows)
