@@ -109,6 +109,14 @@ def _read_span(path: str, offset: float, duration: float | None, name: str) -> t
     return audio, rate
 
 
+def header_seconds(path: str) -> float | None:
+    """The duration libsndfile reads from ``path``'s header, without decoding; ``None`` if unreadable."""
+    try:
+        return sf.info(path).duration
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return None
+
+
 def stated_duration(path: str) -> float | None:
     """The duration an MP3's Xing/Info header promises, in seconds; ``None`` when it has none.
 

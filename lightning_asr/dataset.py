@@ -7,7 +7,16 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_asr.audio import FRAMES_PER_SECOND, SAMPLING_RATE, AudioError, Skipped, clip_name, log_mel, read_clip
+from lightning_asr.audio import (
+    FRAMES_PER_SECOND,
+    SAMPLING_RATE,
+    AudioError,
+    Skipped,
+    clip_name,
+    header_seconds,
+    log_mel,
+    read_clip,
+)
 from lightning_asr.augment import AudioAugment
 from lightning_asr.text import clean_transcript
 
@@ -60,6 +69,11 @@ class SpeechDataset(Dataset):
                 labels = self.processor.tokenizer(text).input_ids
                 if len(labels) > self.max_label_tokens:
                     raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
+            # A long recording to transcribe is not decoded whole only to be found too long (transcribe
+            # takes it window by window): its header says so first.
+            stated = header_seconds(audio) if isinstance(audio, str) and not self.with_labels else None
+            if stated is not None and stated > self.max_duration_s + 1:
+                raise AudioError(name, "too_long", f"{stated:.1f} s > {self.max_duration_s:g} s")
             waveform = read_clip(audio, name, self.cache_dir, self.with_labels)
             duration = len(waveform) / SAMPLING_RATE
             if duration > self.max_duration_s:

@@ -1,5 +1,6 @@
 """``lightning-asr transcribe`` and ``lightning-asr export``: using a trained adapter."""
 
+import dataclasses
 import json
 import logging
 import sys
@@ -12,9 +13,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from peft import PeftModel
 
+from lightning_asr import longform
 from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding
-from lightning_asr.audio import clip_name
+from lightning_asr.audio import AudioError, clip_name
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
@@ -72,12 +74,15 @@ def transcribe(
     accelerator: str = "auto",
     audio_column: str = "audio",
     decoding: Literal["generate", "static"] = "generate",
+    timestamps: bool = False,
+    subtitles: str | None = None,
 ) -> int:
     """Transcribe audio files with a base Whisper and (optionally) a trained adapter.
 
     Writes one row per input, in input order: ``<output>.txt`` (``path<TAB>text``) and
     ``<output>.jsonl`` (``path``, ``text``, ``duration``; ``error`` instead for an input that could
     not be read). Returns the number of such inputs; the command exits 1 when there are any.
+    Inputs longer than 30 s are transcribed window by window (``longform.py``), any length.
 
     Args:
         inputs: audio files (mp3/wav/flac/ogg), or one manifest (.csv/.tsv/.jsonl) with an audio column.
@@ -97,10 +102,25 @@ def transcribe(
         audio_column: audio column of a manifest.
         decoding: ``generate`` (transformers) or ``static`` (the same tokens from our loop over a
             preallocated cache; on GPU with an unquantized base, 2.5x faster in benchmarks/README.md "Speed").
+        timestamps: decode every input with timestamp tokens, window by window, and write its
+            ``segments`` (``start``, ``end`` in seconds, ``text``) in the jsonl.
+        subtitles: a folder to write each input's segments into as ``NNNN_<name>.srt`` and ``.vtt``
+            (implies ``timestamps``).
     """
     module = _decoder(adapter, base, language, task, quantization, max_new_tokens, decoding)
-    manifest, order, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
+    manifest, cells, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
+    order = [clip_name(cell) for cell in cells]
     rows = _in_input_order(order, inputs if not manifest else order, predictions, skipped)
+    timestamps = timestamps or subtitles is not None
+    device = "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    for i, (row, cell) in enumerate(zip(rows, cells)):
+        if timestamps and "error" not in row or row.get("error", "").startswith("too_long"):
+            rows[i] = _long_form(module.to(device).eval(), row, cell, timestamps, subtitles, i)
+    return _report(rows, output)
+
+
+def _report(rows: list[dict], output: str) -> int:
+    """Write the transcripts, name each failed input; the number of failures."""
     failed = [r for r in rows if "error" in r]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_rows(output + ".txt", output + ".jsonl", rows)
@@ -113,7 +133,7 @@ def transcribe(
 def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_size: int, num_workers: int,
              accelerator: str) -> tuple[bool, list[str], list[dict], dict]:
     """``trainer.predict`` over the inputs (files, or one manifest): whether it was a manifest, the
-    index order, the predictions, and the skipped clips by name."""
+    index cells in order, the predictions, and the skipped clips by name."""
     manifest = len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES)
     with tempfile.TemporaryDirectory() as tmp:
         path = inputs[0] if manifest else str(Path(tmp) / "inputs.jsonl")
@@ -135,8 +155,8 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
         )
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
         batches = trainer.predict(module, datamodule=data)
-        order = [clip_name(cell) for cell in data.datasets["predict"].rows["audio"].to_pylist()]
-    return manifest, order, [r for b in batches for r in b], data.skipped_clips()
+        cells = data.datasets["predict"].rows["audio"].to_pylist()
+    return manifest, cells, [r for b in batches for r in b], data.skipped_clips()
 
 
 def _decoder(adapter: str | None, base: str | None, language: str | None, task: str | None,
@@ -168,6 +188,29 @@ def _decoder(adapter: str | None, base: str | None, language: str | None, task: 
         decoding=Decoding(decoding, max_new_tokens),
     )
     return module
+
+
+def _long_form(module: WhisperLoRA, row: dict, cell, timestamps: bool, subtitles: str | None, index: int) -> dict:
+    """``row`` transcribed window by window (any length); its segments and subtitle files if asked."""
+    path, start, end = (cell, 0.0, None) if not isinstance(cell, dict) else (
+        cell["path"], cell.get("offset") or 0.0,
+        None if cell.get("duration") is None else (cell.get("offset") or 0.0) + cell["duration"])
+    try:
+        segments, language = longform.transcribe_long(module, path, start=start, end=end)
+    except AudioError as err:
+        return {"path": row["path"], "error": f"{err.reason} ({err.skipped.detail})"}
+    duration = (end if end is not None else longform.file_seconds(path)) - start
+    out = {"path": row["path"], "text": " ".join(s.text for s in segments), "duration": round(duration, 3)}
+    if module.language is None:
+        out["language"] = language
+    if timestamps:
+        out["segments"] = [dataclasses.asdict(s) for s in segments]
+    if subtitles is not None:
+        stem = Path(subtitles) / f"{index:04d}_{Path(row['path'].split('#')[0]).stem}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".srt").write_text(longform.srt(segments))
+        stem.with_suffix(".vtt").write_text(longform.vtt(segments))
+    return out
 
 
 def _in_input_order(order: list[str], names: list[str], predictions: list[dict], skipped: dict) -> list[dict]:

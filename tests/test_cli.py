@@ -276,3 +276,26 @@ def test_transcribe_warns_when_asked_for_another_language_than_the_adapters(tmp_
     out = run(["transcribe", "c.wav", "--adapter", str(demo_adapter), "--language", "English", "--num_workers", "0",
                "--max_new_tokens", "3"], tmp_path)
     assert "the adapter was trained for Marathi; transcribing as English" in out.stderr + out.stdout
+
+
+def test_transcribe_a_long_file_with_timestamps_and_subtitles_as_the_readme_shows(tmp_path, demo_adapter):
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    # 70 s: three windows; too long for one, so it used to be skipped as too_long.
+    sf.write(tmp_path / "talk.wav", np.concatenate([tone(7.0, 16000, seed=i) for i in range(10)]), 16000)
+    plain = run(["transcribe", "talk.wav", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "6",
+                 "--output", "plain"], tmp_path)
+    assert "wrote 1 transcript(s)" in plain.stdout
+    run(["transcribe", "talk.wav", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "6",
+         "--timestamps", "true", "--subtitles", "subs"], tmp_path)
+    (row,) = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    assert row["path"] == "talk.wav" and row["duration"] == 70.0 and "error" not in row
+    segments = row["segments"]
+    assert segments and all(0 <= s["start"] < s["end"] <= 70.0 for s in segments)
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments) and segments[-1]["end"] == 70.0
+    assert row["text"] == " ".join(s["text"] for s in segments)
+    srt, vtt = (tmp_path / "subs/0000_talk.srt").read_text(), (tmp_path / "subs/0000_talk.vtt").read_text()
+    assert srt.startswith("1\n00:00:") and srt.count(" --> ") == len(segments)
+    assert vtt.startswith("WEBVTT\n\n") and vtt.count(" --> ") == len(segments)
