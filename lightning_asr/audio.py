@@ -45,16 +45,22 @@ class AudioError(Exception):
         return self.skipped.reason
 
 
+def span_of(cell: Any) -> tuple[str, float, float | None] | None:
+    """A manifest span cell's ``(path, offset, duration)`` in seconds (duration ``None``: to the
+    file's end); ``None`` for any other cell (a path, a Hugging Face ``{bytes, path}``)."""
+    if isinstance(cell, dict) and "offset" in cell:
+        return cell["path"], cell["offset"], cell["duration"]
+    return None
+
+
 def clip_name(cell: Any) -> str:
     """An index cell's name in logs, skip counts and transcripts: its path, and for a span of a file
     the span as a media fragment (``talk.wav#t=60,75``)."""
-    if not isinstance(cell, dict):
-        return cell
-    if cell.get("offset") is None and cell.get("duration") is None:
-        return cell["path"]
-    start = cell.get("offset") or 0.0
-    end = f"{start + cell['duration']:g}" if cell.get("duration") is not None else ""
-    return f"{cell['path']}#t={start:g},{end}"
+    span = span_of(cell)
+    if span is None:
+        return cell["path"] if isinstance(cell, dict) else cell
+    path, start, duration = span
+    return f"{path}#t={start:g},{'' if duration is None else f'{start + duration:g}'}"
 
 
 def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None = None,
@@ -156,19 +162,19 @@ def stated_duration(path: str) -> float | None:
 
 def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: bool = True) -> np.ndarray:
     """One index cell's 16 kHz audio: a path, a Hugging Face ``Audio(decode=False)`` cell (bytes
-    or path), or a manifest span (path, offset, duration). With ``cache_dir``, a decoded path is kept as float16 ``.npy`` and read from there
-    next time. A labelled clip that decodes to under 90 % of its header's duration is ``truncated``
-    (it cannot match its transcript); an unlabelled one is only warned about."""
-    span = None
+    or path), or a manifest span (path, offset, duration). With ``cache_dir``, a decoded clip is
+    kept as float16 ``.npy`` and read from there next time. A labelled clip that decodes to under
+    90 % of its header's duration is ``truncated`` (it cannot match its transcript); an unlabelled
+    one is only warned about."""
+    span = span_of(audio)
     if isinstance(audio, dict):
         if audio.get("bytes"):
             return load_audio(name, data=audio["bytes"])
-        if audio.get("offset") is not None or audio.get("duration") is not None:
-            span = (audio.get("offset") or 0.0, audio.get("duration"))
         audio = audio["path"]
 
     def decode() -> np.ndarray:  # a span of a longer recording: the file's header says nothing about it
-        return load_audio(audio, span=span, name=name) if span is not None else _checked(audio, labelled)
+        return load_audio(audio, span=span[1:], name=name) if span is not None else _checked(audio, labelled)
+
     if cache_dir is None:
         return decode()
     cached = Path(cache_dir) / (hashlib.sha1(name.encode()).hexdigest() + ".npy")

@@ -219,7 +219,7 @@ class SpeechDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if self.processor is None:
-            self.processor = load_processor(hp.model, self.language or "en", hp.task)
+            self.processor = load_processor(hp.model, self.language, hp.task)
         splits = {
             "fit": {"train": hp.train_split, "val": hp.val_split},
             "validate": {"val": hp.val_split},

@@ -107,7 +107,7 @@ class WhisperLoRA(L.LightningModule):
         self.model: PeftModel | None = None
         # Tokenizer and feature extractor, built here (seconds, not the base's minutes) so that the
         # CLI hands this same object to the DataModule (``link_arguments(..., apply_on="instantiate")``).
-        self.processor = load_processor(model, self.language or "en", task)  # decoding names its language
+        self.processor = load_processor(model, self.language, task)
         self.bad_steps = 0
         self.flops_per_batch: int | None = None
         # The target's scores, and the same for a retained set in another language (``data.retain``):

@@ -16,7 +16,7 @@ from peft import PeftModel
 from lightning_asr import longform
 from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding
-from lightning_asr.audio import AudioError, clip_name
+from lightning_asr.audio import AudioError, clip_name, span_of
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
@@ -192,9 +192,8 @@ def _decoder(adapter: str | None, base: str | None, language: str | None, task: 
 
 def _long_form(module: WhisperLoRA, row: dict, cell, timestamps: bool, subtitles: str | None, index: int) -> dict:
     """``row`` transcribed window by window (any length); its segments and subtitle files if asked."""
-    path, start, end = (cell, 0.0, None) if not isinstance(cell, dict) else (
-        cell["path"], cell.get("offset") or 0.0,
-        None if cell.get("duration") is None else (cell.get("offset") or 0.0) + cell["duration"])
+    path, start, duration = span_of(cell) or (cell, 0.0, None)
+    end = None if duration is None else start + duration
     try:
         segments, language = longform.transcribe_long(module, path, start=start, end=end)
     except AudioError as err:

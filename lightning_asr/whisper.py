@@ -50,9 +50,12 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def load_processor(model: str, language: str, task: str) -> WhisperProcessor:
-    """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``."""
-    return WhisperProcessor.from_pretrained(resolve_model(model), language=LANGUAGES[language_code(language)], task=task)
+def load_processor(model: str, language: str | None, task: str) -> WhisperProcessor:
+    """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``.
+    ``language`` ``None`` (detected per clip) puts English there as a placeholder: decoding always
+    names its language, and the prefix keeps its four tokens."""
+    name = LANGUAGES[language_code(language or "en")]
+    return WhisperProcessor.from_pretrained(resolve_model(model), language=name, task=task)
 
 
 def quantization_config(quantization: Quantization) -> BitsAndBytesConfig | None:
