@@ -57,7 +57,7 @@ TASKS = {
     "fsdd-en": (SHARED / "data/real/fsdd-takes5-49", "en", "English", None),
 }
 RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
-CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4"]
+CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4", "frozen-bf16", "frozen-lean-bf16", "frozen-nf4"]
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
 # ``recipe-unquantized``: does the unquantized (bf16) base train as well as the int8 one at the recipe's settings?
 # The augmentations (off in every shipped config), each alone and all together, against recipe-config
@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> dict:
               "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "tiny": args.tiny, "torch": torch.__version__,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=REPO).stdout.strip(), "tasks": {}}
-    reused = reuse(args.reuse, args.steps) if args.reuse else {}
+    reused = {key: run for key, run in (reuse(args.reuse, args.steps) if args.reuse else {}).items()
+              if key[0] in args.tasks and key[1] in names(args)}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
     # Config by config (on every task): if a session ends early, the configs it finished have all their seeds.

@@ -182,7 +182,8 @@ class WhisperLoRA(L.LightningModule):
         n = len(batch["paths"])
         if n == 0:  # every clip of this batch was skipped
             return None
-        self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1])
+        self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1],
+                                          self.lora.encoder)
         with self.attention():
             # The attention mask only places SpecAugment's time masks on the audio (the encoder ignores it).
             mask = audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None

@@ -131,13 +131,14 @@ def load_base(
     return base
 
 
-def train_flops(config: WhisperConfig, features_shape: torch.Size, label_tokens: int) -> int:
+def train_flops(config: WhisperConfig, features_shape: torch.Size, label_tokens: int, encoder_backward: bool = True) -> int:
     """Model FLOPs of one training step by the 6·N·tokens rule (attention scores left out).
 
     Encoder parameters see the mel frames / 2 positions, decoder parameters the label tokens.
+    ``encoder_backward=False`` (``lora.encoder: false``): the encoder runs forward only, 2·N.
     """
     batch, _, frames = features_shape
     d, ffn = config.d_model, config.encoder_ffn_dim
     enc = config.encoder_layers * (4 * d * d + 2 * d * ffn)
     dec = config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim) + d * config.vocab_size
-    return 6 * batch * (enc * (frames // 2) + dec * label_tokens)
+    return batch * ((6 if encoder_backward else 2) * enc * (frames // 2) + 6 * dec * label_tokens)

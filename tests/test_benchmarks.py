@@ -27,10 +27,10 @@ def test_decode_entries_have_distinct_titles():
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--tiny", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "--decode", *DECODE_PATHS],
+                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "nf4-gc-b16-frozen-encoder", "--decode", *DECODE_PATHS],
                    check=True, cwd=tmp_path, capture_output=True, env=MODULES)
     report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
-    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
+    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64", "nf4-gc-b16-frozen-encoder"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
     # Each row names the shipped config it measures, its WER verdict from quality.json, and an MFU
     # against the matrix-product peak measured in the same run.

@@ -11,7 +11,7 @@ from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
 from lightning_asr.module import NonFiniteLossError, WhisperLoRA
-from lightning_asr.whisper import LANGUAGES, load_base, load_processor
+from lightning_asr.whisper import LANGUAGES, load_base, load_processor, train_flops
 from tests.conftest import gpu, randomize_lora_b, tiny_module, train_steps, write_common_voice, write_tiny_model
 
 
@@ -367,6 +367,10 @@ def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_enc
     loss = module.training_step(batch, 0)
     hook.remove()
     assert grad_on == [False] and loss.item() == pytest.approx(full.item(), rel=1e-5)
+    # MFU counts the step's real work: the encoder's forward (2·N per frame), not a backward too (6·N).
+    config, shape, tokens = module.model.config, batch["input_features"].shape, batch["labels"].shape[1]
+    encoder = train_flops(config, shape, 0)
+    assert module.flops_per_batch == train_flops(config, shape, tokens) - encoder + encoder // 3
     loss.backward()
     for name, p in module.named_parameters():
         if p.requires_grad:
