@@ -92,7 +92,7 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     start = time.perf_counter()
     metrics = trainer.test(module, dm, verbose=False)[0]
     seconds = time.perf_counter() - start
-    refs, preds = map(list, zip(*module.test_transcripts))
+    _, refs, preds = map(list, zip(*module.test_transcripts))
     code = module.language
     per_clip = [jiwer.process_words(normalize(r, code) or "∅", normalize(p, code) or "∅") for r, p in zip(refs, preds)]
     return {

@@ -84,11 +84,19 @@ def resume_last(config) -> None:
     log.info("resuming %s%s", found[-1], f" in {root}/version_{run}" if run is not None else "")
 
 
+def _tool(name: str):
+    if name == "export":
+        from lightning_asr.export import export
+
+        return export
+    from lightning_asr.tools import transcribe
+
+    return transcribe
+
+
 def tool_parser(name: str) -> ArgumentParser:
     """``transcribe`` and ``export`` from their signatures; transcribe's files are positional."""
-    from lightning_asr import tools
-
-    function = getattr(tools, name)
+    function = _tool(name)
     parser = ArgumentParser(prog=f"lightning-asr {name}", description=function.__doc__.split("\n\n")[0])
     if name == "transcribe":
         parser.add_argument("inputs", nargs="+", help="audio files (mp3/wav/flac/ogg), or one .csv/.tsv/.jsonl manifest")
@@ -105,11 +113,9 @@ def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in ("transcribe", "export"):
-        from lightning_asr import tools
-
         config = tool_parser(argv[0]).parse_args(argv[1:])
         try:
-            failed = getattr(tools, argv[0])(**config.as_dict())
+            failed = _tool(argv[0])(**config.as_dict())
         except (FileExistsError, FileNotFoundError, ValueError) as err:  # named, with what to do: no traceback
             print(f"lightning-asr {argv[0]}: error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -12,6 +12,8 @@ from rapidfuzz.distance import Levenshtein
 from torchmetrics.text import CharErrorRate as _CharErrorRate
 from torchmetrics.text import WordErrorRate as _WordErrorRate
 
+from lightning_asr.text import normalize
+
 
 def _listed(texts: str | list[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
@@ -44,3 +46,14 @@ def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words
     diffs = (a[picks].sum(1) - b[picks].sum(1)) / np.maximum(n[picks].sum(1), 1)
     low, high = np.percentile(diffs, [2.5, 97.5])
     return float((a.sum() - b.sum()) / max(n.sum(), 1)), float(low), float(high)
+
+
+def error_rates(refs: list[str], preds: list[str], language: str | None) -> dict[str, float]:
+    """The three numbers validation logs (``wer`` as written, ``wer_norm``, ``cer`` on normalised
+    text), for transcripts decoded elsewhere: an exported model in its own runtime."""
+    norm_refs, norm_preds = [normalize(r, language) for r in refs], [normalize(p, language) for p in preds]
+    wer, wer_norm, cer = WordErrorRate(), WordErrorRate(), CharErrorRate()
+    wer.update(preds, refs)
+    wer_norm.update(norm_preds, norm_refs)
+    cer.update(norm_preds, norm_refs)
+    return {"wer": float(wer.compute()), "wer_norm": float(wer_norm.compute()), "cer": float(cer.compute())}

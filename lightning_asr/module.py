@@ -114,9 +114,10 @@ class WhisperLoRA(L.LightningModule):
         # what the fine-tune costs the base elsewhere, logged under ``val_retain/``.
         self.scores, self.retained = error_rates(), error_rates()
         self.examples: list[tuple[str, str]] = []
-        # Every (reference, prediction) of the last ``test`` run, in order: per-clip errors for
-        # paired comparisons (benchmarks/quality.py), from the same decode that gave test/wer.
-        self.test_transcripts: list[tuple[str, str]] = []
+        # Every (clip, reference, prediction) of the last ``test`` run, in order: per-clip errors for
+        # paired comparisons (benchmarks/quality.py) and the clips an export's parity check decodes
+        # again (export.py), from the same decode that gave test/wer.
+        self.test_transcripts: list[tuple[str, str, str]] = []
         self.history: list[tuple[int, float, float]] = []
 
     # -- model ------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ class WhisperLoRA(L.LightningModule):
         scores["cer"].update(norm_preds, norm_refs)
         scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
         if self._trainer is not None and self.trainer.testing:
-            self.test_transcripts += zip(refs, preds)
+            self.test_transcripts += zip(batch["paths"], refs, preds)
         if not retained:
             room = self.hparams.log_examples - len(self.examples)
             self.examples += list(zip(refs, preds))[: max(room, 0)]

@@ -1,4 +1,4 @@
-"""``lightning-asr transcribe`` and ``lightning-asr export``: using a trained adapter."""
+"""``lightning-asr transcribe``: using a trained adapter (``export.py`` writes it out for other runtimes)."""
 
 import dataclasses
 import json
@@ -11,16 +11,14 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from peft import PeftModel
 
 from lightning_asr import longform
 from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding
 from lightning_asr.audio import AudioError, clip_name, span_of
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.lora import merge
 from lightning_asr.module import WhisperLoRA
-from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, resolve_model
+from lightning_asr.whisper import LANGUAGES, Quantization, language_code, resolve_model
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -107,7 +105,7 @@ def transcribe(
         subtitles: a folder to write each input's segments into as ``NNNN_<name>.srt`` and ``.vtt``
             (implies ``timestamps``).
     """
-    module = _decoder(adapter, base, language, task, quantization, max_new_tokens, decoding)
+    module = decoder_module(adapter, base, language, task, quantization, max_new_tokens, decoding)
     manifest, cells, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
     order = [clip_name(cell) for cell in cells]
     rows = _in_input_order(order, inputs if not manifest else order, predictions, skipped)
@@ -159,7 +157,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
     return manifest, cells, [r for b in batches for r in b], data.skipped_clips()
 
 
-def _decoder(adapter: str | None, base: str | None, language: str | None, task: str | None,
+def decoder_module(adapter: str | None, base: str | None, language: str | None, task: str | None,
              quantization: Quantization | None, max_new_tokens: int, decoding: str) -> WhisperLoRA:
     """The module that transcribes: what is given, else what the adapter folder records."""
     info = adapter_info(adapter) if adapter else {}
@@ -224,42 +222,3 @@ def _in_input_order(order: list[str], names: list[str], predictions: list[dict],
             why = skipped.get(resolved)
             rows.append({"path": name, "error": f"{why.reason} ({why.detail})" if why else "not transcribed"})
     return rows
-
-
-def export(
-    adapter: str,
-    output: str,
-    base: str | None = None,
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16",
-    overwrite: bool = False,
-) -> None:
-    """Merge an adapter into a full-precision copy of its base and save a standard Whisper folder.
-
-    The folder (model, processor, generation config) loads with
-    ``pipeline("automatic-speech-recognition", model=output)`` and converts for faster-whisper with
-    ``ct2-transformers-converter --model OUTPUT --output_dir OUTPUT-ct2 --quantization int8_float16``.
-
-    Args:
-        adapter: adapter folder written by training.
-        output: folder to write.
-        base: base model id or folder (default: the one the adapter was trained on).
-        dtype: weight dtype of the exported model.
-        overwrite: write into ``output`` even when it already holds files.
-    """
-    target = Path(output)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(f"export: {output} already exists and is not empty; choose another folder or pass --overwrite true")
-    info = adapter_info(adapter)
-    base = base or info.get("base_model")
-    if not base:
-        raise ValueError("export: give --base (the adapter does not name its base)")
-    model = load_base(
-        base, "none", "cpu", getattr(torch, dtype), info.get("from_config", False), info.get("init_seed", 0)
-    )
-    merged = merge(PeftModel.from_pretrained(model, adapter))
-    merged.config.use_cache = True
-    merged.save_pretrained(output)
-    language = info.get("language")
-    processor = load_processor(adapter, language, info.get("task", "transcribe")) if language else None
-    (processor or load_processor(base, "en", "transcribe")).save_pretrained(output)
-    print(f"exported {base} + {adapter} -> {output}", flush=True)

@@ -173,7 +173,7 @@ def test_export_refuses_a_non_empty_folder_unless_asked(tmp_path, demo_adapter):
     assert (tmp_path / "whisper-mr/model.safetensors").is_file()
     out = run(["export", str(demo_adapter), "whisper-mr"], tmp_path, returncode=2)
     assert "whisper-mr already exists and is not empty" in out.stderr and "Traceback" not in out.stderr
-    from lightning_asr.tools import export
+    from lightning_asr.export import export
 
     (tmp_path / "whisper-mr/model.safetensors").write_bytes(b"stale")
     export(str(demo_adapter), str(tmp_path / "whisper-mr"), dtype="float32", overwrite=True)

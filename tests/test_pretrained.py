@@ -11,8 +11,8 @@ BASE = str(SHARED / "models" / "whisper-base")
 DATA = str(SHARED / "data" / "cv-synth")
 
 
-def score(clips: int, method: str = "generate") -> tuple[dict, list[tuple[str, str]]]:
-    """The base's test metrics on the first cv-synth/en test clips, fp32, and its (reference, prediction) pairs."""
+def score(clips: int, method: str = "generate") -> tuple[dict, list[tuple[str, str, str]]]:
+    """The base's test metrics on the first cv-synth/en test clips, fp32, and its (clip, reference, prediction) rows."""
     from lightning_asr.module import WhisperLoRA
 
     module = WhisperLoRA(model=BASE, language="English", quantization="none", dtype="float32", decoding=Decoding(method),

@@ -1,0 +1,87 @@
+"""``lightning-asr export`` to transformers and CTranslate2 (faster-whisper), and its WER parity check."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, demo_args, run
+
+CLIPS = REPO / "demo" / "common_voice" / "mr"
+# A tiny random base at init_seed 0 writes words ("residue …"), not byte fragments: WER needs words.
+SHORT = ["--max_new_tokens", "8", "--num_workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def adapter30(tmp_path_factory, whisper30) -> Path:
+    """An adapter on a tiny random base with Whisper's 30 s window (faster-whisper pads every input to
+    30 s), trained by the demo command for a few steps."""
+    tmp = tmp_path_factory.mktemp("export-fit")
+    run(demo_args(tmp, f"--model.model={whisper30}", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+                  "--data.max_samples=4", "--model.decoding.max_new_tokens=8", "--model.validate_before_training=false"), tmp)
+    return tmp / "adapters" / "last"
+
+
+@pytest.fixture(scope="module")
+def own_words(tmp_path_factory, adapter30) -> Path:
+    """The demo clips labelled with what the adapter itself transcribes (``lightning-asr transcribe``):
+    the adapter scores 0 % on them, so any decode that differs in the exported model shows as WER."""
+    tmp = tmp_path_factory.mktemp("own-words")
+    clips = sorted(str(p) for p in (CLIPS / "clips").glob("*.mp3"))[:6]
+    run(["transcribe", *clips, "--adapter", str(adapter30), *SHORT], tmp)
+    rows = [json.loads(line) for line in (tmp / "transcripts.jsonl").read_text().splitlines()]
+    assert all(row["text"].split() for row in rows), rows  # words to score
+    manifest = tmp / "own.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": r["path"], "text": r["text"]}) + "\n" for r in rows))
+    return manifest
+
+
+def test_ct2_export_loads_in_faster_whisper_and_passes_the_parity_check(tmp_path, adapter30, own_words):
+    out = run(["export", str(adapter30), "whisper-ct2", "--format", "ct2", "--quantization", "float32",
+               "--check", str(own_words), "--check_quantization", "none", *SHORT], tmp_path)
+    folder = tmp_path / "whisper-ct2"
+    assert {"model.bin", "tokenizer.json", "preprocessor_config.json", "vocabulary.json"} <= {p.name for p in folder.iterdir()}
+    report = json.loads((folder / "parity.json").read_text())
+    assert report["clips"] == 6 and report["runtime"].startswith("faster-whisper") and report["within_tolerance"]
+    assert report["adapter_scores"]["wer"] == 0.0 and report["exported_scores"]["wer"] == 0.0
+    assert report["clips_transcribed_differently"] == 0 and "within the tolerance" in out.stdout
+    # As users load it: faster-whisper reads the tokenizer from the folder, not the hub.
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(folder), device="cpu", compute_type="float32")
+    assert model.hf_tokenizer.token_to_id("<|mr|>") is not None
+
+
+def test_transformers_export_passes_the_parity_check_through_the_pipeline(tmp_path, adapter30, own_words):
+    run(["export", str(adapter30), "whisper-hf", "--dtype", "float32", "--check", str(own_words),
+         "--check_quantization", "none", *SHORT], tmp_path)
+    report = json.loads((tmp_path / "whisper-hf/parity.json").read_text())
+    assert report["runtime"].startswith("transformers") and report["within_tolerance"]
+    assert report["exported_scores"]["wer"] == report["adapter_scores"]["wer"] == 0.0
+
+
+def test_parity_check_fails_when_the_exported_model_transcribes_differently(tmp_path, adapter30, own_words):
+    """An exported folder whose weights drifted (here: noise on the output projection) scores worse
+    than the adapter: the check says so and ``export`` exits 1."""
+    from transformers import WhisperForConditionalGeneration
+
+    from lightning_asr.export import export, parity
+
+    export(str(adapter30), str(tmp_path / "hf"), dtype="float32")
+    model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        torch.manual_seed(0)
+        model.model.decoder.embed_tokens.weight.add_(torch.randn_like(model.model.decoder.embed_tokens.weight))
+    model.save_pretrained(tmp_path / "hf")
+    report = parity(str(adapter30), str(tmp_path / "hf"), "transformers", str(own_words), quantization="none",
+                    max_new_tokens=8, num_workers=0)
+    assert not report["within_tolerance"] and report["exported_scores"]["wer"] > 0.5
+    assert report["clips_transcribed_differently"] > 0 and report["differences"][0]["adapter"] != report["differences"][0]["exported"]
+
+
+def test_export_errors_name_what_is_wrong(tmp_path, adapter30):
+    out = run(["export", str(adapter30), "x", "--check", str(tmp_path / "missing.jsonl")], tmp_path, returncode=2)
+    assert "--check" in out.stderr and "missing.jsonl" in out.stderr and "Traceback" not in out.stderr
+    out = run(["export", str(REPO / "demo" / "whisper-tiny-random"), "y"], tmp_path, returncode=2)
+    assert "not an adapter folder" in out.stderr
