@@ -66,8 +66,11 @@ SPEC = ["--model.spec_augment.time_prob=0.05", "--model.spec_augment.feature_pro
 SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
 NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--data.augment.snr_max_db=30"]
 # ``decoder-only``: issue 18's frozen encoder (LoRA in the decoder only) at the recipe's settings.
+# ``timestamps``: half the training clips labelled with timestamp tokens (what it costs in WER;
+# benchmarks/timestamps.py measures the segment times its adapters predict).
 VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
-            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"]}
+            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
+            "timestamps": ["--data.timestamp_share=0.5"]}
 
 
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
@@ -113,8 +116,8 @@ def machine_name() -> str:
 def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
     """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation."""
     data, locale, language, _ = TASKS[task]
-    shipped = name not in VARIANTS and name != "recipe-config"
-    configs = ["--config", str(REPO / RECIPE), *(["--config", str(REPO / f"configs/{name}.yaml")] if shipped else [])]
+    own = name not in VARIANTS and name != "recipe-config"
+    configs = ["--config", str(REPO / RECIPE), *(["--config", str(config_file(name))] if own else [])]
     script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
     args = [
         *([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "fit", *configs, f"--model.model={model}",
@@ -128,6 +131,12 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
                  "--model.speed.compile=false", "--model.dtype=float32", "--data.num_workers=0", "--data.max_samples=8"]
     return train_once(args, out, out / "adapters" / "last")
+
+
+def config_file(name: str) -> Path:
+    """A shipped config (configs/NAME.yaml), else a measured candidate that did not ship (benchmarks/configs/)."""
+    shipped = REPO / f"configs/{name}.yaml"
+    return shipped if shipped.is_file() else REPO / f"benchmarks/configs/{name}.yaml"
 
 
 def fit_recipe(model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
@@ -316,7 +325,7 @@ def batch_size(name: str) -> int:
     import yaml
 
     size = 8
-    for path in [REPO / RECIPE] + ([REPO / f"configs/{name}.yaml"] if (REPO / f"configs/{name}.yaml").is_file() else []):
+    for path in [REPO / RECIPE] + ([config_file(name)] if config_file(name).is_file() else []):
         size = (yaml.safe_load(path.read_text()).get("data") or {}).get("batch_size", size)
     return size
 

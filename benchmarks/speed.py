@@ -54,7 +54,7 @@ class Mode:
     precision: str
     tradeoff: str
     group: bool = False  # data.group_by_length
-    config: str | None = None  # the shipped config this mode measures (configs/NAME.yaml), if any
+    config: str | None = None  # the config this mode measures: shipped (configs/NAME.yaml) or a candidate (benchmarks/configs/)
     frozen_encoder: bool = False  # model.lora.encoder: false (LoRA in the decoder only, no backward through the encoder)
     cudnn_attention: bool = False  # model.speed.cudnn_attention
     tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
@@ -93,7 +93,7 @@ MODES = [
          "bf16-gc-b32-compile with LoRA in the decoder only (model.lora.encoder: false)", compile=True, frozen_encoder=True),
     Mode("bf16-b64-compile-frozen-encoder", "none", False, 64, False, "bf16-mixed",
          "the same without checkpointing, batch 64", compile=True, frozen_encoder=True),
-    # The frozen-encoder configs as shipped: checkpointing only matters in the decoder, whose cross-attention
+    # The frozen-encoder candidates (benchmarks/configs/frozen-*.yaml), as configured: checkpointing only matters in the decoder, whose cross-attention
     # keys and values over 1,500 frames per layer are most of the memory.
     Mode("bf16-gc-b128-compile-cudnn-frozen-encoder", "none", True, 128, False, "bf16-mixed",
          "frozen-bf16: decoder-only LoRA, 30 s windows, checkpointing, compiled, cuDNN attention, batch 128",

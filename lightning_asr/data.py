@@ -95,6 +95,10 @@ class SpeechDataModule(L.LightningDataModule):
             costs. Costs a second validation pass over its clips.
         augment: speed perturbation and additive noise on training clips, off by default
             (:class:`~lightning_asr.augment.AudioAugment`); ``model.spec_augment`` masks the features.
+        timestamp_share: share of training clips (drawn per clip and epoch, seeded) labelled with
+            timestamp tokens, ``<|0.00|> text <|end|>`` with the clip's own length as its end,
+            instead of ``<|notimestamps|>``: an adapter trained only on the latter stops predicting
+            times (``transcribe --timestamps``, long files). 0 (the guide's labels) by default.
         processor: the model's processor, handed over by the CLI (built once); ``None`` builds it
             from ``model``, ``language`` and ``task``.
     """
@@ -127,6 +131,7 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 42,
         retain: RetainedSet | None = None,
         augment: AudioAugment = AudioAugment(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
+        timestamp_share: float = 0.0,
         processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
@@ -135,6 +140,8 @@ class SpeechDataModule(L.LightningDataModule):
                                     ("group_window", group_window, 1)):
             if value is not None and value < least:
                 raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
+        if not 0.0 <= timestamp_share <= 1.0:
+            raise DataConfigError(f"data.timestamp_share: a share of clips, from 0 to 1; got {timestamp_share:g}")
         if max_duration_s is not None and max_duration_s <= min_duration_s:
             raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
         retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
@@ -243,6 +250,7 @@ class SpeechDataModule(L.LightningDataModule):
                     min_duration_s=hp.min_duration_s,
                     language=self.retain_language if name == "retain" else self.language,
                     augment=self.augment if name == "train" else None,
+                    timestamp_share=hp.timestamp_share if name == "train" else 0.0,
                     seed=hp.seed,
                 )
                 self._check_not_empty(name, split)
@@ -263,7 +271,7 @@ class SpeechDataModule(L.LightningDataModule):
         lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
         sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
                                lengths=lengths, batch_size=batch_size, window=self.hparams.group_window,
-                               with_epoch=train and self.augment.enabled)
+                               with_epoch=train and (self.augment.enabled or self.hparams.timestamp_share > 0))
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
             # a global count resumes correctly under any world size (to within one batch).

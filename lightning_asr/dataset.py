@@ -46,11 +46,13 @@ class SpeechDataset(Dataset):
         language: str | None = None,
         augment: AudioAugment | None = None,
         seed: int = 0,
+        timestamp_share: float = 0.0,
     ) -> None:
         self.rows, self.processor, self.language = rows, processor, language
         self.augment, self.seed = (augment if augment and augment.enabled else None), seed
         self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
+        self.timestamp_share = timestamp_share
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,9 +91,24 @@ class SpeechDataset(Dataset):
         if self.augment is not None:
             waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
             duration = len(waveform) / SAMPLING_RATE
+        if labels is not None and self.timestamp_share and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share:
+            labels = with_timestamps(labels, duration, self.processor.tokenizer)
         features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
                 "language": self.language}
+
+
+def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[int]:
+    """``<|sot|><|lang|><|task|><|notimestamps|> text <|eot|>`` as Whisper's timestamped form of one
+    segment, ``<|sot|><|lang|><|task|><|0.00|> text <|end|><|eot|>``, the end the clip's length on
+    Whisper's 20 ms grid (at most 30.00 s)."""
+    no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    if no_timestamps not in labels:  # already timestamped, or a tokenizer without the prefix
+        return labels
+    first = no_timestamps + 1  # <|0.00|>; <|t|> is first + t / 0.02
+    at = labels.index(no_timestamps)
+    end = first + min(int(round(duration / 0.02)), 1500)
+    return [*labels[:at], first, *labels[at + 1 : -1], end, labels[-1]]
 
 
 class Batch(TypedDict, total=False):

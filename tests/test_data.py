@@ -405,3 +405,34 @@ def test_manifest_spans_decode_only_their_part_of_the_recording(tmp_path, tiny_m
     assert [x.reason for x in items if not isinstance(x, dict)] == ["span_out_of_range"]
     assert dm.skipped["bad_span"] == 1
     assert list(dm._lengths("train")) == [2.0, 3.0, 1.5, 4.0]  # group_by_length uses the stated durations
+
+
+def test_timestamp_share_labels_training_clips_with_their_own_start_and_end(tmp_path, tiny_model):
+    """``data.timestamp_share``: the chosen training clips learn ``<|0.00|> text <|end|>`` (Whisper's
+    timestamped form), the rest and every validation clip keep ``<|notimestamps|>``; per clip and epoch, seeded."""
+    from lightning_asr.data import SpeechDataModule
+    from lightning_asr.sources import DataConfigError
+
+    root = write_common_voice(tmp_path / "cv", rows_per_split=8)
+
+    def module(share: float) -> SpeechDataModule:
+        dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
+                              num_workers=0, timestamp_share=share, seed=3)
+        dm.setup("fit")
+        return dm
+
+    every, half = module(1.0), module(0.5)
+    tokenizer = every.processor.tokenizer
+    no_ts, first = tokenizer.convert_tokens_to_ids("<|notimestamps|>"), tokenizer.convert_tokens_to_ids("<|0.00|>")
+    for i in range(8):
+        plain, timed = every.datasets["val"][i]["labels"], every.datasets["train"][(i, 0)]["labels"]
+        at = plain.index(no_ts)
+        end = first + round(every.datasets["train"][(i, 0)]["duration"] / 0.02)
+        assert timed == [*plain[:at], first, *plain[at + 1 : -1], end, plain[-1]]
+        assert tokenizer.decode(timed[at + 1 : -2]) == tokenizer.decode(plain[at + 1 : -1])  # the same words
+    timed = [no_ts not in half.datasets["train"][(i, e)]["labels"] for i in range(8) for e in range(4)]
+    assert 0 < sum(timed) < len(timed)  # a share, drawn per clip and epoch
+    assert timed == [no_ts not in module(0.5).datasets["train"][(i, e)]["labels"] for i in range(8) for e in range(4)]
+    assert isinstance(next(iter(half.train_dataloader().sampler)), tuple)  # the sampler hands each clip its epoch
+    with pytest.raises(DataConfigError, match="data.timestamp_share"):
+        SpeechDataModule(path=str(root), model=tiny_model, timestamp_share=1.5)

@@ -5,8 +5,8 @@ import soundfile as sf
 import torch
 
 from lightning_asr.adapter import save_adapter
-from lightning_asr.lora import merge
 from lightning_asr.export import export
+from lightning_asr.lora import merge
 from lightning_asr.tools import transcribe
 from tests.conftest import tone
 
