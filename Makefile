@@ -18,6 +18,6 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/lightning-asr fit --config configs/demo.yaml
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 .PHONY: install demo test

@@ -6,6 +6,7 @@ Hugging Face dataset. All three become the same two-column index (``audio``, ``t
 memory; no audio is touched until a worker needs the clip.
 """
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -80,6 +81,9 @@ class SpeechDataModule(L.LightningDataModule):
         strict: raise on the first bad clip instead of skipping and counting it.
         cache_dir: keep decoded 16 kHz audio here (float16 .npy) so later epochs skip decoding.
         trim_encoder: cut each batch's mel frames to its longest clip, for the trimmed encoder (linked from ``model.speed.trim_encoder``).
+        full_window_share: with ``trim_encoder``, the share of training batches (drawn per batch from
+            its clips, so a resume draws the same) that keep Whisper's full 30 s window, so the encoder
+            also trains at the context it is later used at; 0 trims every batch.
         group_by_length: batch clips of similar length together (durations from Common Voice's
             ``clip_durations.tsv``, else file sizes). With ``trim_encoder`` it removes most padding;
             under DDP every rank's batch of a step has similar lengths, so no rank waits. Clips are
@@ -123,6 +127,7 @@ class SpeechDataModule(L.LightningDataModule):
         strict: bool = False,
         cache_dir: str | None = None,
         trim_encoder: bool = False,
+        full_window_share: float = 0.0,
         group_by_length: bool = False,
         group_window: int = 64,
         audio_column: str = "audio",
@@ -140,8 +145,11 @@ class SpeechDataModule(L.LightningDataModule):
                                     ("group_window", group_window, 1)):
             if value is not None and value < least:
                 raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
-        if not 0.0 <= timestamp_share <= 1.0:
-            raise DataConfigError(f"data.timestamp_share: a share of clips, from 0 to 1; got {timestamp_share:g}")
+        for field, share in (("timestamp_share", timestamp_share), ("full_window_share", full_window_share)):
+            if not 0.0 <= share <= 1.0:
+                raise DataConfigError(f"data.{field}: a share, from 0 to 1; got {share:g}")
+        if full_window_share and not trim_encoder:
+            log.warning("data.full_window_share: no effect without the trimmed encoder (model.speed.trim_encoder)")
         if max_duration_s is not None and max_duration_s <= min_duration_s:
             raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
         retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
@@ -288,7 +296,7 @@ class SpeechDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            collate_fn=self.collate,
+            collate_fn=functools.partial(self.collate, train=train),
             pin_memory=torch.cuda.is_available(),
             # Iterators draw their worker seed from this, not from the global RNG, so starting a
             # loader mid-run (resume) leaves the training RNG (dropout) exactly where it was.
@@ -310,8 +318,9 @@ class SpeechDataModule(L.LightningDataModule):
                      time.perf_counter() - start)
         return self._clip_lengths[name]
 
-    def collate(self, items: list) -> Batch:
-        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_encoder)
+    def collate(self, items: list, train: bool = False) -> Batch:
+        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_encoder,
+                       self.hparams.full_window_share if train else 0.0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, train=True)

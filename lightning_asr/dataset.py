@@ -1,5 +1,6 @@
 """One row to model inputs: the clip decoded and checked, its log-mel features and labels; collation."""
 
+import zlib
 from typing import Any, TypedDict
 
 import numpy as np
@@ -123,19 +124,23 @@ class Batch(TypedDict, total=False):
     skipped: list[Skipped]  # rows of this batch that failed; counted by the DataModule, then removed
 
 
-def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encoder: bool = False) -> Batch:
+def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encoder: bool = False,
+            full_window_share: float = 0.0) -> Batch:
     """Stack features once, pad labels with -100, and carry skipped rows out for counting.
 
     The decoder start token is stripped when every row begins with it: the model prepends it
     itself when it shifts the labels right (as the guide's collator does). ``trim_encoder`` cuts
-    the mel frames to the longest clip in the batch (rounded up to 1 s) for the trimmed encoder.
+    the mel frames to the longest clip in the batch (rounded up to 1 s) for the trimmed encoder,
+    except in a ``full_window_share`` of batches, drawn from the batch's clip names (the same batch
+    draws the same in any worker and after a resume).
     """
     good = [x for x in items if not isinstance(x, Skipped)]
     batch = Batch(skipped=[x for x in items if isinstance(x, Skipped)])
     if not good:
         return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
     frames = good[0]["input_features"].shape[-1]
-    if trim_encoder:
+    keep_full = full_window_share > 0 and zlib.crc32("\n".join(x["path"] for x in good).encode()) / 2**32 < full_window_share
+    if trim_encoder and not keep_full:
         frames = min(frames, FRAMES_PER_SECOND * int(np.ceil(max(x["duration"] for x in good))))
     # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and
     # then cutting took about as long as building the clips. default_collate stacks straight into

@@ -88,6 +88,8 @@ def export(
     target = Path(output)
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"export: {output} already exists and is not empty; choose another folder or pass --overwrite true")
+    if tolerance < 0:
+        raise ValueError(f"export: --tolerance is a number of WER points, 0 or more; got {tolerance:g}")
     if format == "ct2":
         _require_ct2()
     info = adapter_info(adapter)

@@ -85,7 +85,8 @@ def test_ddp_benchmark_trains_and_validates_on_two_cpu_processes(tmp_path):
 
 
 def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
-    """The whole path of benchmarks/quality.py: a shipped config and the guide's recipe, per-clip
+    """The whole path of benchmarks/quality.py: a config (here a candidate from benchmarks/configs/, fast-bf16
+    with some 30 s batches) and the guide's recipe, per-clip
     scores, the paired bootstrap, the retained language (one seed here; the bootstrap over seeds
     has its own test)."""
     import shutil
@@ -97,7 +98,7 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     write_common_voice(tmp_path / "en", rows_per_split=2)
     shutil.move(tmp_path / "en" / "mr", data / "cv-synth" / "en")
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--configs", "fast-bf16",
+        [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--configs", "trim-safe-bf16",
          "--seeds", "1", "--jobs", "2", "--data-dir", str(data), "--work", str(tmp_path / "work"),
          "--results", str(tmp_path), "--name", "q"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
@@ -105,42 +106,42 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "q.json").read_text())
     task = report["tasks"]["cv-synth-mr"]
-    assert set(task["runs"]) == {"recipe", "fast-bf16"} and set(task["runs"]["recipe"]) == {"1"}
-    run = task["runs"]["fast-bf16"]["1"]
+    assert set(task["runs"]) == {"recipe", "trim-safe-bf16"} and set(task["runs"]["recipe"]) == {"1"}
+    run = task["runs"]["trim-safe-bf16"]["1"]
     assert len(run["clip_errors"]) == run["clips"] == 4 and "retained" in run
-    summary = task["summary"]["fast-bf16"]
+    summary = task["summary"]["trim-safe-bf16"]
     low, high = summary["diff_ci95"]
     assert low <= summary["diff"] <= high and isinstance(summary["within_bound"], bool)
     table = (tmp_path / "q.md").read_text()
-    assert "| the guide's recipe (seed_recipe.py) |" in table and "| `fast-bf16` |" in table and "retained" in table
+    assert "| the guide's recipe (seed_recipe.py) |" in table and "| `trim-safe-bf16` |" in table and "retained" in table
 
     # A device session that ended early: --collect reports what was scored and names what was not;
     # --reuse takes an earlier report's runs instead of training them.
     base = [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--seeds", "1",
             "--data-dir", str(data), "--results", str(tmp_path)]
-    collect = subprocess.run([*base, "--configs", "fast-bf16", "recipe-unquantized", "--collect", "--work",
+    collect = subprocess.run([*base, "--configs", "trim-safe-bf16", "recipe-unquantized", "--collect", "--work",
                               str(tmp_path / "work"), "--name", "c"], cwd=REPO, capture_output=True, text=True,
                              timeout=600, check=False)
     assert collect.returncode == 0, collect.stderr[-3000:]
     collected = json.loads((tmp_path / "c.json").read_text())
-    assert collected["tasks"]["cv-synth-mr"]["runs"]["fast-bf16"]["1"]["clip_errors"] == run["clip_errors"]
+    assert collected["tasks"]["cv-synth-mr"]["runs"]["trim-safe-bf16"]["1"]["clip_errors"] == run["clip_errors"]
     assert collected["not_run"] == [["cv-synth-mr", "recipe-unquantized", 1]]
     assert "Not run (the device session ended first): cv-synth-mr/recipe-unquantized seed 1." in (tmp_path / "c.md").read_text()
-    reused = subprocess.run([*base, "--configs", "fast-bf16", "--collect", "--reuse", str(tmp_path / "q.json"),
+    reused = subprocess.run([*base, "--configs", "trim-safe-bf16", "--collect", "--reuse", str(tmp_path / "q.json"),
                              "--work", str(tmp_path / "empty"), "--name", "r"], cwd=REPO, capture_output=True,
                             text=True, timeout=600, check=False)
     assert reused.returncode == 0, reused.stderr[-3000:]
     again = json.loads((tmp_path / "r.json").read_text())["tasks"]["cv-synth-mr"]
-    assert again["summary"]["fast-bf16"]["diff"] == summary["diff"]
+    assert again["summary"]["trim-safe-bf16"]["diff"] == summary["diff"]
     assert "Runs taken from" in (tmp_path / "r.md").read_text()
-    # Any run can be the baseline: the recipe against fast-bf16 is the same difference, negated.
-    flipped = subprocess.run([*base, "--configs", "recipe", "--baseline", "fast-bf16", "--collect", "--work",
+    # Any run can be the baseline: the recipe against trim-safe-bf16 is the same difference, negated.
+    flipped = subprocess.run([*base, "--configs", "recipe", "--baseline", "trim-safe-bf16", "--collect", "--work",
                               str(tmp_path / "work"), "--name", "b"], cwd=REPO, capture_output=True, text=True,
                              timeout=600, check=False)
     assert flipped.returncode == 0, flipped.stderr[-3000:]
     against = json.loads((tmp_path / "b.json").read_text())["tasks"]["cv-synth-mr"]["summary"]
-    assert against["recipe"]["diff"] == pytest.approx(-summary["diff"]) and "diff" not in against["fast-bf16"]
-    assert "− fast-bf16, points" in (tmp_path / "b.md").read_text()
+    assert against["recipe"]["diff"] == pytest.approx(-summary["diff"]) and "diff" not in against["trim-safe-bf16"]
+    assert "− trim-safe-bf16, points" in (tmp_path / "b.md").read_text()
 
 
 def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them(tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -436,3 +437,21 @@ def test_timestamp_share_labels_training_clips_with_their_own_start_and_end(tmp_
     assert isinstance(next(iter(half.train_dataloader().sampler)), tuple)  # the sampler hands each clip its epoch
     with pytest.raises(DataConfigError, match="data.timestamp_share"):
         SpeechDataModule(path=str(root), model=tiny_model, timestamp_share=1.5)
+
+
+def test_full_window_share_keeps_some_trimmed_training_batches_at_the_whole_window(tmp_path, tiny_model):
+    from lightning_asr.data import SpeechDataModule
+
+    root = write_common_voice(tmp_path / "cv", rows_per_split=12)
+    dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
+                          num_workers=0, trim_encoder=True, full_window_share=0.5)
+    dm.setup("fit")
+    items = [dm.datasets["train"][i] for i in range(12)]
+    window = items[0]["input_features"].shape[-1]
+    batches = [items[i : i + 2] for i in range(0, 12, 2)] + [items[i : i + 3] for i in range(0, 12, 3)]
+    trimmed = [min(window, 100 * math.ceil(max(x["duration"] for x in b))) for b in batches]
+    train = [dm.collate(b, train=True)["input_features"].shape[-1] for b in batches]
+    assert [dm.collate(b)["input_features"].shape[-1] for b in batches] == trimmed  # evaluation always trims
+    kept = [f == window != t for f, t in zip(train, trimmed)]
+    assert any(kept) and not all(kept) and all(f in (t, window) for f, t in zip(train, trimmed))  # a share of batches
+    assert train == [dm.collate(b, train=True)["input_features"].shape[-1] for b in batches]  # drawn from the batch

@@ -85,3 +85,5 @@ def test_export_errors_name_what_is_wrong(tmp_path, adapter30):
     assert "--check" in out.stderr and "missing.jsonl" in out.stderr and "Traceback" not in out.stderr
     out = run(["export", str(REPO / "demo" / "whisper-tiny-random"), "y"], tmp_path, returncode=2)
     assert "not an adapter folder" in out.stderr
+    out = run(["export", str(adapter30), "z", "--tolerance", "-1"], tmp_path, returncode=2)
+    assert "--tolerance" in out.stderr
