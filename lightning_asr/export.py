@@ -7,6 +7,7 @@ feature code, int8 weights, a tokenizer that did not travel): the check decodes 
 both ways and fails past a tolerance, so that a difference is found before deployment.
 """
 
+import importlib.util
 import json
 import logging
 import tempfile
@@ -103,7 +104,7 @@ def export(
     else:
         with tempfile.TemporaryDirectory(prefix="lightning-asr-export-") as tmp:
             _save_merged(adapter, info, base, dtype, Path(tmp))
-            _convert_ct2(Path(tmp), target, quantization, overwrite)
+            _convert_ct2(Path(tmp), target, quantization)
     print(f"exported {base} + {adapter} -> {output} ({format}{f', {quantization}' if format == 'ct2' else ''})", flush=True)
     if check is None:
         return 0
@@ -122,8 +123,6 @@ def _require_ct2() -> None:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(name) is not None
 
 
@@ -141,13 +140,14 @@ def _save_merged(adapter: str, info: dict, base: str, dtype: str, folder: Path) 
     processor.feature_extractor.save_pretrained(folder)
 
 
-def _convert_ct2(merged: Path, output: Path, quantization: str, overwrite: bool) -> None:
+def _convert_ct2(merged: Path, output: Path, quantization: str) -> None:
     from ctranslate2.converters import TransformersConverter
 
     missing = [name for name in CT2_FILES if not (merged / name).is_file()]
     if missing:  # faster-whisper would fetch them from the hub, or fail offline
         raise ValueError(f"export: the merged model lacks {', '.join(missing)}, which faster-whisper needs beside the weights")
-    # The merged folder holds the weights in the chosen dtype; CTranslate2 quantizes from there.
+    # The merged folder holds the weights in the chosen dtype; CTranslate2 quantizes from there. ``force``:
+    # export() has already refused a non-empty folder unless --overwrite.
     TransformersConverter(str(merged), copy_files=CT2_FILES).convert(str(output), quantization=quantization, force=True)
 
 
