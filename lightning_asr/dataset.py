@@ -19,6 +19,7 @@ from lightning_asr.audio import (
     read_clip,
 )
 from lightning_asr.augment import AudioAugment
+from lightning_asr.longform import TIME_STEP_S
 from lightning_asr.text import clean_transcript
 
 
@@ -106,9 +107,9 @@ def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[
     no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
     if no_timestamps not in labels:  # already timestamped, or a tokenizer without the prefix
         return labels
-    first = no_timestamps + 1  # <|0.00|>; <|t|> is first + t / 0.02
+    first = no_timestamps + 1  # <|0.00|>; <|t|> is first + t / TIME_STEP_S
     at = labels.index(no_timestamps)
-    end = first + min(int(round(duration / 0.02)), 1500)
+    end = first + min(int(round(duration / TIME_STEP_S)), int(round(30.0 / TIME_STEP_S)))
     return [*labels[:at], first, *labels[at + 1 : -1], end, labels[-1]]
 
 
