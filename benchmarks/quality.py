@@ -195,6 +195,18 @@ def score(args: argparse.Namespace, task: str, adapter: str) -> dict:
     return result
 
 
+def zero_shot_scores(args: argparse.Namespace, task: str, cached: Path) -> dict:
+    """The base alone on ``task``, scored once per ``--work`` folder: a ``--collect`` while runs still
+    train then costs no decoding (and reports the same zero-shot as the run's own report)."""
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    with SCORING:
+        result = scores(args, task)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result, ensure_ascii=False))
+    return result
+
+
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "steps": args.steps,
@@ -231,7 +243,7 @@ def run(args: argparse.Namespace) -> dict:
     with ThreadPoolExecutor(args.jobs) as pool:
         finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
-        zero_shot = scores(args, task)
+        zero_shot = zero_shot_scores(args, task, work / task / "zero-shot.json")
         result = {"zero_shot": zero_shot, "runs": {}}
         if "retained" in zero_shot:
             result["retained_zero_shot"] = zero_shot.pop("retained")

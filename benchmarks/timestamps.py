@@ -66,8 +66,8 @@ def pack(data: str, split: str, windows: int, seed: int, folder: Path, longest: 
 
 def transcribe(windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int) -> list[dict]:
     """``lightning-asr transcribe`` as users type it; the jsonl rows in window order."""
-    script = Path(sys.executable).with_name("lightning-asr")
-    command = [str(script), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
+    script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
+    command = [*([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
                "--timestamps", "true", "--output", str(out), "--max_new_tokens", str(max_new_tokens), *(["--adapter", adapter] if adapter else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if not Path(f"{out}.jsonl").is_file():
