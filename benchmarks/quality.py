@@ -62,7 +62,7 @@ CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4", "
 CANDIDATES = sorted(p.stem for p in (REPO / "benchmarks/configs").glob("*.yaml"))
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
 # ``recipe-unquantized``: does the unquantized (bf16) base train as well as the int8 one at the recipe's settings?
-# The augmentations (off in every shipped config), each alone and all together, against recipe-config
+# The augmentations (off in every shipped config), each alone, the two that helped, and all together, against recipe-config
 # (``--baseline recipe-config``): do they help a short fine-tune on a small corpus?
 SPEC = ["--model.spec_augment.time_prob=0.05", "--model.spec_augment.feature_prob=0.05"]
 SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
@@ -71,7 +71,7 @@ NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--dat
 # ``timestamps``: half the training clips labelled with timestamp tokens (what it costs in WER;
 # benchmarks/timestamps.py measures the segment times its adapters predict).
 VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
-            "noise": NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
+            "noise": NOISE, "speed-noise": SPEED + NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
             "timestamps": ["--data.timestamp_share=0.5"]}
 
 

@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/timestamps")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--name", default="timestamps", help="results file stem")
     args = parser.parse_args()
     work = Path(args.work)
     windows = pack(args.data, args.split, args.windows, args.seed, work / "windows")
@@ -122,8 +123,8 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     report["windows"], report["data"], report["split"] = len(windows), args.data, args.split
-    (results / "timestamps.json").write_text(json.dumps(report, indent=2))
-    (results / "timestamps.md").write_text(markdown(report))
+    (results / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    (results / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 
