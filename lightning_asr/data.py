@@ -103,6 +103,12 @@ class SpeechDataModule(L.LightningDataModule):
             timestamp tokens, ``<|0.00|> text <|end|>`` with the clip's own length as its end,
             instead of ``<|notimestamps|>``: an adapter trained only on the latter stops predicting
             times (``transcribe --timestamps``, long files). 0 (the guide's labels) by default.
+        pack_share: share of training clips (drawn per clip and epoch, seeded) each put first in a
+            window with 1-3 other training clips, 0.3-1.0 s apart, up to 30 s, labelled with every
+            clip's start and end as timestamp tokens (:func:`~lightning_asr.dataset.pack`), so the
+            adapter keeps writing several timed segments per window; the rest stay single-clip
+            windows (labelled as ``timestamp_share`` says). ``group_by_length`` still sorts by each
+            item's first clip. 0 by default.
         processor: the model's processor, handed over by the CLI (built once); ``None`` builds it
             from ``model``, ``language`` and ``task``.
     """
@@ -137,6 +143,7 @@ class SpeechDataModule(L.LightningDataModule):
         retain: RetainedSet | None = None,
         augment: AudioAugment = AudioAugment(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
         timestamp_share: float = 0.0,
+        pack_share: float = 0.0,
         processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
@@ -145,7 +152,8 @@ class SpeechDataModule(L.LightningDataModule):
                                     ("group_window", group_window, 1)):
             if value is not None and value < least:
                 raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
-        for field, share in (("timestamp_share", timestamp_share), ("full_window_share", full_window_share)):
+        for field, share in (("timestamp_share", timestamp_share), ("full_window_share", full_window_share),
+                             ("pack_share", pack_share)):
             if not 0.0 <= share <= 1.0:
                 raise DataConfigError(f"data.{field}: a share, from 0 to 1; got {share:g}")
         if full_window_share and not trim_encoder:
@@ -259,6 +267,7 @@ class SpeechDataModule(L.LightningDataModule):
                     language=self.retain_language if name == "retain" else self.language,
                     augment=self.augment if name == "train" else None,
                     timestamp_share=hp.timestamp_share if name == "train" else 0.0,
+                    pack_share=hp.pack_share if name == "train" else 0.0,
                     seed=hp.seed,
                 )
                 self._check_not_empty(name, split)
@@ -279,7 +288,8 @@ class SpeechDataModule(L.LightningDataModule):
         lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
         sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
                                lengths=lengths, batch_size=batch_size, window=self.hparams.group_window,
-                               with_epoch=train and (self.augment.enabled or self.hparams.timestamp_share > 0))
+                               with_epoch=train and (self.augment.enabled or self.hparams.timestamp_share > 0
+                                                                   or self.hparams.pack_share > 0))
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
             # a global count resumes correctly under any world size (to within one batch).

@@ -33,6 +33,7 @@ class SpeechDataset(Dataset):
 
     With ``augment`` (training only), an item is asked for as ``(index, epoch)`` (the sampler's
     ``with_epoch``), and the clip's augmentation is drawn from an RNG seeded by ``seed``, epoch and index.
+    ``timestamp_share`` and ``pack_share`` are drawn the same way (see :func:`pack`).
     """
 
     def __init__(
@@ -49,12 +50,13 @@ class SpeechDataset(Dataset):
         augment: AudioAugment | None = None,
         seed: int = 0,
         timestamp_share: float = 0.0,
+        pack_share: float = 0.0,
     ) -> None:
         self.rows, self.processor, self.language = rows, processor, language
         self.augment, self.seed = (augment if augment and augment.enabled else None), seed
         self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
-        self.timestamp_share = timestamp_share
+        self.timestamp_share, self.pack_share = timestamp_share, pack_share
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -64,40 +66,98 @@ class SpeechDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        audio, text = self._row(index)
-        name = clip_name(audio)
-        text = clean_transcript(text)
         try:
-            labels = None
-            if self.with_labels:
-                labels = self.processor.tokenizer(text).input_ids
-                if len(labels) > self.max_label_tokens:
-                    raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
-            # A long recording to transcribe is not decoded whole only to be found too long (transcribe
-            # takes it window by window): its header says so first.
-            stated = header_seconds(audio) if isinstance(audio, str) and not self.with_labels else None
-            if stated is not None and stated > self.max_duration_s + 1:
-                raise AudioError(name, "too_long", f"{stated:.1f} s > {self.max_duration_s:g} s")
-            waveform = read_clip(audio, name, self.cache_dir, self.with_labels)
-            duration = len(waveform) / SAMPLING_RATE
-            if duration > self.max_duration_s:
-                raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
-            if self.with_labels and duration < self.min_duration_s:
-                raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {self.min_duration_s:g} s")
-            if self.with_labels and not waveform.any():
-                raise AudioError(name, "silent", "every sample is zero")
+            waveform, labels, text, name = self._clip(index, epoch)
         except AudioError as err:
             if self.strict:
                 raise
             return err.skipped
-        if self.augment is not None:
-            waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
+        duration = len(waveform) / SAMPLING_RATE
+        if labels is not None and self.pack_share and np.random.default_rng([self.seed, epoch, index, 2]).random() < self.pack_share:
+            waveform, labels, text = self._pack(index, epoch, waveform, labels, text)
             duration = len(waveform) / SAMPLING_RATE
-        if labels is not None and self.timestamp_share and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share:
+        elif labels is not None and self.timestamp_share and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share:
             labels = with_timestamps(labels, duration, self.processor.tokenizer)
         features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
                 "language": self.language}
+
+    def _clip(self, index: int, epoch: int) -> tuple[np.ndarray, list[int] | None, str, str]:
+        """Row ``index`` decoded, checked and augmented: (waveform, labels, text, name); raises :class:`AudioError`."""
+        audio, text = self._row(index)
+        name = clip_name(audio)
+        text = clean_transcript(text)
+        labels = None
+        if self.with_labels:
+            labels = self.processor.tokenizer(text).input_ids
+            if len(labels) > self.max_label_tokens:
+                raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
+        # A long recording to transcribe is not decoded whole only to be found too long (transcribe
+        # takes it window by window): its header says so first.
+        stated = header_seconds(audio) if isinstance(audio, str) and not self.with_labels else None
+        if stated is not None and stated > self.max_duration_s + 1:
+            raise AudioError(name, "too_long", f"{stated:.1f} s > {self.max_duration_s:g} s")
+        waveform = read_clip(audio, name, self.cache_dir, self.with_labels)
+        duration = len(waveform) / SAMPLING_RATE
+        if duration > self.max_duration_s:
+            raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
+        if self.with_labels and duration < self.min_duration_s:
+            raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {self.min_duration_s:g} s")
+        if self.with_labels and not waveform.any():
+            raise AudioError(name, "silent", "every sample is zero")
+        if self.augment is not None:
+            waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
+        return waveform, labels, text, name
+
+    def _pack(self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str) -> tuple[np.ndarray, list[int], str]:
+        """Clip ``index`` first in a window with up to three other clips of this split (see :func:`pack`).
+        A partner that fails to load is left out here; it is skipped and counted as its own item."""
+        rng = np.random.default_rng([self.seed, epoch, index, 3])
+        clips = [(waveform, labels, text)]
+        for partner in rng.integers(0, len(self), int(rng.integers(1, PACK_MAX_CLIPS))):
+            if partner == index:
+                continue
+            try:
+                clips.append(self._clip(int(partner), epoch)[:3])
+            except AudioError:
+                continue
+        gaps = rng.uniform(*PACK_GAP_S, len(clips))
+        window = min(self.max_duration_s, 30.0)  # timestamp tokens end at 30.00 s
+        return pack(clips, gaps, self.processor.tokenizer, window, self.max_label_tokens)
+
+
+# A packed window: this clip and 1-3 others, 0.3-1.0 s of silence after each.
+PACK_MAX_CLIPS, PACK_GAP_S = 4, (0.3, 1.0)
+
+
+def pack(clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float,
+         max_tokens: int) -> tuple[np.ndarray, list[int], str]:
+    """Clips joined into one window, each followed by its gap, labelled in Whisper's timestamped form:
+    ``<|sot|><|lang|><|task|><|0.00|> first <|t1|><|t2|> second <|t3|> … <|eot|>``, every clip's start
+    and end on Whisper's 20 ms grid. The first clip starts at 0, as a single clip's window does; clips
+    that would end past ``window_s`` or take the labels past ``max_tokens`` are left out.
+
+    Whisper learned segment times from windows of several utterances; an adapter trained only on
+    one clip a window writes about one segment per window afterwards (benchmarks/results/timestamps.md).
+    """
+    no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    if no_timestamps not in clips[0][1]:  # a tokenizer without Whisper's prefix: nothing to place times in
+        return clips[0]
+    first = no_timestamps + 1  # <|0.00|>
+    prefix = clips[0][1][: clips[0][1].index(no_timestamps)]
+    audio, tokens, texts, t = [], [], [], 0.0
+    for (waveform, labels, text), gap in zip(clips, gaps):
+        end = t + len(waveform) / SAMPLING_RATE
+        words = labels[labels.index(no_timestamps) + 1 : -1]
+        if audio and (end > window_s or len(prefix) + len(tokens) + len(words) + 3 > max_tokens):
+            continue
+        tokens += [first + int(round(t / TIME_STEP_S)), *words, first + int(round(min(end, window_s) / TIME_STEP_S))]
+        pause = np.zeros(int(gap * SAMPLING_RATE), np.float32)
+        audio += [waveform, pause]
+        texts.append(text)
+        t = end + len(pause) / SAMPLING_RATE
+    joined = np.concatenate(audio[:-1])  # no trailing pause: the window ends with the last clip
+    return joined, [*prefix, *tokens, clips[0][1][-1]], " ".join(texts)
 
 
 def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[int]:

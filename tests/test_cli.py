@@ -212,19 +212,19 @@ def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path)
     assert {"val/wer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= tags
 
 
-def test_augmentation_timestamps_and_decoder_only_lora_train_through_the_cli_as_the_readme_shows(tmp_path):
+def test_augmentation_timestamps_packing_and_decoder_only_lora_train_through_the_cli_as_the_readme_shows(tmp_path):
     import yaml
     from safetensors import safe_open
 
     run(user_args(tmp_path, "--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
                   "--data.augment.speed_factors", "[0.9,1.0,1.1]", "--data.augment.noise_prob", "0.5",
-                  "--data.timestamp_share", "0.5", "--model.lora.encoder", "false", "--model.lora.modules_to_save=[]",
+                  "--data.timestamp_share", "0.5", "--data.pack_share", "0.5", "--model.lora.encoder", "false", "--model.lora.modules_to_save=[]",
                   "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
                   "--model.decoding.max_new_tokens=4", "--adapter_checkpoint.dirpath", str(tmp_path / "adapters")), tmp_path)
     hparams = yaml.safe_load((tmp_path / "runs/demo/version_0/hparams.yaml").read_text())
     assert hparams["spec_augment"]["time_prob"] == hparams["spec_augment"]["feature_prob"] == 0.05
     assert hparams["augment"]["speed_factors"] == [0.9, 1.0, 1.1] and hparams["augment"]["noise_prob"] == 0.5
-    assert hparams["timestamp_share"] == 0.5
+    assert hparams["timestamp_share"] == hparams["pack_share"] == 0.5
     with safe_open(tmp_path / "adapters" / "last" / "adapter_model.safetensors", "pt") as f:
         keys = list(f.keys())
     assert keys and all(".decoder." in k or "proj_out" in k for k in keys)  # model.lora.encoder: false

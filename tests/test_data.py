@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lightning_asr.audio import AudioError, Skipped
+from lightning_asr.audio import SAMPLING_RATE, AudioError, Skipped
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.dataset import collate
 from lightning_asr.sampling import ShardSampler
@@ -377,7 +377,6 @@ def test_skips_are_counted_once_per_clip_across_validations(tmp_path, tiny_model
 def test_manifest_spans_decode_only_their_part_of_the_recording(tmp_path, tiny_model, monkeypatch):
     import soundfile as sf
 
-    from lightning_asr.audio import SAMPLING_RATE
 
     rate = 8000
     parts = [tone(2.0, rate, seed=0), tone(3.0, rate, seed=5), tone(1.5, rate, seed=10)]  # 220, 420, 620 Hz
@@ -437,6 +436,76 @@ def test_timestamp_share_labels_training_clips_with_their_own_start_and_end(tmp_
     assert isinstance(next(iter(half.train_dataloader().sampler)), tuple)  # the sampler hands each clip its epoch
     with pytest.raises(DataConfigError, match="data.timestamp_share"):
         SpeechDataModule(path=str(root), model=tiny_model, timestamp_share=1.5)
+
+
+def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(tmp_path, tiny_model):
+    """``data.pack_share``: a chosen training clip opens a window of 2-4 clips, 0.3-1.0 s apart, labelled with
+    every clip's start and end (Whisper's timestamped form); validation never packs; per clip and epoch, seeded;
+    a partner that fails to load is left out of the window, not fatal to it."""
+    root = write_common_voice(tmp_path / "cv", rows_per_split=8)  # clip n lasts 1.0 + 0.25 n s: its length names it
+    (root / "mr/clips/common_voice_mr_00000005.wav").unlink()
+
+    def module(share: float) -> SpeechDataModule:
+        dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
+                              num_workers=0, pack_share=share, seed=3)
+        dm.setup("fit")
+        return dm
+
+    every = module(1.0)
+    train, val = every.datasets["train"], every.datasets["val"]
+    tokenizer = every.processor.tokenizer
+    no_ts, first = tokenizer.convert_tokens_to_ids("<|notimestamps|>"), tokenizer.convert_tokens_to_ids("<|0.00|>")
+    single = {i: val[i] for i in range(8) if i != 5}
+    assert isinstance(val[5], Skipped) and isinstance(train[(5, 0)], Skipped)
+    assert all(no_ts in x["labels"] for x in single.values())  # validation never packs
+    words = {x["duration"]: x["labels"][x["labels"].index(no_ts) + 1 : -1] for x in single.values()}
+    at = single[0]["labels"].index(no_ts)
+    sizes = []
+    for i, alone in single.items():
+        for epoch in range(3):
+            item = train[(i, epoch)]
+            assert item["labels"][:at] == alone["labels"][:at] and item["labels"][-1] == alone["labels"][-1]
+            body = item["labels"][at:-1]
+            marks = [k for k, token in enumerate(body) if token >= first]
+            assert body[0] == first and len(marks) % 2 == 0  # opens at <|0.00|>, every segment closed
+            times = [((body[a] - first) * 0.02, (body[b] - first) * 0.02, body[a + 1 : b]) for a, b in zip(marks[::2], marks[1::2])]
+            assert times[0][1] == pytest.approx(alone["duration"], abs=0.011)  # the item's own clip first
+            for k, (start, end, segment) in enumerate(times):
+                length = min(words, key=lambda d: abs(d - (end - start)))
+                assert abs(length - (end - start)) < 0.03 and words[length] == segment  # one clip's words, for its length
+                assert length != pytest.approx(2.25, abs=0.01)  # the missing clip is in no window
+                if k + 1 < len(times):
+                    assert 0.3 - 0.03 <= times[k + 1][0] - end <= 1.0 + 0.03
+            assert item["duration"] == pytest.approx(times[-1][1], abs=0.011) and item["duration"] <= 30
+            assert item["text"].startswith(alone["text"])
+            sizes.append(len(times))
+    assert max(sizes) > 1 and set(sizes) <= {1, 2, 3, 4}
+    again = module(1.0).datasets["train"]
+    assert all(train[(i, e)]["labels"] == again[(i, e)]["labels"] for i in single for e in range(3))  # seeded
+    assert any(train[(i, 0)]["labels"] != train[(i, 1)]["labels"] for i in single)  # drawn anew each epoch
+    half = module(0.5).datasets["train"]
+    packed = [no_ts not in half[(i, e)]["labels"] for i in single for e in range(4)]
+    assert 0 < sum(packed) < len(packed)
+    with pytest.raises(DataConfigError, match="data.pack_share"):
+        SpeechDataModule(path=str(root), model=tiny_model, pack_share=-0.1)
+
+
+def test_pack_leaves_out_clips_past_the_window_or_the_token_budget(tiny_model):
+    from transformers import WhisperTokenizer
+
+    from lightning_asr.dataset import pack
+
+    tokenizer = WhisperTokenizer.from_pretrained(tiny_model, language="mr", task="transcribe")
+    clips = [(np.full(12 * SAMPLING_RATE, k + 1, np.float32), tokenizer(text).input_ids, text)
+             for k, text in enumerate(["एक", "दोन", "तीन"])]
+    audio, labels, text = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, 448)
+    assert text == "एक दोन" and len(audio) == int(24.5 * SAMPLING_RATE)  # a third 12 s clip would end at 37 s
+    assert (audio[: 12 * SAMPLING_RATE] == 1).all() and not audio[12 * SAMPLING_RATE : int(12.5 * SAMPLING_RATE)].any()
+    assert (audio[int(12.5 * SAMPLING_RATE) :] == 2).all()
+    first = tokenizer.convert_tokens_to_ids("<|0.00|>")
+    assert [t - first for t in labels if t >= first] == [0, 600, 625, 1225]  # 0.00, 12.00, 12.50, 24.50 s
+    _, alone, text = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, len(clips[0][1]) + 2)
+    assert text == "एक" and [t - first for t in alone if t >= first] == [0, 600]  # the second's words would not fit
 
 
 def test_full_window_share_keeps_some_trimmed_training_batches_at_the_whole_window(tmp_path, tiny_model):
