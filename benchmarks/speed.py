@@ -59,6 +59,7 @@ class Mode:
     cudnn_attention: bool = False  # model.speed.cudnn_attention
     tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
     compile: bool = False  # model.speed.compile: torch.compile each encoder/decoder layer
+    pack_share: float = 0.0  # data.pack_share: samples/s then counts clips, several to a packed window
 
 
 MODES = [
@@ -104,6 +105,13 @@ MODES = [
     Mode("nf4-gc-b16-frozen-encoder", "nf4", True, 16, False, "bf16-mixed",
          "frozen-nf4: nf4 base, decoder-only LoRA, 30 s windows, checkpointing, batch 16",
          frozen_encoder=True, config="frozen-nf4"),
+    # Issue 18's candidate 1, not yet measured: half the training clips open a packed, timestamped window of
+    # 2-4 clips (data.pack_share 0.5), so a 30 s window trains on more than one clip; samples are clips.
+    Mode("ours-recipe-packed", "int8", True, 8, False, "16-mixed", "the recipe's settings, half the clips packed (data.pack_share 0.5)",
+         pack_share=0.5),
+    Mode("bf16-gc-b128-compile-cudnn-packed", "none", True, 128, False, "bf16-mixed",
+         "bf16, 30 s windows, checkpointing, compiled, cuDNN attention, batch 128, half the clips packed",
+         compile=True, cudnn_attention=True, pack_share=0.5),
 ]
 
 
@@ -185,7 +193,7 @@ class StepTimer(L.Callback):
 
     def __init__(self, warmup: int, steps: int = 10**9, profile_steps: int = 0) -> None:
         self.warmup, self.steps, self.profile_steps = warmup, steps, profile_steps
-        self.start, self.seconds, self.samples, self.audio, self.flops = None, None, 0, 0.0, 0
+        self.start, self.seconds, self.samples, self.audio, self.flops, self.rows = None, None, 0, 0.0, 0, 0
         self.profiler, self.profile = None, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -195,7 +203,8 @@ class StepTimer(L.Callback):
         if step == self.warmup:
             self.start = time.perf_counter()
         elif self.warmup < step <= self.warmup + self.steps:
-            self.samples += len(batch["paths"])
+            self.samples += batch.get("clips", len(batch["paths"]))  # clips: a packed window holds several
+            self.rows += len(batch["paths"])
             self.audio += float(batch["durations"].sum())
             self.flops += pl_module.flops_per_batch or 0
             if step == self.warmup + self.steps:
@@ -207,7 +216,8 @@ class StepTimer(L.Callback):
 
     def result(self) -> dict:
         seconds = self.seconds or time.perf_counter() - self.start
-        row = {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds}
+        row = {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds,
+               "clips_per_window": self.samples / max(self.rows, 1)}
         return row | ({"profile": self.profile} if self.profile else {})
 
 
@@ -313,7 +323,7 @@ def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
-                            processor=module.processor)
+                            pack_share=mode.pack_share, processor=module.processor)
     return module, data
 
 

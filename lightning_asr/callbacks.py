@@ -104,7 +104,8 @@ class AdapterCheckpoint(L.Callback):
 
 
 def _batch_size(batch: Batch) -> int:
-    return len(batch["paths"])
+    # Clips, not rows: a packed window (data.pack_share) trains on each of its clips.
+    return batch.get("clips", len(batch["paths"]))
 
 
 def _audio_frames(batch: Batch) -> int:
@@ -116,7 +117,7 @@ def _audio_frames(batch: Batch) -> int:
 class SpeechThroughput(ThroughputMonitor):
     """Lightning's ``ThroughputMonitor`` for speech batches.
 
-    Logs ``train/device/samples_per_sec``, ``train/device/items_per_sec`` (here: 10 ms frames of
+    Logs ``train/device/samples_per_sec`` (clips: a packed window counts each of its clips), ``train/device/items_per_sec`` (here: 10 ms frames of
     audio per second; divided by 100, seconds of audio per second) and, on GPUs it knows, ``train/device/mfu`` from the module's ``flops_per_batch``; under
     DDP also the all-GPU ``train/samples_per_sec`` and ``train/items_per_sec``.
 

@@ -72,15 +72,15 @@ class SpeechDataset(Dataset):
             if self.strict:
                 raise
             return err.skipped
-        duration = len(waveform) / SAMPLING_RATE
+        duration, clips = len(waveform) / SAMPLING_RATE, 1
         if labels is not None and self.pack_share and np.random.default_rng([self.seed, epoch, index, 2]).random() < self.pack_share:
-            waveform, labels, text = self._pack(index, epoch, waveform, labels, text)
+            waveform, labels, text, clips = self._pack(index, epoch, waveform, labels, text)
             duration = len(waveform) / SAMPLING_RATE
         elif labels is not None and self.timestamp_share and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share:
             labels = with_timestamps(labels, duration, self.processor.tokenizer)
         features = log_mel(self.processor.feature_extractor, waveform)
         return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
-                "language": self.language}
+                "language": self.language, "clips": clips}
 
     def _clip(self, index: int, epoch: int) -> tuple[np.ndarray, list[int] | None, str, str]:
         """Row ``index`` decoded, checked and augmented: (waveform, labels, text, name); raises :class:`AudioError`."""
@@ -109,7 +109,7 @@ class SpeechDataset(Dataset):
             waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
         return waveform, labels, text, name
 
-    def _pack(self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str) -> tuple[np.ndarray, list[int], str]:
+    def _pack(self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str) -> tuple[np.ndarray, list[int], str, int]:
         """Clip ``index`` first in a window with up to three other clips of this split (see :func:`pack`).
         A partner that fails to load is left out here; it is skipped and counted as its own item."""
         rng = np.random.default_rng([self.seed, epoch, index, 3])
@@ -131,18 +131,19 @@ PACK_MAX_CLIPS, PACK_GAP_S = 4, (0.3, 1.0)
 
 
 def pack(clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float,
-         max_tokens: int) -> tuple[np.ndarray, list[int], str]:
+         max_tokens: int) -> tuple[np.ndarray, list[int], str, int]:
     """Clips joined into one window, each followed by its gap, labelled in Whisper's timestamped form:
     ``<|sot|><|lang|><|task|><|0.00|> first <|t1|><|t2|> second <|t3|> … <|eot|>``, every clip's start
     and end on Whisper's 20 ms grid. The first clip starts at 0, as a single clip's window does; clips
-    that would end past ``window_s`` or take the labels past ``max_tokens`` are left out.
+    that would end past ``window_s`` or take the labels past ``max_tokens`` are left out. Returns the
+    window, its labels, the clips' texts joined and how many clips it holds.
 
     Whisper learned segment times from windows of several utterances; an adapter trained only on
     one clip a window writes about one segment per window afterwards (benchmarks/results/timestamps.md).
     """
     no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
     if no_timestamps not in clips[0][1]:  # a tokenizer without Whisper's prefix: nothing to place times in
-        return clips[0]
+        return (*clips[0], 1)
     first = no_timestamps + 1  # <|0.00|>
     prefix = clips[0][1][: clips[0][1].index(no_timestamps)]
     audio, tokens, texts, t = [], [], [], 0.0
@@ -157,7 +158,7 @@ def pack(clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, token
         texts.append(text)
         t = end + len(pause) / SAMPLING_RATE
     joined = np.concatenate(audio[:-1])  # no trailing pause: the window ends with the last clip
-    return joined, [*prefix, *tokens, clips[0][1][-1]], " ".join(texts)
+    return joined, [*prefix, *tokens, clips[0][1][-1]], " ".join(texts), len(texts)
 
 
 def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[int]:
@@ -182,6 +183,7 @@ class Batch(TypedDict, total=False):
     paths: list[str]  # each clip's file (or index name)
     texts: list[str]  # each clip's cleaned transcript ("" unlabelled)
     language: str | None  # the dataset's language code: the retained set's differs from the target's
+    clips: int  # clips in the batch: more than its rows where windows are packed (data.pack_share)
     skipped: list[Skipped]  # rows of this batch that failed; counted by the DataModule, then removed
 
 
@@ -198,7 +200,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encod
     good = [x for x in items if not isinstance(x, Skipped)]
     batch = Batch(skipped=[x for x in items if isinstance(x, Skipped)])
     if not good:
-        return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0)}
+        return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0), "clips": 0}
     frames = good[0]["input_features"].shape[-1]
     keep_full = full_window_share > 0 and zlib.crc32("\n".join(x["path"] for x in good).encode()) / 2**32 < full_window_share
     if trim_encoder and not keep_full:
@@ -210,6 +212,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encod
     batch["durations"] = torch.tensor([x["duration"] for x in good])
     batch["paths"] = [x["path"] for x in good]
     batch["texts"] = [x["text"] for x in good]
+    batch["clips"] = sum(x.get("clips", 1) for x in good)
     batch["language"] = good[0].get("language")  # a dataset's clips share one language
     if good[0]["labels"] is not None:
         labels = [x["labels"] for x in good]

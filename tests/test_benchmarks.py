@@ -27,11 +27,13 @@ def test_decode_entries_have_distinct_titles():
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--tiny", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "--decode", *DECODE_PATHS],
+                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "ours-recipe-packed", "--decode", *DECODE_PATHS],
                    check=True, cwd=tmp_path, capture_output=True, env=MODULES)
     report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
-    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64"} and "errors" not in report
+    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64", "ours-recipe-packed"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
+    # Packed windows (data.pack_share 0.5) count their clips as samples.
+    assert report["train"]["ours-recipe"]["clips_per_window"] == 1 < report["train"]["ours-recipe-packed"]["clips_per_window"]
     # Each row names the shipped config it measures, its WER verdict from quality.json, and an MFU
     # against the matrix-product peak measured in the same run.
     ours = report["train"]["ours-recipe"]
@@ -163,3 +165,17 @@ def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them
     windows = sorted((tmp_path / "work/windows").glob("*.wav"))
     assert len(windows) == 2 and all(sf.info(w).duration <= 28.0 for w in windows)
     assert "| zero-shot |" in (tmp_path / "timestamps.md").read_text()
+
+
+def test_timestamps_scores_boundaries_and_words_segment_by_segment():
+    """Predicted segments are normalised one by one, as the clips are: Whisper's English normaliser
+    joins "seven eight" into 78, which would count a right two-digit transcript as wrong."""
+    from benchmarks.timestamps import score
+
+    windows = [{"clips": [{"start": 0.0, "end": 0.6, "text": "seven"}, {"start": 1.0, "end": 1.5, "text": "eight"}]}]
+    rows = [{"text": "seven eight", "segments": [{"start": 0.0, "end": 0.62, "text": "seven"}, {"start": 1.1, "end": 1.5, "text": "eight"}]}]
+    result = score(windows, rows, "English")
+    assert result["wer_norm"] == 0.0 and result["within_0.5_s"] == 1.0 and result["segments_per_clip"] == 1.0
+    assert result["boundary_median_s"] == pytest.approx(0.01, abs=1e-6)  # edges 0, 0.02, 0.1, 0
+    missed = score(windows, [{"text": "seven eight", "segments": []}], "English")
+    assert missed["windows_without_segments"] == 1 and missed["within_0.5_s"] == 0.0

@@ -479,7 +479,10 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
             assert item["duration"] == pytest.approx(times[-1][1], abs=0.011) and item["duration"] <= 30
             assert item["text"].startswith(alone["text"])
             sizes.append(len(times))
+            assert item["clips"] == len(times)
     assert max(sizes) > 1 and set(sizes) <= {1, 2, 3, 4}
+    batch = every.collate([train[(i, 0)] for i in single], train=True)
+    assert batch["clips"] == sum(train[(i, 0)]["clips"] for i in single) > len(batch["paths"])  # what throughput counts
     again = module(1.0).datasets["train"]
     assert all(train[(i, e)]["labels"] == again[(i, e)]["labels"] for i in single for e in range(3))  # seeded
     assert any(train[(i, 0)]["labels"] != train[(i, 1)]["labels"] for i in single)  # drawn anew each epoch
@@ -498,14 +501,14 @@ def test_pack_leaves_out_clips_past_the_window_or_the_token_budget(tiny_model):
     tokenizer = WhisperTokenizer.from_pretrained(tiny_model, language="mr", task="transcribe")
     clips = [(np.full(12 * SAMPLING_RATE, k + 1, np.float32), tokenizer(text).input_ids, text)
              for k, text in enumerate(["एक", "दोन", "तीन"])]
-    audio, labels, text = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, 448)
-    assert text == "एक दोन" and len(audio) == int(24.5 * SAMPLING_RATE)  # a third 12 s clip would end at 37 s
+    audio, labels, text, count = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, 448)
+    assert text == "एक दोन" and count == 2 and len(audio) == int(24.5 * SAMPLING_RATE)  # a third 12 s clip would end at 37 s
     assert (audio[: 12 * SAMPLING_RATE] == 1).all() and not audio[12 * SAMPLING_RATE : int(12.5 * SAMPLING_RATE)].any()
     assert (audio[int(12.5 * SAMPLING_RATE) :] == 2).all()
     first = tokenizer.convert_tokens_to_ids("<|0.00|>")
     assert [t - first for t in labels if t >= first] == [0, 600, 625, 1225]  # 0.00, 12.00, 12.50, 24.50 s
-    _, alone, text = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, len(clips[0][1]) + 2)
-    assert text == "एक" and [t - first for t in alone if t >= first] == [0, 600]  # the second's words would not fit
+    _, alone, text, count = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, len(clips[0][1]) + 2)
+    assert text == "एक" and count == 1 and [t - first for t in alone if t >= first] == [0, 600]  # the second's words would not fit
 
 
 def test_full_window_share_keeps_some_trimmed_training_batches_at_the_whole_window(tmp_path, tiny_model):
