@@ -27,10 +27,10 @@ def test_decode_entries_have_distinct_titles():
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--tiny", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path), "--modes", "ours-recipe", "bf16-trim-gc-b64", "ours-recipe-packed", "--decode", *DECODE_PATHS],
+                    "--results", str(tmp_path), "--modes", "ours-recipe", "ours-recipe-packed", "--decode", *DECODE_PATHS],
                    check=True, cwd=tmp_path, capture_output=True, env=MODULES)
     report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
-    assert set(report["train"]) == {"recipe", "ours-recipe", "bf16-trim-gc-b64", "ours-recipe-packed"} and "errors" not in report
+    assert set(report["train"]) == {"recipe", "ours-recipe", "ours-recipe-packed"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
     # Packed windows (data.pack_share 0.5) count their clips as samples.
     assert report["train"]["ours-recipe"]["clips_per_window"] == 1 < report["train"]["ours-recipe-packed"]["clips_per_window"]
@@ -38,7 +38,7 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     # against the matrix-product peak measured in the same run.
     ours = report["train"]["ours-recipe"]
     assert ours["config"] == "whisper-large-v2-int8-mr" and isinstance(ours["wer_within_bound"], bool)
-    assert report["train"]["bf16-trim-gc-b64"]["config"] is None and report["peak_matmul_flops"] > 0
+    assert report["train"]["ours-recipe-packed"]["config"] is None and report["peak_matmul_flops"] > 0
     assert all(0 < row["mfu"] < 1 for name, row in report["train"].items() if name != "recipe")
     assert list(report["decode"]) == DECODE_PATHS and len({row["title"] for row in report["decode"].values()}) == len(DECODE_PATHS)
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
@@ -51,14 +51,14 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     assert (tmp_path / next(tmp_path.glob("speed-tiny.json")).name.replace(".json", ".md")).is_file()
     # A run split over two GPUs merges back into one report, the recipe first.
     parts = []
-    for i, names in enumerate([["ours-recipe"], ["recipe", "bf16-trim-gc-b64"]]):
+    for i, names in enumerate([["ours-recipe"], ["recipe", "ours-recipe-packed"]]):
         part = report | {"train": {n: report["train"][n] for n in names}, "decode": {} if i else report["decode"]}
         parts.append(tmp_path / f"part{i}.json")
         parts[-1].write_text(json.dumps(part))
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--merge", *map(str, parts), "--results",
                     str(tmp_path / "merged")], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
     merged = json.loads(next((tmp_path / "merged").glob("speed.json")).read_text())
-    assert list(merged["train"]) == ["recipe", "ours-recipe", "bf16-trim-gc-b64"] and merged["decode"] == report["decode"]
+    assert list(merged["train"]) == ["recipe", "ours-recipe", "ours-recipe-packed"] and merged["decode"] == report["decode"]
 
 
 def test_data_benchmark_times_both_feature_paths(tmp_path):
