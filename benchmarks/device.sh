@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmark runs on a lent GPU machine without network (the team's `run` device tool): wheels and the shared
+# assets travel as git-ignored folders of at most ~60 MB each, one per call, and the jobs below run on the device.
+#
+#   here:        bash benchmarks/device.sh prepare          # .whl/ and .carry1-3/ (model + data, dev clips left out)
+#   device call: bash .carry1/device.sh 1 COMMIT            # carry [".whl", ".carry1"]: installs, copies the repo
+#   device call: bash /tmp/device.sh 2                      # carry [".carry2"]
+#   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
+#   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
+# Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS (and COLLECT) for each session;
+# the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
+set -u
+export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+M=/tmp/assets/models/whisper-base D=/tmp/assets/data
+QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D --tasks fsdd-en cv-synth-mr"
+# One line per background job; each writes its reports under /tmp/res. A --reuse report keeps only the configs named
+# in --configs: name every row the report should go on holding. Two quality harnesses of 5 jobs filled the
+# 16-core H200 host (28 whisper-base runs of 300 steps in ~25 min, 2026-12-02).
+JOBS=(
+  "$QUALITY --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 5 --results /tmp/res"
+  "$QUALITY --configs recipe-config speed-perturb noise speed-noise --baseline recipe-config --steps 900 --work /tmp/qb --name quality-augment-900 --jobs 5 --results /tmp/res"
+)
+# Reports of what the jobs above have finished so far (run by `wait` for jobs still running).
+COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
+
+status() {
+  date; uptime; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  for i in "${!JOBS[@]}"; do echo "job $i: $(ls /tmp/job$i.done 2>/dev/null || echo running)"; tail -2 /tmp/job$i.log 2>/dev/null; done
+}
+
+collect() {
+  cd /tmp/repo || return
+  for i in "${!JOBS[@]}"; do
+    [ -f /tmp/job$i.done ] || [[ "${JOBS[$i]}" != *benchmarks.quality* ]] || timeout 120 ${COLLECT[$i]} > /tmp/collect$i.log 2>&1
+  done
+  mkdir -p /tmp/logs /tmp/res && cp /tmp/job*.log /tmp/collect*.log /tmp/logs/ 2>/dev/null
+  for f in $(grep -l "Traceback" /tmp/q*/*/*/seed*/fit.log 2>/dev/null); do cp "$f" "/tmp/logs/$(echo "$f" | tr / _)"; done
+  tar -C /tmp -czf "$OUT/res.tgz" res logs && ls -la "$OUT"
+}
+
+case ${1:-} in
+prepare)
+  ../shared/device/make-wheelhouse.sh > /dev/null
+  rm -rf /tmp/assets && mkdir -p /tmp/assets/models /tmp/assets/data/cv-synth /tmp/assets/data/real/fsdd-takes5-49
+  cp -r ../shared/models/whisper-base /tmp/assets/models/
+  cp -r ../shared/data/cv-synth/mr ../shared/data/cv-synth/en /tmp/assets/data/cv-synth/
+  cp -r ../shared/data/real/fsdd-takes5-49/en /tmp/assets/data/real/fsdd-takes5-49/
+  # The harness trains on train and scores test (cv-synth/en: test only): the other clips stay home.
+  for d in cv-synth/mr:dev cv-synth/en:dev cv-synth/en:train real/fsdd-takes5-49/en:dev; do
+    tail -n +2 "/tmp/assets/data/${d%%:*}/${d##*:}.tsv" | cut -f2 | while read -r p; do rm -f "/tmp/assets/data/${d%%:*}/clips/$p"; done
+  done
+  tar -C /tmp -cf - assets | gzip -9 > /tmp/payload.tgz
+  mkdir -p .carry1 .carry2 .carry3
+  head -c 50000000 /tmp/payload.tgz > .carry1/payload.part00  # beside .whl (11 MB) and the repo: under 64 MiB
+  tail -c +50000001 /tmp/payload.tgz | head -c 59500000 > .carry2/payload.part01
+  tail -c +109500001 /tmp/payload.tgz > .carry3/payload.part02
+  cp "$0" .carry1/device.sh && ls -la .carry1 .carry2 .carry3 ;;
+1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.whl --exclude='./.carry*' -cf - . | tar -C /tmp/repo -xf -
+   echo "${2:-unknown}" > /tmp/commit; cp .carry1/payload.part00 /tmp/p00; cp .carry1/device.sh /tmp/device.sh
+   nvidia-smi --query-gpu=name,memory.total --format=csv; nproc
+   python3 -c "import bitsandbytes, jsonargparse, soundfile, soxr, jiwer, datasets, lightning_asr.cli; print('imports ok')" ;;
+2) cp .carry2/payload.part01 /tmp/p01 && ls -la /tmp/p0* ;;
+3) cp .carry3/payload.part02 /tmp/p02 && cat /tmp/p00 /tmp/p01 /tmp/p02 | tar -C /tmp -xzf - && rm -f /tmp/p0* || exit 1
+   cd /tmp/repo || exit 1
+   for i in "${!JOBS[@]}"; do
+     setsid nohup bash -c "${JOBS[$i]} > /tmp/job$i.log 2>&1; touch /tmp/job$i.done" > /dev/null 2>&1 &
+   done
+   sleep 20; status ;;
+wait) end=$((SECONDS + ${2:-540} - 75))
+   while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt ${#JOBS[@]} ]; do sleep 15; done
+   status; collect ;;
+collect) collect ;;
+*) sed -n 2,12p "$0"; exit 2 ;;
+esac
