@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import lightning_asr
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = {"cv-synth-mr": SHARED / "data/cv-synth/mr", "fsdd-en": SHARED / "data/real/fsdd-takes5-49/en"}
@@ -37,13 +39,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/export-parity")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     args = parser.parse_args()
-    script = Path(sys.executable).with_name("lightning-asr")
     rows = {}
     for item in args.adapter:
         task, adapter = item.split("=", 1)
         for name in args.formats:
             out = Path(args.work) / task / name
-            command = [str(script), "export", adapter, str(out), "--base", args.model, *FORMATS[name], "--overwrite", "true",
+            command = [*lightning_asr(), "export", adapter, str(out), "--base", args.model, *FORMATS[name], "--overwrite", "true",
                        "--check", str(DATA[task]), *(["--check_limit", str(args.limit)] if args.limit else [])]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)

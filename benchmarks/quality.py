@@ -41,6 +41,7 @@ import jiwer
 import lightning as L
 import torch
 
+from benchmarks import lightning_asr
 from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.metrics import paired_bootstrap
@@ -121,9 +122,8 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
     data, locale, language, _ = TASKS[task]
     own = name not in VARIANTS and name != "recipe-config"
     configs = ["--config", str(REPO / RECIPE), *(["--config", str(config_file(name))] if own else [])]
-    script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
     args = [
-        *([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "fit", *configs, f"--model.model={model}",
+        *lightning_asr(), "fit", *configs, f"--model.model={model}",
         f"--model.language={language}", f"--data.path={data}", f"--data.locale={locale}", "--data.train_split=train",
         f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
         "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",

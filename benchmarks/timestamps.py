@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from benchmarks import lightning_asr
 from lightning_asr.audio import SAMPLING_RATE, AudioError, clip_name, read_clip
 from lightning_asr.metrics import error_rates
 from lightning_asr.sources import common_voice_index
@@ -66,8 +67,7 @@ def pack(data: str, split: str, windows: int, seed: int, folder: Path, longest: 
 
 def transcribe(windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int) -> list[dict]:
     """``lightning-asr transcribe`` as users type it; the jsonl rows in window order."""
-    script = Path(sys.executable).with_name("lightning-asr")  # the command users type, where it is installed
-    command = [*([str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
+    command = [*lightning_asr(), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
                "--timestamps", "true", "--output", str(out), "--max_new_tokens", str(max_new_tokens), *(["--adapter", adapter] if adapter else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if not Path(f"{out}.jsonl").is_file():

@@ -377,7 +377,6 @@ def test_skips_are_counted_once_per_clip_across_validations(tmp_path, tiny_model
 def test_manifest_spans_decode_only_their_part_of_the_recording(tmp_path, tiny_model, monkeypatch):
     import soundfile as sf
 
-
     rate = 8000
     parts = [tone(2.0, rate, seed=0), tone(3.0, rate, seed=5), tone(1.5, rate, seed=10)]  # 220, 420, 620 Hz
     sf.write(tmp_path / "talk.wav", np.concatenate(parts), rate)
