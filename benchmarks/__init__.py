@@ -1,3 +1,6 @@
+import os
+import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,3 +10,19 @@ def lightning_asr() -> list[str]:
     CLI module (the GPU machine's packages are installed without console scripts)."""
     script = Path(sys.executable).with_name("lightning-asr")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "lightning_asr.cli"]
+
+
+def commit() -> str:
+    """The commit a report names: ``BENCHMARK_COMMIT`` where set (benchmarks/device.sh sets it: the GPU machine's
+    copy of the repository carries stale git metadata), else the checkout's HEAD."""
+    if os.environ.get("BENCHMARK_COMMIT"):
+        return os.environ["BENCHMARK_COMMIT"]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    return head.stdout.strip()
+
+
+def machine() -> str:
+    """The GPU a report ran on, else the CPU (platform.processor() is empty on many Linux machines)."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()

@@ -11,14 +11,21 @@
 # the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
 set -u
 export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export BENCHMARK_COMMIT=$(cat /tmp/commit 2>/dev/null)  # the reports' commit (benchmarks.commit)
 M=/tmp/assets/models/whisper-base D=/tmp/assets/data
 QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D --tasks fsdd-en cv-synth-mr"
+QUALITY_MR="python3 -m benchmarks.quality --model $M --data-dir $D --tasks cv-synth-mr"
+after() { printf 'while [ ! -f /tmp/job%s.done ]; do sleep 10; done; ' "$@"; }
+PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # One line per background job; each writes its reports under /tmp/res. A --reuse report keeps only the configs named
 # in --configs: name every row the report should go on holding. Two quality harnesses of 5 jobs filled the
-# 16-core H200 host (28 whisper-base runs of 300 steps in ~25 min, 2026-12-02).
+# 16-core H200 host (28 whisper-base runs of 300 steps in ~25 min, 2026-12-02; an int8 run of 300 steps took 390-510 s
+# there, an unquantized one 75 s). Jobs 2-3 wait for the adapters (and job 3, the speed run, for a GPU of its own).
 JOBS=(
-  "$QUALITY --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 5 --results /tmp/res"
-  "$QUALITY --configs recipe-config speed-perturb noise speed-noise --baseline recipe-config --steps 900 --work /tmp/qb --name quality-augment-900 --jobs 5 --results /tmp/res"
+  "$QUALITY --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 6 --results /tmp/res"
+  "$QUALITY_MR --configs recipe-config noise --baseline recipe-config --steps 900 --work /tmp/qb --name quality-augment-900 --jobs 6 --results /tmp/res"
+  "$(after 0)python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu; for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
+  "$(after 0 1 2)python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
 )
 # Reports of what the jobs above have finished so far (run by `wait` for jobs still running).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
@@ -26,6 +33,10 @@ COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 status() {
   date; uptime; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for i in "${!JOBS[@]}"; do echo "job $i: $(ls /tmp/job$i.done 2>/dev/null || echo running)"; tail -2 /tmp/job$i.log 2>/dev/null; done
+  # Each training run's progress: TensorBoard logs train/loss every 25 steps (the recipe's log_every_n_steps).
+  for run in /tmp/q*/*/*/seed*; do
+    [ -d "$run" ] && echo "$run: $(cat "$run"/*/version_*/events.* 2>/dev/null | grep -ao train/loss | wc -l) losses logged$([ -f "$run/fit.json" ] && echo ', done')"
+  done
 }
 
 collect() {

@@ -13,17 +13,16 @@ for ``transformers``), both scored by one routine. Results: ``benchmarks/results
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import lightning_asr
+from benchmarks import commit, lightning_asr, machine
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DATA = {"cv-synth-mr": SHARED / "data/cv-synth/mr", "fsdd-en": SHARED / "data/real/fsdd-takes5-49/en"}
+DATA = {"cv-synth-mr": "cv-synth/mr", "fsdd-en": "real/fsdd-takes5-49/en"}  # under --data-dir
 # format name: the export arguments
 FORMATS = {"ct2-int8": ["--format", "ct2", "--quantization", "int8"],
            "ct2-int8_float16": ["--format", "ct2", "--quantization", "int8_float16"],
@@ -35,9 +34,11 @@ def main() -> None:
     parser.add_argument("--adapter", action="append", required=True, metavar="TASK=FOLDER")
     parser.add_argument("--model", default=str(SHARED / "models/whisper-base"), help="the adapters' base")
     parser.add_argument("--formats", nargs="+", default=["ct2-int8", "transformers-fp16"], choices=list(FORMATS))
+    parser.add_argument("--data-dir", default=str(SHARED / "data"), help="folder holding cv-synth/ and real/")
     parser.add_argument("--limit", type=int, default=None, help="check only the first N clips")
     parser.add_argument("--work", default="/tmp/export-parity")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--name", default="export", help="results file stem (export-gpu: the GPU machine's run)")
     args = parser.parse_args()
     rows = {}
     for item in args.adapter:
@@ -45,7 +46,7 @@ def main() -> None:
         for name in args.formats:
             out = Path(args.work) / task / name
             command = [*lightning_asr(), "export", adapter, str(out), "--base", args.model, *FORMATS[name], "--overwrite", "true",
-                       "--check", str(DATA[task]), *(["--check_limit", str(args.limit)] if args.limit else [])]
+                       "--check", str(Path(args.data_dir) / DATA[task]), *(["--check_limit", str(args.limit)] if args.limit else [])]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             if not (out / "parity.json").is_file():
@@ -53,12 +54,12 @@ def main() -> None:
             rows[f"{task}/{name}"] = json.loads((out / "parity.json").read_text()) | {
                 "exit_code": done.returncode, "wall_seconds": time.perf_counter() - start}
             print(task, name, rows[f"{task}/{name}"]["delta_points"], flush=True)
-    report = {"machine": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
               "command": " ".join(["python -m benchmarks.export_parity", *sys.argv[1:]]), "runs": rows}
     results = Path(args.results)
-    (results / "export.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (results / "export.md").write_text(markdown(report))
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (results / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 

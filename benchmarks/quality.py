@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import jiwer
 import lightning as L
 import torch
 
-from benchmarks import lightning_asr
+from benchmarks import commit, lightning_asr, machine
 from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.metrics import paired_bootstrap
@@ -110,11 +109,6 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
         "eval_seconds": seconds,
         "examples": list(zip(refs[:3], preds[:3])),
     }
-
-
-def machine_name() -> str:
-    # platform.processor() is empty on many Linux machines; fall back to the architecture.
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
 
 
 def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
@@ -210,10 +204,9 @@ def zero_shot_scores(args: argparse.Namespace, task: str, cached: Path) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "steps": args.steps,
+    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "steps": args.steps,
               "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "tiny": args.tiny, "torch": torch.__version__,
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=REPO).stdout.strip(), "tasks": {}}
+              "commit": commit(), "tasks": {}}
     reused = {key: run for key, run in (reuse(args.reuse, args.steps) if args.reuse else {}).items()
               if key[0] in args.tasks and key[1] in names(args)}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
@@ -357,15 +350,14 @@ def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | No
     title, variants = CHECKS[kind]
     runs = {name: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, **kwargs)
             for name, kwargs in variants}
-    machine = machine_name()
-    report = {"machine": machine, "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
+    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
               "runs": runs}
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"quality-{kind}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     clips = next(iter(runs.values()))["clips"]
     lines = [f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)", "",
-             f"Machine: {machine}; torch {report['torch']}. Command: `python -m benchmarks.quality --{kind}-check ADAPTER`.", "",
+             f"Machine: {report['machine']}; torch {report['torch']}. Command: `python -m benchmarks.quality --{kind}-check ADAPTER`.", "",
              "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |", "|---|---|---|---|---|"]
     for name, m in runs.items():
         lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")

@@ -18,7 +18,6 @@ import gc
 import json
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
+from benchmarks import commit
 from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
@@ -482,10 +482,9 @@ def main() -> None:
     batches = args.steps + args.warmup + args.profile_steps + 1
     manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, (16 if args.tiny else 128) * batches))
     peak_flops = matmul_peak(device)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
               "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
-              "commit": args.commit or commit, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
+              "commit": args.commit or commit(), "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
               "mean_clip_s": mean_audio, "peak_matmul_flops": peak_flops, "train": {}, "decode": {}}
     results = Path(args.results)
     if not args.skip_recipe:

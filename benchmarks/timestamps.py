@@ -14,16 +14,14 @@ Results: ``benchmarks/results/timestamps.{json,md}``.
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from benchmarks import lightning_asr
+from benchmarks import commit, lightning_asr, machine
 from lightning_asr.audio import SAMPLING_RATE, AudioError, clip_name, read_clip
 from lightning_asr.metrics import error_rates
 from lightning_asr.sources import common_voice_index
@@ -119,9 +117,7 @@ def main() -> None:
         name, adapter = item.split("=", 1)
         rows[name] = score(windows, transcribe(windows, args.base, adapter or None, args.language, work / name, args.max_new_tokens), args.language)
         print(name, rows[name], flush=True)
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-    report = {"machine": machine, "date": datetime.date.today().isoformat(),
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
               "command": " ".join(["python -m benchmarks.timestamps", *sys.argv[1:]]), "models": rows}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -87,3 +87,21 @@ def test_export_errors_name_what_is_wrong(tmp_path, adapter30):
     assert "not an adapter folder" in out.stderr
     out = run(["export", str(adapter30), "z", "--tolerance", "-1"], tmp_path, returncode=2)
     assert "--tolerance" in out.stderr
+
+
+def test_export_parity_benchmark_runs_the_check_command_per_task_and_format(tmp_path, adapter30, whisper30):
+    """benchmarks/export_parity.py: ``lightning-asr export --check`` per (task, format), one report row each."""
+    import subprocess
+    import sys
+
+    (tmp_path / "data/cv-synth").mkdir(parents=True)
+    (tmp_path / "data/cv-synth/mr").symlink_to(CLIPS)  # the demo clips in a task's place
+    subprocess.run([sys.executable, "-m", "benchmarks.export_parity", "--adapter", f"cv-synth-mr={adapter30}", "--model", whisper30,
+                    "--data-dir", str(tmp_path / "data"), "--formats", "transformers-fp16", "--limit", "3",
+                    "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--name", "export-x"],
+                   check=True, cwd=REPO, capture_output=True)
+    report = json.loads((tmp_path / "results/export-x.json").read_text())
+    row = report["runs"]["cv-synth-mr/transformers-fp16"]
+    assert row["clips"] == 3 and row["runtime"].startswith("transformers") and row["exit_code"] in (0, 1)
+    assert row["within_tolerance"] == (row["exit_code"] == 0) and report["commit"]
+    assert "| cv-synth-mr/transformers-fp16 | 3 |" in (tmp_path / "results/export-x.md").read_text()
