@@ -20,12 +20,12 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # One line per background job; each writes its reports under /tmp/res. A --reuse report keeps only the configs named
 # in --configs: name every row the report should go on holding. Two quality harnesses of 5 jobs filled the
 # 16-core H200 host (28 whisper-base runs of 300 steps in ~25 min, 2026-12-02; an int8 run of 300 steps took 390-510 s
-# there, an unquantized one 75 s). Jobs 2-3 wait for the adapters (and job 3, the speed run, for a GPU of its own).
+# there, an unquantized one 75 s). Job 1 waits for job 0's adapters, job 2 (the speed run) for a GPU of its own.
+# Not run yet: --steps 900 on cv-synth-mr (recipe-config, noise: 6 int8 runs, ~20 min at 12 jobs), a session of its own.
 JOBS=(
   "$QUALITY --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 6 --results /tmp/res"
-  "$QUALITY_MR --configs recipe-config noise --baseline recipe-config --steps 900 --work /tmp/qb --name quality-augment-900 --jobs 6 --results /tmp/res"
   "$(after 0)python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu; for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
-  "$(after 0 1 2)python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
+  "$(after 0 1)python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
 )
 # Reports of what the jobs above have finished so far (run by `wait` for jobs still running).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
