@@ -7,32 +7,41 @@
 #   device call: bash /tmp/device.sh 2                      # carry [".carry2"]
 #   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
 #   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
-# Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS (and COLLECT) for each session;
+# Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS and AFTER for each session;
 # the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
 set -u
 export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export BENCHMARK_COMMIT=$(cat /tmp/commit 2>/dev/null)  # the reports' commit (benchmarks.commit)
 M=/tmp/assets/models/whisper-base D=/tmp/assets/data
-QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D --tasks fsdd-en cv-synth-mr"
-QUALITY_MR="python3 -m benchmarks.quality --model $M --data-dir $D --tasks cv-synth-mr"
-after() { printf 'while [ ! -f /tmp/job%s.done ]; do sleep 10; done; ' "$@"; }
+QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
-# One line per background job; each writes its reports under /tmp/res. A --reuse report keeps only the configs named
-# in --configs: name every row the report should go on holding. Two quality harnesses of 5 jobs filled the
-# 16-core H200 host (28 whisper-base runs of 300 steps in ~25 min, 2026-12-02; an int8 run of 300 steps took 390-510 s
-# there, an unquantized one 75 s). Job 1 waits for job 0's adapters, job 2 (the speed run) for a GPU of its own.
-# Not run yet: --steps 900 on cv-synth-mr (recipe-config, noise: 6 int8 runs, ~20 min at 12 jobs), a session of its own.
+# One line per background job; each writes its reports under /tmp/res and starts once the jobs named in its AFTER
+# entry are done. A --reuse report keeps only the configs named in --configs: name every row the report should go on
+# holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
+# 390-510 s at 10 at once, an unquantized one 75 s). The speed run goes first, with the GPU to itself (each mode's
+# row is written as it finishes); then packing at the recipe's settings (6 int8 runs, 300 steps) beside the
+# augmentations at 3x the steps on an unquantized base (30 runs: int8 runs of 900 steps would not fit the session;
+# at 300 steps the unquantized base trains as the int8 one does), one harness per task so that scoring runs two at
+# a time; the export check and the packed adapters' segment times once those adapters exist; one 900-step report.
+AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 5 --results /tmp/res"
 JOBS=(
-  "$QUALITY --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 6 --results /tmp/res"
-  "$(after 0)python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu; for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
-  "$(after 0 1)python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
+  "timeout 600 python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 6 --results /tmp/res"
+  "$QUALITY --tasks cv-synth-mr $AUG900 --name quality-augment-900-mr"
+  "$QUALITY --tasks fsdd-en $AUG900 --name quality-augment-900-fsdd"
+  "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu; for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
+  "$QUALITY --tasks cv-synth-mr fsdd-en $AUG900 --collect --name quality-augment-900"
 )
-# Reports of what the jobs above have finished so far (run by `wait` for jobs still running).
+AFTER=("" "0" "0" "0" "1" "2 3")
+# Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
 status() {
   date; uptime; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
-  for i in "${!JOBS[@]}"; do echo "job $i: $(ls /tmp/job$i.done 2>/dev/null || echo running)"; tail -2 /tmp/job$i.log 2>/dev/null; done
+  for i in "${!JOBS[@]}"; do
+    echo "job $i: $( [ -f /tmp/job$i.done ] && echo done || { [ -f /tmp/job$i.started ] && echo running || echo waiting; })"
+    tail -2 /tmp/job$i.log 2>/dev/null
+  done
   # Each training run's progress: TensorBoard logs train/loss every 25 steps (the recipe's log_every_n_steps).
   for run in /tmp/q*/*/*/seed*; do
     [ -d "$run" ] && echo "$run: $(cat "$run"/*/version_*/events.* 2>/dev/null | grep -ao train/loss | wc -l) losses logged$([ -f "$run/fit.json" ] && echo ', done')"
@@ -41,9 +50,12 @@ status() {
 
 collect() {
   cd /tmp/repo || return
+  # All at once and time-boxed: `wait` keeps 100 s for this and the tarball, within the call's limit.
   for i in "${!JOBS[@]}"; do
-    [ -f /tmp/job$i.done ] || [[ "${JOBS[$i]}" != *benchmarks.quality* ]] || timeout 120 ${COLLECT[$i]} > /tmp/collect$i.log 2>&1
+    [ -f /tmp/job$i.started ] && [ ! -f /tmp/job$i.done ] && [[ "${JOBS[$i]}" == *benchmarks.quality* ]] &&
+      [[ "${JOBS[$i]}" != *--collect* ]] && { timeout 80 ${COLLECT[$i]} > /tmp/collect$i.log 2>&1 & }
   done
+  wait
   mkdir -p /tmp/logs /tmp/res && cp /tmp/job*.log /tmp/collect*.log /tmp/logs/ 2>/dev/null
   for f in $(grep -l "Traceback" /tmp/q*/*/*/seed*/fit.log 2>/dev/null); do cp "$f" "/tmp/logs/$(echo "$f" | tr / _)"; done
   tar -C /tmp -czf "$OUT/res.tgz" res logs && ls -la "$OUT"
@@ -75,10 +87,11 @@ prepare)
 3) cp .carry3/payload.part02 /tmp/p02 && cat /tmp/p00 /tmp/p01 /tmp/p02 | tar -C /tmp -xzf - && rm -f /tmp/p0* || exit 1
    cd /tmp/repo || exit 1
    for i in "${!JOBS[@]}"; do
-     setsid nohup bash -c "${JOBS[$i]} > /tmp/job$i.log 2>&1; touch /tmp/job$i.done" > /dev/null 2>&1 &
+     wait_for=$(for j in ${AFTER[$i]}; do printf 'while [ ! -f /tmp/job%s.done ]; do sleep 10; done; ' "$j"; done)
+     setsid nohup bash -c "$wait_for touch /tmp/job$i.started; ${JOBS[$i]} > /tmp/job$i.log 2>&1; touch /tmp/job$i.done" > /dev/null 2>&1 &
    done
    sleep 20; status ;;
-wait) end=$((SECONDS + ${2:-540} - 75))
+wait) end=$((SECONDS + ${2:-540} - 100))
    while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt ${#JOBS[@]} ]; do sleep 15; done
    status; collect ;;
 collect) collect ;;

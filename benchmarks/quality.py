@@ -111,8 +111,10 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     }
 
 
-def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
-    """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation."""
+def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool,
+               overrides: tuple[str, ...] = ()) -> dict:
+    """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation
+    (and ``overrides``, ``--override``'s arguments, last: they win over the config and the variant)."""
     data, locale, language, _ = TASKS[task]
     own = name not in VARIANTS and name != "recipe-config"
     configs = ["--config", str(REPO / RECIPE), *(["--config", str(config_file(name))] if own else [])]
@@ -122,7 +124,7 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
         f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
         "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
-        *VARIANTS.get(name, []),
+        *VARIANTS.get(name, []), *overrides,
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
@@ -205,9 +207,10 @@ def zero_shot_scores(args: argparse.Namespace, task: str, cached: Path) -> dict:
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     report = {"machine": machine(), "date": datetime.date.today().isoformat(), "steps": args.steps,
-              "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "tiny": args.tiny, "torch": torch.__version__,
+              "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "overrides": args.override,
+              "tiny": args.tiny, "torch": torch.__version__,
               "commit": commit(), "tasks": {}}
-    reused = {key: run for key, run in (reuse(args.reuse, args.steps) if args.reuse else {}).items()
+    reused = {key: run for key, run in (reuse(args.reuse, args.steps, args.override) if args.reuse else {}).items()
               if key[0] in args.tasks and key[1] in names(args)}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
@@ -226,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
             return json.loads(cached.read_text()) | {"train": fit} if cached.is_file() else None
         try:
             fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
-                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny))
+                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny, tuple(args.override)))
             return score(args, task, fit["adapter"]) | {"train": fit}
         except RuntimeError as error:  # one failed run is reported; the others go on
             print(error, file=sys.stderr)
@@ -262,12 +265,14 @@ def jobs_order(key: tuple[str, str, int], args: argparse.Namespace) -> tuple[int
     return (order.index(key[1]) if key[1] in order else len(order), key[2])
 
 
-def reuse(path: str, steps: int) -> dict:
-    """Runs of an earlier report (same steps, same scoring routine), taken as they are instead of
-    training them again: a device session too short for every run can build on the last one."""
+def reuse(path: str, steps: int, overrides: list[str]) -> dict:
+    """Runs of an earlier report (same steps and overrides, same scoring routine), taken as they are instead
+    of training them again: a device session too short for every run can build on the last one."""
     earlier = json.loads(Path(path).read_text())
     if earlier["steps"] != steps:
         raise SystemExit(f"--reuse {path}: its runs trained {earlier['steps']} steps, not {steps}")
+    if earlier.get("overrides", []) != overrides:
+        raise SystemExit(f"--reuse {path}: its runs trained with --override {earlier.get('overrides', [])}, not {overrides}")
     return {(task, name, int(seed)): scores for task, result in earlier["tasks"].items()
             for name, seeds in result["runs"].items() for seed, scores in seeds.items()}
 
@@ -295,7 +300,8 @@ def summarise(runs: dict, baseline: str = "recipe") -> dict:
 def markdown(report: dict, command: str) -> str:
     baseline = report.get("baseline", "recipe")
     against = "the guide's recipe" if baseline == "recipe" else f"`{baseline}`"
-    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {report['steps']} steps, seeds {report['seeds']}", "",
+    overrides = f", every run with `{' '.join(report['overrides'])}`" if report.get("overrides") else ""
+    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {report['steps']} steps{overrides}, seeds {report['seeds']}", "",
              f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
              "Normalised WER on each task's test split, every adapter scored by the same routine "
              f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
@@ -375,6 +381,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--baseline", default="recipe", choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
                         help="the run every other is compared with (default: the guide's recipe, seed_recipe.py)")
+    parser.add_argument("--override", action="append", default=[], metavar="ARG",
+                        help="one more `lightning-asr fit` argument for every config run, e.g. --override=--model.quantization=none "
+                             "(the same question on a cheaper base); repeat for several; the guide's recipe takes none")
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)")
     parser.add_argument("--work", default="/tmp/quality")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test clips (smoke runs)")
@@ -399,6 +408,9 @@ def main() -> None:
         for name, (corpus, *rest) in TASKS.items():
             retained = rest[2] and (data / rest[2][0].relative_to(SHARED / "data"), *rest[2][1:])
             TASKS[name] = (data / corpus.relative_to(SHARED / "data"), rest[0], rest[1], retained)
+    if args.override and "recipe" in names(args):
+        parser.error("--override changes the configs' runs, not the guide's recipe (seed_recipe.py): name another --baseline "
+                     "and leave recipe out of --configs")
     if args.tiny:
         args.model, args.steps, args.limit = str(REPO / "demo/whisper-tiny-random"), args.steps if args.steps != 300 else 2, args.limit or 4
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -146,6 +146,27 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     assert "− trim-safe-bf16, points" in (tmp_path / "b.md").read_text()
 
 
+def test_quality_override_reaches_every_config_run_and_keeps_reports_apart(tmp_path, monkeypatch):
+    """--override (the 900-step augmentation runs on an unquantized base): the argument comes last in every
+    config's fit command, a report trained without it is not reused, and the guide's recipe refuses it."""
+    import benchmarks.quality as quality
+
+    commands = []
+    monkeypatch.setattr(quality, "train_once", lambda args, out, adapter: commands.append(args) or {})
+    quality.fit_config("noise", "base", "fsdd-en", tmp_path, 900, 7, False, ("--model.quantization=none",))
+    assert commands[0][-1] == "--model.quantization=none" and "--data.augment.noise_prob=0.5" in commands[0]
+    assert "--trainer.max_steps=900" in commands[0]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"steps": 900, "tasks": {}}))  # a report from before --override existed
+    assert quality.reuse(str(earlier), 900, []) == {}
+    with pytest.raises(SystemExit, match=r"--override \[\], not \['--model.quantization=none'\]"):
+        quality.reuse(str(earlier), 900, ["--model.quantization=none"])
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "noise",
+                              "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "--override changes the configs' runs, not the guide's recipe" in refused.stderr
+
+
 def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them(tmp_path):
     """benchmarks/timestamps.py on a tiny random 30 s Whisper: windows of 2-4 demo clips with their
     boundaries, each model's ``transcribe --timestamps`` rows, one report row per model."""
