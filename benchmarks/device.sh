@@ -24,15 +24,17 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # at 300 steps the unquantized base trains as the int8 one does), one harness per task so that scoring runs two at
 # a time; the export check and the packed adapters' segment times once those adapters exist; one 900-step report.
 AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 5 --results /tmp/res"
+# 2026-12-03's second machine (the first was lost after the speed run): packing against the recipe config, both on the
+# unquantized base (75 s a run instead of ~400), then the export check and the packed adapters' segment times.
+PACK="--configs recipe-config packed --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 6 --results /tmp/res"
 JOBS=(
-  "timeout 600 python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b128-compile-cudnn-packed --decode --results /tmp/res --name speed-packed"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed trim-safe-bf16 timestamps frozen-bf16 frozen-lean-bf16 frozen-nf4 decoder-only recipe-config fast-bf16 lean-bf16 recipe-unquantized fast-nf4 small-nf4 --baseline recipe --reuse benchmarks/results/quality.json --work /tmp/qa --name quality --jobs 6 --results /tmp/res"
-  "$QUALITY --tasks cv-synth-mr $AUG900 --name quality-augment-900-mr"
-  "$QUALITY --tasks fsdd-en $AUG900 --name quality-augment-900-fsdd"
-  "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu; for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
-  "$QUALITY --tasks cv-synth-mr fsdd-en $AUG900 --collect --name quality-augment-900"
+  "$QUALITY --tasks fsdd-en $PACK --name quality-packed-fsdd"
+  "$QUALITY --tasks cv-synth-mr $PACK --name quality-packed-mr"
+  "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu"
+  "for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
+  "$QUALITY --tasks fsdd-en cv-synth-mr $PACK --collect --name quality-packed"
 )
-AFTER=("" "0" "0" "0" "1" "2 3")
+AFTER=("" "" "0 1" "0 1" "0 1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
