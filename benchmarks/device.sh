@@ -25,8 +25,9 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # a time; the export check and the packed adapters' segment times once those adapters exist; one 900-step report.
 AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 5 --results /tmp/res"
 # AUG900 is a session of its own: on 2026-12-03 its 30 runs (10 at once beside 6 int8 ones) logged ~275 of 900 steps in
-# their first ~2.5 min, so ~7 min a run and three rounds. 2026-12-03's second machine (the first was lost after the speed run): packing against the recipe config, both on the
-# unquantized base (75 s a run instead of ~400), then the export check and the packed adapters' segment times.
+# their first ~2.5 min, so ~7 min a run and three rounds. The jobs below were 2026-12-03's second machine's (the first
+# was lost after the speed run; so was this one, before the jobs started): packing against the recipe config, both on
+# the unquantized base (75 s a run instead of ~400), then the export check and the packed adapters' segment times.
 PACK="--configs recipe-config packed --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 6 --results /tmp/res"
 JOBS=(
   "$QUALITY --tasks fsdd-en $PACK --name quality-packed-fsdd"
