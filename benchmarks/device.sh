@@ -18,16 +18,15 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # One line per background job; each writes its reports under /tmp/res and starts once the jobs named in its AFTER
 # entry are done. A --reuse report keeps only the configs named in --configs: name every row the report should go on
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
-# 390-510 s at 10 at once, an unquantized one 75 s). The speed run goes first, with the GPU to itself (each mode's
-# row is written as it finishes); then packing at the recipe's settings (6 int8 runs, 300 steps) beside the
-# augmentations at 3x the steps on an unquantized base (30 runs: int8 runs of 900 steps would not fit the session;
-# at 300 steps the unquantized base trains as the int8 one does), one harness per task so that scoring runs two at
-# a time; the export check and the packed adapters' segment times once those adapters exist; one 900-step report.
+# 390-510 s at 10 at once, an unquantized one 75 s). A speed run needs the GPU to itself: run it first, alone (each
+# mode's row is written as it finishes; 2026-12-03's three modes and the recipe took 5.7 min).
+# The jobs below (2026-12-03's second machine, lost before they started): packing against the recipe config, both on
+# the unquantized base (75 s a run instead of ~400; at 300 steps it trains as the int8 one does), one harness per task
+# so that scoring runs two at a time, then the export check and the packed adapters' segment times, then one report.
+# Not in JOBS, a session of its own: the augmentations at 3x the steps, `$QUALITY --tasks T $AUG900 --name ...` per task
+# (30 runs; on 2026-12-03, 10 at once beside 6 int8 runs, ~275 of 900 steps in the first ~2.5 min: ~7 min a run, three
+# rounds, ~25 min with scoring; int8 runs of 900 steps would not fit a session).
 AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 5 --results /tmp/res"
-# AUG900 is a session of its own: on 2026-12-03 its 30 runs (10 at once beside 6 int8 ones) logged ~275 of 900 steps in
-# their first ~2.5 min, so ~7 min a run and three rounds. The jobs below were 2026-12-03's second machine's (the first
-# was lost after the speed run; so was this one, before the jobs started): packing against the recipe config, both on
-# the unquantized base (75 s a run instead of ~400), then the export check and the packed adapters' segment times.
 PACK="--configs recipe-config packed --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 6 --results /tmp/res"
 JOBS=(
   "$QUALITY --tasks fsdd-en $PACK --name quality-packed-fsdd"

@@ -112,7 +112,7 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
 
 
 def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool,
-               overrides: tuple[str, ...] = ()) -> dict:
+               overrides: list[str] | None = None) -> dict:
     """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation
     (and ``overrides``, ``--override``'s arguments, last: they win over the config and the variant)."""
     data, locale, language, _ = TASKS[task]
@@ -124,7 +124,7 @@ def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: in
         f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
         "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
-        *VARIANTS.get(name, []), *overrides,
+        *VARIANTS.get(name, []), *(overrides or []),
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
             return json.loads(cached.read_text()) | {"train": fit} if cached.is_file() else None
         try:
             fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
-                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny, tuple(args.override)))
+                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny, args.override))
             return score(args, task, fit["adapter"]) | {"train": fit}
         except RuntimeError as error:  # one failed run is reported; the others go on
             print(error, file=sys.stderr)

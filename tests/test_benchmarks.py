@@ -153,7 +153,7 @@ def test_quality_override_reaches_every_config_run_and_keeps_reports_apart(tmp_p
 
     commands = []
     monkeypatch.setattr(quality, "train_once", lambda args, out, adapter: commands.append(args) or {})
-    quality.fit_config("noise", "base", "fsdd-en", tmp_path, 900, 7, False, ("--model.quantization=none",))
+    quality.fit_config("noise", "base", "fsdd-en", tmp_path, 900, 7, False, ["--model.quantization=none"])
     assert commands[0][-1] == "--model.quantization=none" and "--data.augment.noise_prob=0.5" in commands[0]
     assert "--trainer.max_steps=900" in commands[0]
     earlier = tmp_path / "earlier.json"
