@@ -20,22 +20,24 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
 # 390-510 s at 10 at once, an unquantized one 75 s). A speed run needs the GPU to itself: run it first, alone (each
 # mode's row is written as it finishes; 2026-12-03's three modes and the recipe took 5.7 min).
-# The jobs below (2026-12-03's second machine, lost before they started): packing against the recipe config, both on
-# the unquantized base (75 s a run instead of ~400; at 300 steps it trains as the int8 one does), one harness per task
-# so that scoring runs two at a time, then the export check and the packed adapters' segment times, then one report.
-# Not in JOBS, a session of its own: the augmentations at 3x the steps, `$QUALITY --tasks T $AUG900 --name ...` per task
-# (30 runs; on 2026-12-03, 10 at once beside 6 int8 runs, ~275 of 900 steps in the first ~2.5 min: ~7 min a run, three
-# rounds, ~25 min with scoring; int8 runs of 900 steps would not fit a session).
-AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 5 --results /tmp/res"
-PACK="--configs recipe-config packed --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 6 --results /tmp/res"
+# The jobs below (2026-12-03's third machine): the augmentations at 3x the steps (900) on the unquantized base,
+# one harness per task of 6 runs at once (speed and noise together last: if the session ends early, the configs
+# before it have all their seeds); beside them, at 300 steps on the same base, packing and speed + noise against the
+# recipe config, 2 runs at once per task; then the export check and the packed adapters' segment times, and one
+# report per set. 16 training processes at once (12 + 4) fill the host's 16 cores.
+AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 6 --results /tmp/res"
+PACK="--configs recipe-config packed speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 2 --results /tmp/res"
 JOBS=(
+  "$QUALITY --tasks fsdd-en $AUG900 --name quality-augment-900-fsdd"
+  "$QUALITY --tasks cv-synth-mr $AUG900 --name quality-augment-900-mr"
   "$QUALITY --tasks fsdd-en $PACK --name quality-packed-fsdd"
   "$QUALITY --tasks cv-synth-mr $PACK --name quality-packed-mr"
   "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu"
   "for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
   "$QUALITY --tasks fsdd-en cv-synth-mr $PACK --collect --name quality-packed"
+  "$QUALITY --tasks fsdd-en cv-synth-mr $AUG900 --collect --name quality-augment-900"
 )
-AFTER=("" "" "0 1" "0 1" "0 1")
+AFTER=("" "" "" "" "2 3" "2 3" "2 3" "0 1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
