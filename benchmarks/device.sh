@@ -20,24 +20,24 @@ PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
 # 390-510 s at 10 at once, an unquantized one 75 s). A speed run needs the GPU to itself: run it first, alone (each
 # mode's row is written as it finishes; 2026-12-03's three modes and the recipe took 5.7 min).
-# The jobs below (2026-12-03's third machine): the augmentations at 3x the steps (900) on the unquantized base,
-# one harness per task of 6 runs at once (speed and noise together last: if the session ends early, the configs
-# before it have all their seeds); beside them, at 300 steps on the same base, packing and speed + noise against the
-# recipe config, 2 runs at once per task; then the export check and the packed adapters' segment times, and one
-# report per set. 16 training processes at once (12 + 4) fill the host's 16 cores.
-AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --jobs 6 --results /tmp/res"
-PACK="--configs recipe-config packed speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/qa --jobs 2 --results /tmp/res"
+# The jobs below (2026-12-03's fourth machine, ~11 min of budget left): the third machine (lost after one
+# wait) had finished the 900-step baseline and SpecAugment, and at 300 steps the recipe config on Marathi
+# (reuse-mr.json, its collected report). Here, at 300 steps on the unquantized base: packing and speed + noise
+# against the recipe config, one harness per task and config (so that five adapters are scored at once), then the
+# export check and the packed adapters' segment times per task, and one report.
+ONE="--override=--model.quantization=none --work /tmp/qa --jobs 3 --results /tmp/res"
 JOBS=(
-  "$QUALITY --tasks fsdd-en $AUG900 --name quality-augment-900-fsdd"
-  "$QUALITY --tasks cv-synth-mr $AUG900 --name quality-augment-900-mr"
-  "$QUALITY --tasks fsdd-en $PACK --name quality-packed-fsdd"
-  "$QUALITY --tasks cv-synth-mr $PACK --name quality-packed-mr"
+  "$QUALITY --tasks fsdd-en --configs recipe-config --baseline recipe-config $ONE --name q-fsdd-recipe-config"
+  "$QUALITY --tasks fsdd-en --configs packed --baseline packed $ONE --name q-fsdd-packed"
+  "$QUALITY --tasks cv-synth-mr --configs packed --baseline packed $ONE --name q-mr-packed"
+  "$QUALITY --tasks fsdd-en --configs speed-noise --baseline speed-noise $ONE --name q-fsdd-speed-noise"
+  "$QUALITY --tasks cv-synth-mr --configs speed-noise --baseline speed-noise $ONE --name q-mr-speed-noise"
   "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu"
-  "for t in fsdd-en:real/fsdd-takes5-49/en:English cv-synth-mr:cv-synth/mr:Marathi; do IFS=: read -r task data language <<< \$t; python3 -m benchmarks.timestamps --base $M --data $D/\$data --language \$language --model zero-shot= \$(for s in 7 8 9; do echo --model packed-0.5-seed\$s=/tmp/qa/\$task/packed/seed\$s/adapters/last; done) --work /tmp/ts-\$task --results /tmp/res --name timestamps-packed-\$task; done"
-  "$QUALITY --tasks fsdd-en cv-synth-mr $PACK --collect --name quality-packed"
-  "$QUALITY --tasks fsdd-en cv-synth-mr $AUG900 --collect --name quality-augment-900"
+  "python3 -m benchmarks.timestamps --base $M --data $D/real/fsdd-takes5-49/en --language English --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/fsdd-en/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-fsdd --results /tmp/res --name timestamps-packed-fsdd-en"
+  "python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language Marathi --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/cv-synth-mr/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-mr --results /tmp/res --name timestamps-packed-cv-synth-mr"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed speed-noise --baseline recipe-config $ONE --reuse reuse-mr.json --collect --name quality-packed"
 )
-AFTER=("" "" "" "" "2 3" "2 3" "2 3" "0 1")
+AFTER=("" "" "" "" "" "1 2" "1" "2" "0 1 2 3 4")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
