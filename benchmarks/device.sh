@@ -14,30 +14,28 @@ export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF
 export BENCHMARK_COMMIT=$(cat /tmp/commit 2>/dev/null)  # the reports' commit (benchmarks.commit)
 M=/tmp/assets/models/whisper-base D=/tmp/assets/data
 QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
-PACKED="/tmp/qa/TASK/packed/seed7/adapters/last"
 # One line per background job; each writes its reports under /tmp/res and starts once the jobs named in its AFTER
 # entry are done. A --reuse report keeps only the configs named in --configs: name every row the report should go on
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
-# 390-510 s at 10 at once, an unquantized one 75 s). A speed run needs the GPU to itself: run it first, alone (each
+# 390-510 s at 10 at once, an unquantized one 75 s; 2026-12-03, unquantized at 15-16 at once: 160-180 s for 300
+# steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s. A speed run needs the GPU to itself: run it first, alone (each
 # mode's row is written as it finishes; 2026-12-03's three modes and the recipe took 5.7 min).
-# The jobs below (2026-12-03's fourth machine, ~11 min of budget left): the third machine (lost after one
-# wait) had finished the 900-step baseline and SpecAugment, and at 300 steps the recipe config on Marathi
-# (reuse-mr.json, its collected report). Here, at 300 steps on the unquantized base: packing and speed + noise
-# against the recipe config, one harness per task and config (so that five adapters are scored at once), then the
-# export check and the packed adapters' segment times per task, and one report.
-ONE="--override=--model.quantization=none --work /tmp/qa --jobs 3 --results /tmp/res"
+# The jobs below (the next session's): the augmentations at 3x the steps (900) on the unquantized base, building on
+# the runs the third machine of 2026-12-03 finished (benchmarks/results/quality-augment-900.json: the recipe config and
+# SpecAugment on both tasks but Marathi seeds 7 and 9, which were trained but not scored): 26 runs left, two rounds
+# of 13 at ~7.3 min a 900-step run at 16 at once, plus each harness's scoring one adapter at a time (~25 s each), so
+# ~20 min. Beside them the packed Marathi adapters again (300 steps, ~3 min) and their segment times, which that
+# session's last machine ran out of budget for (benchmarks/results/timestamps-packed-gpu.md has the digits').
+AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --reuse benchmarks/results/quality-augment-900.json --results /tmp/res"
+PACK="--configs packed --baseline packed --override=--model.quantization=none --work /tmp/qa --jobs 3 --results /tmp/res"
 JOBS=(
-  "$QUALITY --tasks fsdd-en --configs recipe-config --baseline recipe-config $ONE --name q-fsdd-recipe-config"
-  "$QUALITY --tasks fsdd-en --configs packed --baseline packed $ONE --name q-fsdd-packed"
-  "$QUALITY --tasks cv-synth-mr --configs packed --baseline packed $ONE --name q-mr-packed"
-  "$QUALITY --tasks fsdd-en --configs speed-noise --baseline speed-noise $ONE --name q-fsdd-speed-noise"
-  "$QUALITY --tasks cv-synth-mr --configs speed-noise --baseline speed-noise $ONE --name q-mr-speed-noise"
-  "python3 -m benchmarks.export_parity --formats transformers-fp16 --model $M --data-dir $D --adapter fsdd-en=${PACKED/TASK/fsdd-en} --adapter cv-synth-mr=${PACKED/TASK/cv-synth-mr} --work /tmp/ex --results /tmp/res --name export-gpu"
-  "python3 -m benchmarks.timestamps --base $M --data $D/real/fsdd-takes5-49/en --language English --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/fsdd-en/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-fsdd --results /tmp/res --name timestamps-packed-fsdd-en"
-  "python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language Marathi --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/cv-synth-mr/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-mr --results /tmp/res --name timestamps-packed-cv-synth-mr"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed speed-noise --baseline recipe-config $ONE --reuse reuse-mr.json --collect --name quality-packed"
+  "$QUALITY --tasks fsdd-en $AUG900 --jobs 6 --name quality-augment-900-fsdd"
+  "$QUALITY --tasks cv-synth-mr $AUG900 --jobs 7 --name quality-augment-900-mr"
+  "$QUALITY --tasks cv-synth-mr $PACK --name q-mr-packed"
+  "python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language Marathi --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/cv-synth-mr/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-mr --results /tmp/res --name timestamps-packed-gpu-mr"
+  "$QUALITY --tasks fsdd-en cv-synth-mr $AUG900 --jobs 6 --collect --name quality-augment-900"
 )
-AFTER=("" "" "" "" "" "1 2" "1" "2" "0 1 2 3 4")
+AFTER=("" "" "" "2" "0 1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

@@ -73,7 +73,7 @@ NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--dat
 # opening a timestamped window of 2-4 clips (data.pack_share), the other half single as the guide's.
 VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
             "noise": NOISE, "speed-noise": SPEED + NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
-            "timestamps": ["--data.timestamp_share=0.5"], "packed": ["--data.pack_share=0.5"]}
+            "timestamps": ["--data.timestamp_share=0.5"]}
 
 
 def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
