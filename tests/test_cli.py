@@ -18,6 +18,20 @@ def test_every_config_parses(config, tmp_path):
     assert "model:" in out.stdout and "data:" in out.stdout
 
 
+def test_overlay_configs_change_only_their_own_fields_on_top_of_another(tmp_path):
+    """packed.yaml and augment.yaml say "combine with a recipe": on top of the demo they set their own knob and leave the rest."""
+    import yaml
+
+    demo = yaml.safe_load(run(["fit", "--config", str(DEMO), "--print_config"], tmp_path).stdout)
+    for overlay, field, value in (("packed.yaml", "pack_share", 0.5), ("augment.yaml", "augment", {"speed_factors": [0.9, 1.0, 1.1]})):
+        both = yaml.safe_load(run(["fit", "--config", str(DEMO), "--config", str(REPO / "configs" / overlay), "--print_config"], tmp_path).stdout)
+        got = both["data"].pop(field)
+        assert got == value if not isinstance(value, dict) else value.items() <= got.items()
+        demo_data = dict(demo["data"])
+        demo_data.pop(field)
+        assert both["data"] == demo_data and both["model"] == demo["model"] and both["trainer"] == demo["trainer"]
+
+
 def test_recipe_config_is_the_guides(tmp_path):
     import yaml
 
