@@ -237,7 +237,12 @@ def run(args: argparse.Namespace) -> dict:
             return None
 
     failed: list[tuple[str, str, int]] = []
-    with ThreadPoolExecutor(args.jobs) as pool:
+    # Each task's zero-shot is scored while the first runs train, not after the last: a --collect while runs
+    # still train then finds it cached (on the H200 a collect decoding it was killed by its 80 s time box).
+    with ThreadPoolExecutor(1) as early, ThreadPoolExecutor(args.jobs) as pool:
+        if not args.collect:
+            for task in args.tasks:
+                early.submit(zero_shot_scores, args, task, work / task / "zero-shot.json")
         finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
         zero_shot = zero_shot_scores(args, task, work / task / "zero-shot.json")

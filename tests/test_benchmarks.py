@@ -112,6 +112,10 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     assert set(task["runs"]) == {"recipe", "trim-safe-bf16"} and set(task["runs"]["recipe"]) == {"1"}
     run = task["runs"]["trim-safe-bf16"]["1"]
     assert len(run["clip_errors"]) == run["clips"] == 4 and "retained" in run
+    # The zero-shot is scored while the runs train (a --collect meanwhile then finds it cached), so before any
+    # adapter: scoring is one at a time, and the zero-shot takes its turn before the first run has trained.
+    scored = [p.stat().st_mtime for p in (tmp_path / "work").glob("cv-synth-mr/*/seed1/**/scores.json")]
+    assert len(scored) == 2 and (tmp_path / "work/cv-synth-mr/zero-shot.json").stat().st_mtime < min(scored)
     summary = task["summary"]["trim-safe-bf16"]
     low, high = summary["diff_ci95"]
     assert low <= summary["diff"] <= high and isinstance(summary["within_bound"], bool)
