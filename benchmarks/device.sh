@@ -18,8 +18,9 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # entry are done. A --reuse report keeps only the configs named in --configs: name every row the report should go on
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
 # 390-510 s at 10 at once, an unquantized one 75 s; 2026-12-03, unquantized at 15-16 at once: 160-180 s for 300
-# steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s. A speed run needs the GPU to itself: run it first, alone (each
-# mode's row is written as it finishes; 2026-12-03's three modes and the recipe took 5.7 min).
+# steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
+# A speed run needs the GPU to itself: run it first, alone (each mode's row is written as it finishes; 2026-12-03's
+# three modes and the recipe took 5.7 min).
 # The jobs below (the next session's): the augmentations at 3x the steps (900) on the unquantized base, building on
 # the runs the third machine of 2026-12-03 finished (benchmarks/results/quality-augment-900.json: the recipe config and
 # SpecAugment on both tasks but Marathi seeds 7 and 9, which were trained but not scored): 26 runs left, two rounds

@@ -57,7 +57,9 @@ TASKS = {
     "fsdd-en": (SHARED / "data/real/fsdd-takes5-49", "en", "English", None),
 }
 RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
-CONFIGS = ["recipe-config", "fast-bf16", "lean-bf16", "fast-nf4", "small-nf4", "augment"]
+# Every shipped training config (the demo and the DDP overlay train nothing to compare): a new file is measured by default.
+CONFIGS = ["recipe-config", *sorted(p.stem for p in (REPO / "configs").glob("*.yaml")
+                                    if p.stem not in ("demo", "ddp", Path(RECIPE).stem))]
 # Measured candidates that did not ship (benchmarks/configs/NAME.yaml), run when named in --configs.
 CANDIDATES = sorted(p.stem for p in (REPO / "benchmarks/configs").glob("*.yaml"))
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
@@ -69,8 +71,7 @@ SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
 NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--data.augment.snr_max_db=30"]
 # ``decoder-only``: issue 18's frozen encoder (LoRA in the decoder only) at the recipe's settings.
 # ``timestamps``: half the training clips labelled with timestamp tokens (what it costs in WER;
-# benchmarks/timestamps.py measures the segment times its adapters predict). ``packed``: half of them
-# opening a timestamped window of 2-4 clips (data.pack_share), the other half single as the guide's.
+# benchmarks/timestamps.py measures the segment times its adapters predict).
 VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
             "noise": NOISE, "speed-noise": SPEED + NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
             "timestamps": ["--data.timestamp_share=0.5"]}

@@ -559,7 +559,8 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
              f"Command: `python -m benchmarks.speed`.{split} MFU: against {peak} measured on one large matrix "
-             "product in this run. WER within bound: the config's result in the first quality report that measured it (quality.json, then quality-packed.json; 3 seeds, both tasks).", "",
+             "product in this run. WER within bound: the config's result in the first quality report that measured it "
+             f"({', then '.join(p.name for p in QUALITY_REPORTS)}; 3 seeds, both tasks).", "",
              "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe | WER within bound | trade-off |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["train"].items():

@@ -172,6 +172,22 @@ def test_quality_override_reaches_every_config_run_and_keeps_reports_apart(tmp_p
     assert refused.returncode == 2 and "--override changes the configs' runs, not the guide's recipe" in refused.stderr
 
 
+def test_quality_harness_measures_every_shipped_config_by_its_file(tmp_path, monkeypatch):
+    """A config added to configs/ (packed.yaml) is a --configs choice and trains from its own file, not a look-alike."""
+    import benchmarks.quality as quality
+
+    assert {"packed", "augment", "fast-bf16"} <= set(quality.CONFIGS) and not {"demo", "ddp"} & set(quality.CONFIGS)
+    commands = []
+    monkeypatch.setattr(quality, "train_once", lambda args, out, adapter: commands.append(args) or {})
+    quality.fit_config("packed", "base", "fsdd-en", tmp_path, 300, 7, False)
+    assert str(REPO / "configs/packed.yaml") in commands[0] and not any("pack_share" in arg for arg in commands[0])
+    # The choice is accepted (the run is then refused for --override beside the guide's recipe, exit 2, nothing trained).
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "packed",
+                              "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "--override changes the configs' runs" in refused.stderr
+
+
 def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them(tmp_path):
     """benchmarks/timestamps.py on a tiny random 30 s Whisper: windows of 2-4 demo clips with their
     boundaries, each model's ``transcribe --timestamps`` rows, one report row per model."""
