@@ -21,22 +21,25 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, alone (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below (the next session's): the augmentations at 3x the steps (900) on the unquantized base, building on
-# the runs the third machine of 2026-12-03 finished (benchmarks/results/quality-augment-900.json: the recipe config and
-# SpecAugment on both tasks but Marathi seeds 7 and 9, which were trained but not scored): 26 runs left, two rounds
-# of 13 at ~7.3 min a 900-step run at 16 at once, plus each harness's scoring one adapter at a time (~25 s each), so
-# ~20 min. Beside them the packed Marathi adapters again (300 steps, ~3 min) and their segment times, which that
-# session's last machine ran out of budget for (benchmarks/results/timestamps-packed-gpu.md has the digits').
-AUG900="--steps 900 --configs recipe-config spec-augment speed-perturb noise augment-all speed-noise --baseline recipe-config --override=--model.quantization=none --work /tmp/q9 --reuse benchmarks/results/quality-augment-900.json --results /tmp/res"
-PACK="--configs packed --baseline packed --override=--model.quantization=none --work /tmp/qa --jobs 3 --results /tmp/res"
+# The jobs below (the next session's): the packed adapters of both tasks again (300 steps, ~70 s at 6 at once), then
+# (1) Marathi segment times with transcribe's whole-window budget (benchmarks/results/timestamps-packed-gpu-mr.md was
+# cut at 128 tokens; the zero-shot row loops to the budget, so it starts first: ~4 min at 128 tokens, up to ~3.5x
+# that now), one process per model; (2) the CTranslate2 export checked by faster-whisper on the GPU, int8_float16 and
+# float16, once the `ct2part` calls have carried CUDA 12's cuBLAS (CTranslate2 4.8.5 dlopens libcublas.so.12; the
+# image has CUDA 13; 4.8.1+ needs no cuDNN). Device calls: 1, 2, 3, then `bash /tmp/device.sh ct2part 00` ...
+# `ct2part NN last` back to back (carry [".carry-ct2-NN"] each; `prepare-ct2` here makes them), then waits.
+PACK="--configs packed --baseline packed --override=--model.quantization=none --work /tmp/qa --results /tmp/res"
+ADAPTER=/tmp/qa/TASK/packed/seed7/adapters/last
+TS="python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language Marathi --results /tmp/res"
 JOBS=(
-  "$QUALITY --tasks fsdd-en $AUG900 --jobs 6 --name quality-augment-900-fsdd"
-  "$QUALITY --tasks cv-synth-mr $AUG900 --jobs 7 --name quality-augment-900-mr"
-  "$QUALITY --tasks cv-synth-mr $PACK --name q-mr-packed"
-  "python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language Marathi --model zero-shot= $(for s in 7 8 9; do printf -- '--model packed-0.5-seed%s=/tmp/qa/cv-synth-mr/packed/seed%s/adapters/last ' $s $s; done) --work /tmp/ts-mr --results /tmp/res --name timestamps-packed-gpu-mr"
-  "$QUALITY --tasks fsdd-en cv-synth-mr $AUG900 --jobs 6 --collect --name quality-augment-900"
+  "$QUALITY --tasks fsdd-en cv-synth-mr $PACK --jobs 6 --name q-packed-3"
+  "$TS --model zero-shot= --work /tmp/ts-mr0 --name timestamps-packed-gpu-mr-zero-shot"
+  "$TS --model packed-0.5-seed7=/tmp/qa/cv-synth-mr/packed/seed7/adapters/last --work /tmp/ts-mr7 --name timestamps-packed-gpu-mr-seed7"
+  "$TS --model packed-0.5-seed8=/tmp/qa/cv-synth-mr/packed/seed8/adapters/last --work /tmp/ts-mr8 --name timestamps-packed-gpu-mr-seed8"
+  "$TS --model packed-0.5-seed9=/tmp/qa/cv-synth-mr/packed/seed9/adapters/last --work /tmp/ts-mr9 --name timestamps-packed-gpu-mr-seed9"
+  "bash /tmp/device.sh ct2-check"
 )
-AFTER=("" "" "" "2" "0 1")
+AFTER=("" "" "0" "0" "0" "0")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
@@ -99,5 +102,24 @@ wait) end=$((SECONDS + ${2:-540} - 100))
    while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt ${#JOBS[@]} ]; do sleep 15; done
    status; collect ;;
 collect) collect ;;
+prepare-ct2)  # here: the GPU runtime of faster-whisper as ~59 MB parts, one carry each
+  rm -rf /tmp/ct2w .carry-ct2-* && mkdir -p /tmp/ct2w
+  .venv/bin/python -m pip download -q --no-deps -d /tmp/ct2w --python-version 3.12 --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    ctranslate2==4.8.5 faster-whisper==1.2.1 av==18.1.0 nvidia-cublas-cu12==12.9.1.4 || exit 1
+  tar -C /tmp/ct2w -cf - . | split -b 59000000 -d -a 2 - /tmp/ct2.part
+  for f in /tmp/ct2.part*; do mkdir -p ".carry-ct2-${f##*part}" && mv "$f" ".carry-ct2-${f##*part}/part"; done
+  ls -d .carry-ct2-* | tr '\n' ' '; echo "($(ls -d .carry-ct2-* | wc -l) ct2part calls)" ;;
+ct2part)  # device: one part; `last` marks the set complete
+  cp ".carry-ct2-$2/part" "/tmp/ct2.part$2" || exit 1
+  [ "${3:-}" = last ] && touch /tmp/ct2.ready; ls /tmp/ct2.part* | wc -l ;;
+ct2-check)  # device job: once every part is here and the packed adapters are trained, install and check
+  while [ ! -f /tmp/ct2.ready ]; do sleep 5; done
+  mkdir -p /tmp/ct2w && cat /tmp/ct2.part* | tar -C /tmp/ct2w -xf - && rm -f /tmp/ct2.part* &&
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-ct2 /tmp/ct2w/*.whl || exit 1
+  cd /tmp/repo && PYTHONPATH=/tmp/site-ct2:$PYTHONPATH LD_LIBRARY_PATH=/tmp/site-ct2/nvidia/cublas/lib \
+    python3 -m benchmarks.export_parity --formats ct2-int8_float16 ct2-float16 --model $M --data-dir $D \
+    --adapter fsdd-en=${ADAPTER/TASK/fsdd-en} --adapter cv-synth-mr=${ADAPTER/TASK/cv-synth-mr} --work /tmp/ex \
+    --results /tmp/res --name export-gpu-ct2 ;;
 *) sed -n 2,12p "$0"; exit 2 ;;
 esac

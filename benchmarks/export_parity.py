@@ -26,6 +26,7 @@ DATA = {"cv-synth-mr": "cv-synth/mr", "fsdd-en": "real/fsdd-takes5-49/en"}  # un
 # format name: the export arguments
 FORMATS = {"ct2-int8": ["--format", "ct2", "--quantization", "int8"],
            "ct2-int8_float16": ["--format", "ct2", "--quantization", "int8_float16"],
+           "ct2-float16": ["--format", "ct2", "--quantization", "float16"],
            "transformers-fp16": ["--format", "transformers", "--dtype", "float16"]}
 
 

@@ -64,8 +64,8 @@ CONFIGS = ["recipe-config", *sorted(p.stem for p in (REPO / "configs").glob("*.y
 CANDIDATES = sorted(p.stem for p in (REPO / "benchmarks/configs").glob("*.yaml"))
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
 # ``recipe-unquantized``: does the unquantized (bf16) base train as well as the int8 one at the recipe's settings?
-# The augmentations (off in every shipped config), each alone, the two that helped, and all together, against recipe-config
-# (``--baseline recipe-config``): do they help a short fine-tune on a small corpus?
+# The augmentations (off in the recipe configs), each alone, the two that helped at 300 steps, and all together, against recipe-config
+# (``--baseline recipe-config``): do they help a fine-tune on a small corpus (configs/augment.yaml is all three)?
 SPEC = ["--model.spec_augment.time_prob=0.05", "--model.spec_augment.feature_prob=0.05"]
 SPEED = ["--data.augment.speed_factors=[0.9,1.0,1.1]"]
 NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--data.augment.snr_max_db=30"]

@@ -63,10 +63,11 @@ def pack(data: str, split: str, windows: int, seed: int, folder: Path, longest: 
     return packed
 
 
-def transcribe(windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int) -> list[dict]:
+def transcribe(windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int | None) -> list[dict]:
     """``lightning-asr transcribe`` as users type it; the jsonl rows in window order."""
     command = [*lightning_asr(), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
-               "--timestamps", "true", "--output", str(out), "--max_new_tokens", str(max_new_tokens), *(["--adapter", adapter] if adapter else [])]
+               "--timestamps", "true", "--output", str(out), *(["--max_new_tokens", str(max_new_tokens)] if max_new_tokens else []),
+               *(["--adapter", adapter] if adapter else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if not Path(f"{out}.jsonl").is_file():
         raise SystemExit(f"transcribe failed:\n{done.stderr[-3000:]}")
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=[ADAPTER]",
                         help="a row: NAME= for the base alone, NAME=FOLDER for an adapter")
     parser.add_argument("--windows", type=int, default=40)
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="transcribe's token budget per window")
+    parser.add_argument("--max-new-tokens", type=int, help="transcribe's token budget per window (default: transcribe's, the whole window)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/timestamps")
@@ -118,7 +119,7 @@ def main() -> None:
         rows[name] = score(windows, transcribe(windows, args.base, adapter or None, args.language, work / name, args.max_new_tokens), args.language)
         print(name, rows[name], flush=True)
     report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
-              "command": " ".join(["python -m benchmarks.timestamps", *sys.argv[1:]]), "models": rows}
+              "command": " ".join(["python -m benchmarks.timestamps", *sys.argv[1:]]), "max_new_tokens": args.max_new_tokens, "models": rows}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     report["windows"], report["data"], report["split"] = len(windows), args.data, args.split

@@ -16,7 +16,9 @@ class Decoding:
             preallocated KV cache (``decode.py``), its token step replayed as a CUDA graph on GPU with
             ``quantization: none``. The same tokens in fp32; faster with bf16 and nf4 bases, slower
             with int8 (benchmarks/README.md, "Speed").
-        max_new_tokens: generation cap; a prediction that hits it counts as degenerate.
+        max_new_tokens: generation cap; a prediction that hits it counts as degenerate. 128 holds a
+            Common Voice sentence (the longest in cv-synth/mr's test split is 116 Whisper tokens, ~8 a
+            Marathi word); ``transcribe`` defaults to the whole window instead.
         merge_lora: decode with the LoRA update merged into the base weights (``quantization: none``
             only): no LoRA branch kernels in any token step, at one bf16 rounding of W + BA. The
             base's exact weights come back after every batch, from a copy of the adapted layers'

@@ -11,6 +11,7 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from transformers import AutoConfig
 
 from lightning_asr import longform
 from lightning_asr.adapter import adapter_info
@@ -22,6 +23,8 @@ from lightning_asr.whisper import LANGUAGES, Quantization, language_code, resolv
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
+# <|startoftranscript|><|lang|><|task|><|notimestamps|>: the longest prompt Whisper decodes after.
+PROMPT_TOKENS = 4
 
 
 class TranscriptWriter(BasePredictionWriter):
@@ -67,7 +70,7 @@ def transcribe(
     task: Literal["transcribe", "translate"] | None = None,
     quantization: Quantization | None = None,
     batch_size: int = 16,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | None = None,
     num_workers: int = 2,
     accelerator: str = "auto",
     audio_column: str = "audio",
@@ -94,7 +97,10 @@ def transcribe(
         task: ``transcribe`` or ``translate`` (default: the adapter's, else ``transcribe``).
         quantization: how to load the base (default: as trained).
         batch_size: clips decoded together.
-        max_new_tokens: longest transcript in tokens.
+        max_new_tokens: longest transcript of a clip or 30 s window, in tokens (default: all the
+            decoder's positions after the prompt, 444 for Whisper). Validation's 128 fits a Common
+            Voice sentence, not a window of speech: Whisper's byte-level tokens spend ~8 a Marathi
+            word, and 28 s windows of it needed up to 328.
         num_workers: audio decoding processes.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         audio_column: audio column of a manifest.
@@ -158,8 +164,9 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
 
 
 def decoder_module(adapter: str | None, base: str | None, language: str | None, task: str | None,
-             quantization: Quantization | None, max_new_tokens: int, decoding: str) -> WhisperLoRA:
-    """The module that transcribes: what is given, else what the adapter folder records."""
+             quantization: Quantization | None, max_new_tokens: int | None, decoding: str) -> WhisperLoRA:
+    """The module that transcribes: what is given, else what the adapter folder records;
+    ``max_new_tokens`` None: the whole window the base's decoder holds."""
     info = adapter_info(adapter) if adapter else {}
     base = base or info.get("base_model")
     if not base:
@@ -169,6 +176,8 @@ def decoder_module(adapter: str | None, base: str | None, language: str | None, 
     except FileNotFoundError as err:
         recorded = f" (recorded in {adapter}/lightning_asr.json; pass --base)" if adapter and base == info.get("base_model") else ""
         raise FileNotFoundError(f"transcribe: base {err}{recorded}") from None
+    if max_new_tokens is None:
+        max_new_tokens = AutoConfig.from_pretrained(base).max_target_positions - PROMPT_TOKENS
     recorded = info.get("language")
     if language is None:
         language = recorded or "auto"

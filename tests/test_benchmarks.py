@@ -206,7 +206,7 @@ def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them
     assert row["windows"] == 2 and 4 <= row["clips"] <= 8 and 0 <= row["within_0.5_s"] <= 1
     windows = sorted((tmp_path / "work/windows").glob("*.wav"))
     assert len(windows) == 2 and all(sf.info(w).duration <= 28.0 for w in windows)
-    assert "| zero-shot |" in (tmp_path / "timestamps.md").read_text()
+    assert "| zero-shot |" in (tmp_path / "timestamps.md").read_text() and report["max_new_tokens"] == 6
 
 
 def test_timestamps_scores_boundaries_and_words_segment_by_segment():

@@ -23,10 +23,14 @@ def test_overlay_configs_change_only_their_own_fields_on_top_of_another(tmp_path
     import yaml
 
     demo = yaml.safe_load(run(["fit", "--config", str(DEMO), "--print_config"], tmp_path).stdout)
-    for overlay, change in (("packed.yaml", {"pack_share": 0.5}),
-                            ("augment.yaml", {"augment": demo["data"]["augment"] | {"speed_factors": [0.9, 1.0, 1.1]}})):
+    noise = {"noise_prob": 0.5, "snr_min_db": 10.0, "snr_max_db": 30.0}
+    masks = {"spec_augment": demo["model"]["spec_augment"] | {"time_prob": 0.05, "feature_prob": 0.05}}
+    for overlay, data, model in (
+        ("packed.yaml", {"pack_share": 0.5}, {}),
+        ("augment.yaml", {"augment": demo["data"]["augment"] | {"speed_factors": [0.9, 1.0, 1.1]} | noise}, masks),
+    ):
         both = yaml.safe_load(run(["fit", "--config", str(DEMO), "--config", str(REPO / "configs" / overlay), "--print_config"], tmp_path).stdout)
-        assert both["data"] == demo["data"] | change and both["model"] == demo["model"] and both["trainer"] == demo["trainer"]
+        assert both["data"] == demo["data"] | data and both["model"] == demo["model"] | model and both["trainer"] == demo["trainer"]
 
 
 def test_recipe_config_is_the_guides(tmp_path):
@@ -271,6 +275,21 @@ def test_transcribe_a_manifest_of_spans_of_one_recording(tmp_path, demo_adapter)
     # Each row is its span of the file, named as a media fragment, the path as the manifest resolves it.
     assert [r["path"] for r in rows] == ["./talk.wav#t=0,2", "./talk.wav#t=2,3", "./talk.wav#t=2.5,6.5"]
     assert [r.get("duration") for r in rows[:2]] == [2.0, 1.0] and rows[2]["error"].startswith("span_out_of_range")
+
+
+def test_transcribe_decodes_the_whole_window_by_default(tmp_path, tiny_model):
+    """A 28 s window of Marathi needed up to 328 tokens; validation's 128-token cap, once transcribe's default, cut it off."""
+    import soundfile as sf
+    from transformers import WhisperTokenizer
+
+    from tests.conftest import tone
+
+    sf.write(tmp_path / "c0.wav", tone(1.5, 16000), 16000)
+    run(["transcribe", "c0.wav", "--base", tiny_model, "--language", "mr", "--num_workers", "0"], tmp_path)
+    (row,) = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    # The random model never ends its transcript, so its length is the budget: 448 positions less the 4-token prompt.
+    tokens = len(WhisperTokenizer.from_pretrained(tiny_model)(row["text"], add_special_tokens=False).input_ids)
+    assert 440 <= tokens <= 445, tokens
 
 
 def test_transcribe_a_long_file_in_another_language_with_timestamps_and_subtitles(tmp_path, demo_adapter):
