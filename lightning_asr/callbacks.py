@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, ThroughputMonitor
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_asr.adapter import save_adapter
 from lightning_asr.audio import FRAMES_PER_SECOND
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 class AdapterCheckpoint(L.Callback):
     """Saves the adapter after each validation: ``last/`` always, ``best/`` and the top-k by a metric.
+    On SIGTERM during ``fit`` it also writes the resume checkpoint (``last.ckpt`` of each
+    ``ModelCheckpoint`` with ``save_last``) and ``last/`` at the step the run stopped.
 
     Args:
         dirpath: folder for the adapters; ``None`` puts them in the logger's run folder (``adapters/``).
@@ -69,6 +72,20 @@ class AdapterCheckpoint(L.Callback):
         # one that just validated has written this step's last/ already.
         if trainer.global_step > 0 and self._last_step != trainer.global_step:
             self._save_last(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # SIGTERM is what kill, SLURM, Kubernetes and a spot instance's notice send: Lightning stops at the end of
+        # the step, a consistent point, so the steps since the last periodic checkpoint are kept. Ctrl-C is not
+        # handled: it can land inside the optimizer step.
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or trainer.global_step == 0:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+                path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+                trainer.save_checkpoint(path)  # every rank: it synchronises; rank 0 writes
+                rank_zero_info(f"SIGTERM: stopped at step {trainer.global_step}, saved to {path}; "
+                               "the same command with --ckpt_path last resumes it")
+        self._save_last(trainer, pl_module)
 
     @rank_zero_only
     def _save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:

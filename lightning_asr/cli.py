@@ -2,6 +2,7 @@
 
 import logging
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_asr.callbacks import AdapterCheckpoint, SpeechThroughput, StepProgressBar
 from lightning_asr.data import SpeechDataModule
@@ -122,13 +124,16 @@ def main(args: list[str] | None = None) -> None:
         if failed:
             sys.exit(1)
         return
-    ASRCLI(
-        WhisperLoRA,
-        SpeechDataModule,
-        args=args,
-        trainer_defaults={"default_root_dir": "runs"},
-        save_config_kwargs={"overwrite": True},
-    )
+    try:
+        ASRCLI(
+            WhisperLoRA,
+            SpeechDataModule,
+            args=args,
+            trainer_defaults={"default_root_dir": "runs"},
+            save_config_kwargs={"overwrite": True},
+        )
+    except SIGTERMException:  # saved by AdapterCheckpoint; a SystemExit without a code would report success
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,40 @@ def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_pat
     assert (run_dir / "adapters/last/adapter_model.safetensors").read_bytes() == before
 
 
+def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_path):
+    """kill (SLURM, Kubernetes, a spot notice) between periodic checkpoints loses no steps."""
+    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
+              "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
+              "--trainer.callbacks.every_n_train_steps=1000"]
+    (tmp_path / "b").mkdir()
+    run_dir = tmp_path / "b/runs/demo/version_0"
+    log = open(tmp_path / "b.log", "w")
+    proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=100000", *common), cwd=tmp_path / "b",
+                            env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): training is under way.
+    while time.time() < deadline and proc.poll() is None and not any(
+            b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
+    assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
+    assert f"SIGTERM: stopped at step {step}" in (tmp_path / "b.log").read_text()
+    # Resumed to 3 steps past it, the weights are those of the same run uninterrupted.
+    run(user_args(tmp_path, f"--trainer.max_steps={step + 3}", *common, "--ckpt_path", "last"), tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    run(user_args(tmp_path, f"--trainer.max_steps={step + 3}", *common), tmp_path / "a")
+    from safetensors.torch import load_file
+
+    adapters = [tmp_path / "a/runs/demo/version_0/adapters/last", run_dir / "adapters/last"]
+    assert [json.loads((a / "lightning_asr.json").read_text())["global_step"] for a in adapters] == [step + 3] * 2
+    expected, got = (load_file(a / "adapter_model.safetensors") for a in adapters)
+    assert expected.keys() == got.keys() and expected
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+
+
 def test_ckpt_path_last_with_nothing_to_resume_is_an_error(tmp_path):
     out = run(user_args(tmp_path, "--ckpt_path", "last"), tmp_path, returncode=1)
     assert "--ckpt_path last: no last.ckpt" in out.stderr and "nothing to resume" in out.stderr
