@@ -34,12 +34,13 @@ TS="python3 -m benchmarks.timestamps --base $M --data $D/cv-synth/mr --language 
 JOBS=(
   "$QUALITY --tasks fsdd-en cv-synth-mr $PACK --jobs 6 --name q-packed-3"
   "$TS --model zero-shot= --work /tmp/ts-mr0 --name timestamps-packed-gpu-mr-zero-shot"
-  "$TS --model packed-0.5-seed7=/tmp/qa/cv-synth-mr/packed/seed7/adapters/last --work /tmp/ts-mr7 --name timestamps-packed-gpu-mr-seed7"
-  "$TS --model packed-0.5-seed8=/tmp/qa/cv-synth-mr/packed/seed8/adapters/last --work /tmp/ts-mr8 --name timestamps-packed-gpu-mr-seed8"
-  "$TS --model packed-0.5-seed9=/tmp/qa/cv-synth-mr/packed/seed9/adapters/last --work /tmp/ts-mr9 --name timestamps-packed-gpu-mr-seed9"
   "bash /tmp/device.sh ct2-check"
 )
-AFTER=("" "" "0" "0" "0" "0")
+AFTER=("" "" "0")
+for s in 7 8 9; do  # one process per adapter, in parallel
+  JOBS+=("$TS --model packed-0.5-seed$s=/tmp/qa/cv-synth-mr/packed/seed$s/adapters/last --work /tmp/ts-mr$s --name timestamps-packed-gpu-mr-seed$s")
+  AFTER+=("0")
+done
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

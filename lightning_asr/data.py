@@ -29,7 +29,7 @@ from lightning_asr.sampling import ShardSampler
 from lightning_asr.sources import DataConfigError, clip_lengths, common_voice_folder, common_voice_index, hf_index
 from lightning_asr.sources import manifest_index
 from lightning_asr.text import clean_transcript
-from lightning_asr.whisper import language_code, load_processor
+from lightning_asr.whisper import language_code, load_processor, max_target_positions
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class SpeechDataModule(L.LightningDataModule):
         }[stage]
         if self.retain is not None and stage in ("fit", "validate"):
             splits["retain"] = self.retain.split
-        max_tokens = _max_target_positions(hp.model)
+        max_tokens = max_target_positions(hp.model)
         for name, split in splits.items():
             labelled = name != "predict"
             if name not in self.datasets:
@@ -397,12 +397,3 @@ class SpeechDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None
-
-
-def _max_target_positions(model: str) -> int:
-    from transformers import WhisperConfig
-
-    try:
-        return WhisperConfig.from_pretrained(model).max_target_positions
-    except OSError:  # a processor-only folder: Whisper's own limit
-        return 448

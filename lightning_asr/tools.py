@@ -11,7 +11,6 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from transformers import AutoConfig
 
 from lightning_asr import longform
 from lightning_asr.adapter import adapter_info
@@ -19,7 +18,7 @@ from lightning_asr.args import Decoding
 from lightning_asr.audio import AudioError, clip_name, span_of
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import WhisperLoRA
-from lightning_asr.whisper import LANGUAGES, Quantization, language_code, resolve_model
+from lightning_asr.whisper import LANGUAGES, Quantization, language_code, max_target_positions, resolve_model
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -177,7 +176,7 @@ def decoder_module(adapter: str | None, base: str | None, language: str | None, 
         recorded = f" (recorded in {adapter}/lightning_asr.json; pass --base)" if adapter and base == info.get("base_model") else ""
         raise FileNotFoundError(f"transcribe: base {err}{recorded}") from None
     if max_new_tokens is None:
-        max_new_tokens = AutoConfig.from_pretrained(base).max_target_positions - PROMPT_TOKENS
+        max_new_tokens = max_target_positions(base) - PROMPT_TOKENS
     recorded = info.get("language")
     if language is None:
         language = recorded or "auto"

@@ -50,6 +50,14 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def max_target_positions(model: str) -> int:
+    """The decoder's positions (prompt and transcript together): labels longer are skipped, decoding stops there."""
+    try:
+        return WhisperConfig.from_pretrained(model).max_target_positions
+    except OSError:  # a processor-only folder: Whisper's own limit
+        return 448
+
+
 def load_processor(model: str, language: str | None, task: str) -> WhisperProcessor:
     """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``.
     ``language`` ``None`` (detected per clip) puts English there as a placeholder: decoding always

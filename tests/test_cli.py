@@ -142,16 +142,16 @@ def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_
               "--trainer.callbacks.every_n_train_steps=1000"]
     (tmp_path / "b").mkdir()
     run_dir = tmp_path / "b/runs/demo/version_0"
-    log = open(tmp_path / "b.log", "w")
-    proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=100000", *common), cwd=tmp_path / "b",
-                            env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): training is under way.
-    while time.time() < deadline and proc.poll() is None and not any(
-            b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    with open(tmp_path / "b.log", "w") as log:
+        proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=100000", *common), cwd=tmp_path / "b",
+                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): training is under way.
+        while time.time() < deadline and proc.poll() is None and not any(
+                b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
     step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
     assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
     assert f"SIGTERM: stopped at step {step}" in (tmp_path / "b.log").read_text()
