@@ -18,6 +18,7 @@ import gc
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def matmul_peak(device: str) -> float:
 
 # The quality reports a config's WER verdict is read from, first match wins: the shipped configs against the guide's
 # recipe, then those measured against the recipe config (itself within the bound of the recipe in quality.json).
-QUALITY_REPORTS = [REPO / "benchmarks/results/quality.json", REPO / "benchmarks/results/quality-packed.json"]
+QUALITY_REPORTS = [REPO / "benchmarks/results/quality.json", REPO / "benchmarks/results/quality-packed.json",
+                   REPO / "benchmarks/results/quality-packed-bf16.json"]
 
 
 def within_bound(config: str | None, reports: list[Path] = QUALITY_REPORTS) -> bool | None:
@@ -440,6 +442,7 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
     "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
     "bf16-static-merged-b128-untrimmed": ("bf16-gc-b32-compile", 128, 96, True, "static"),  # frozen-bf16's validation
+    "bf16-static-merged-b64-untrimmed": ("bf16-gc-b32-compile", 64, 96, True, "static"),  # packed-bf16's validation
     "bf16-static-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "static"),
     # k-bit bases decode without CUDA graphs: one batch each (the recipe's base, and nf4 trimmed)
     "int8-b64": ("ours-recipe", 64, 96, False, "generate"),
@@ -496,7 +499,7 @@ def main() -> None:
     peak_flops = matmul_peak(device)
     report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
               "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
-              "commit": args.commit or commit(), "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
+              "commit": args.commit or commit(), "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]), "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
               "mean_clip_s": mean_audio, "peak_matmul_flops": peak_flops, "train": {}, "decode": {}}
     results = Path(args.results)
     if not args.skip_recipe:
@@ -564,7 +567,7 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
     lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
-             f"Command: `python -m benchmarks.speed`.{split} MFU: against {peak} measured on one large matrix "
+             f"Command: `{report.get('command', 'python -m benchmarks.speed')}`.{split} MFU: against {peak} measured on one large matrix "
              "product in this run. WER within bound: the config's result in the first quality report that measured it "
              f"({', then '.join(p.name for p in QUALITY_REPORTS)}; 3 seeds, both tasks).", "",
              "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe | WER within bound | trade-off |",

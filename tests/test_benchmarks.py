@@ -49,7 +49,10 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     # --tiny decodes in batches of 8; where there are two, the second one is profiled
     assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == -(-row["clips"] // 8) for row in report["decode"].values())
     assert any(len(row["batch_s"]) == 2 for row in report["decode"].values())
-    assert (tmp_path / next(tmp_path.glob("speed-tiny.json")).name.replace(".json", ".md")).is_file()
+    # The report names the command that made it, as typed (every number names its command).
+    command = "python -m benchmarks.speed --tiny --work"
+    assert report["command"].startswith(command) and "--modes ours-recipe ours-recipe-packed" in report["command"]
+    assert command in (tmp_path / "speed-tiny.md").read_text()
     # A run split over two GPUs merges back into one report, the recipe first.
     parts = []
     for i, names in enumerate([["ours-recipe"], ["recipe", "ours-recipe-packed"]]):

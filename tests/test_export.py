@@ -1,6 +1,8 @@
 """``lightning-asr export`` to transformers and CTranslate2 (faster-whisper), and its WER parity check."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,21 @@ def test_ct2_export_loads_in_faster_whisper_and_passes_the_parity_check(tmp_path
 
     model = WhisperModel(str(folder), device="cpu", compute_type="float32")
     assert model.hf_tokenizer.token_to_id("<|mr|>") is not None
+    out = readme_one_liner("faster_whisper", {"whisper-mr-ct2": folder}, tmp_path)
+    assert out.startswith("Segment(") and "text=" in out, out
+
+
+def readme_one_liner(runtime: str, folders: dict[str, Path], cwd: Path) -> str:
+    """The README's `python -c` line that loads an exported folder in ``runtime``, run as typed but for
+    its folder and clip names; returns what it printed."""
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("python -c") and runtime in line)
+    clip = sorted((CLIPS / "clips").glob("*.mp3"))[0]
+    for name, folder in folders.items():
+        line = line.replace(f'"{name}"', f'"{folder}"')
+    line = line.replace('"clip.mp3"', f'"{clip}"')
+    result = subprocess.run(line.replace("python", sys.executable, 1), shell=True, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def test_transformers_export_passes_the_parity_check_through_the_pipeline(tmp_path, adapter30, own_words):
@@ -59,6 +76,7 @@ def test_transformers_export_passes_the_parity_check_through_the_pipeline(tmp_pa
     report = json.loads((tmp_path / "whisper-hf/parity.json").read_text())
     assert report["runtime"].startswith("transformers") and report["within_tolerance"]
     assert report["exported_scores"]["wer"] == report["adapter_scores"]["wer"] == 0.0
+    assert "'text':" in readme_one_liner("pipeline", {"whisper-mr": tmp_path / "whisper-hf"}, tmp_path)
 
 
 def test_parity_check_fails_when_the_exported_model_transcribes_differently(tmp_path, adapter30, own_words):
@@ -105,3 +123,24 @@ def test_export_parity_benchmark_runs_the_check_command_per_task_and_format(tmp_
     assert row["clips"] == 3 and row["runtime"].startswith("transformers") and row["exit_code"] in (0, 1)
     assert row["within_tolerance"] == (row["exit_code"] == 0) and report["commit"]
     assert "| cv-synth-mr/transformers-fp16 | 3 |" in (tmp_path / "results/export-x.md").read_text()
+
+
+def test_faster_whisper_is_given_the_features_the_adapter_was_trained_on(whisper30):
+    """faster-whisper pads a short clip's log-mel with zeros; the parity check (and the README's
+    snippet) pad the audio instead, so its features are Whisper's, as in training."""
+    import numpy as np
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from transformers import WhisperFeatureExtractor
+
+    from lightning_asr.audio import load_audio, log_mel
+    from lightning_asr.export import whisper_window
+
+    wave = load_audio(str(sorted((CLIPS / "clips").glob("*.mp3"))[0]))
+    trained = log_mel(WhisperFeatureExtractor.from_pretrained(whisper30), wave)
+    theirs = FeatureExtractor(feature_size=trained.shape[0])
+    # What faster-whisper's transcribe decodes: the features of its input, cut or padded to one window.
+    given = pad_or_trim(theirs(whisper_window(wave)))
+    assert len(wave) < 16_000 * 30 and given.shape == trained.shape
+    assert np.abs(given - trained).max() < 1e-3
+    assert np.abs(pad_or_trim(theirs(wave)) - trained).max() > 0.5  # unpadded: zeros where training saw silence
