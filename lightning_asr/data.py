@@ -390,7 +390,10 @@ class SpeechDataModule(L.LightningDataModule):
         """The training position, so a resumed run continues with the next unseen batch."""
         if self.trainer is None:
             return {}
-        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epochs = self.trainer.fit_loop.epoch_progress.current
+        # Saved after an epoch's end (SIGTERM there, or the end of training) the batch count is still the
+        # finished epoch's while current_epoch is already the next: that epoch starts at its first clip.
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if epochs.started > epochs.completed else 0
         samples = batches * self.hparams.batch_size * self.trainer.world_size
         return {"epoch": self.trainer.current_epoch, "samples": samples, "world": self.trainer.world_size,
                 "batch_size": self.hparams.batch_size}

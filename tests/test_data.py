@@ -295,6 +295,31 @@ def test_resumed_grouped_epoch_keeps_the_order_it_was_cut_for(tmp_path, tiny_mod
     assert list(sampler) == list(cut_for_four)[12:]
 
 
+def test_a_checkpoint_saved_after_an_epochs_end_resumes_the_next_epoch_from_its_first_clip(tmp_path, tiny_model):
+    """After an epoch's end hooks (SIGTERM there, or the end of training) Lightning's epoch counter is already the
+    next epoch's while its batch counter is still the finished epoch's: the position is the next epoch's start.
+    Before, the resumed epoch skipped as many clips as the finished one had (all of them)."""
+    from types import SimpleNamespace as NS
+
+    root = write_common_voice(tmp_path, rates=(16000,), splits=("train", "test"), rows_per_split=16)
+    dm = module(tiny_model, path=str(root), train_split="train", val_split="test", batch_size=4)
+
+    def saved(started: int, completed: int, batches: int) -> dict:
+        dm.trainer = NS(world_size=1, current_epoch=completed, fit_loop=NS(
+            epoch_progress=NS(current=NS(started=started, completed=completed)),
+            epoch_loop=NS(batch_progress=NS(current=NS(processed=batches)))))
+        return dm.state_dict()
+
+    assert saved(started=4, completed=3, batches=2)["samples"] == 8  # mid-epoch 3: two batches done
+    after_end = saved(started=3, completed=3, batches=4)  # epoch 2 ended, epoch 3 not started
+    assert after_end["epoch"] == 3 and after_end["samples"] == 0
+    dm.trainer = None
+    dm.load_state_dict(after_end)
+    dm.setup("fit")
+    dm.trainer = NS(world_size=1, global_rank=0, current_epoch=3)
+    assert len(list(dm.train_dataloader().sampler)) == 16
+
+
 @pytest.mark.parametrize("seconds", [0.0, 0.3, 2.3, 5.0, 9.99, 29.5, 30.0])
 def test_log_mel_over_the_audio_alone_equals_the_extractors(seconds):
     from transformers import WhisperFeatureExtractor
