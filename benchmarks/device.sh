@@ -19,7 +19,7 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
 # 390-510 s at 10 at once, an unquantized one 75 s; 2026-12-03, unquantized at 15-16 at once: 160-180 s for 300
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
-# A speed run needs the GPU to itself: run it first, alone (each mode's row is written as it finishes; 2026-12-03's
+# A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
 # The jobs below (the next session's): (1) the packed seed-7 adapters of both tasks again (~70 s); (2) the CTranslate2
 # export checked by faster-whisper on the GPU again, now that the check pads each clip's audio to 30 s

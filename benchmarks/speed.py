@@ -113,7 +113,7 @@ MODES = [
     Mode("bf16-gc-b128-compile-cudnn-packed", "none", True, 128, False, "bf16-mixed",
          "bf16, 30 s windows, checkpointing, compiled, cuDNN attention, batch 128, half the clips packed",
          compile=True, cudnn_attention=True, pack_share=0.5),
-    # The same within 24 GiB (benchmarks/configs/packed-bf16.yaml at batch 32; batch 64 to see where memory goes).
+    # The same within 24 GiB (configs/packed-bf16.yaml at batch 32; batch 64 to see where memory goes).
     Mode("bf16-gc-b32-compile-cudnn-packed", "none", True, 32, False, "bf16-mixed",
          "packed-bf16: bf16, 30 s windows, checkpointing, compiled, cuDNN attention, batch 32, half the clips packed",
          compile=True, cudnn_attention=True, pack_share=0.5, config="packed-bf16"),

@@ -240,7 +240,7 @@ def _faster_whisper(folder: str, waveforms: list, language: str, task: str, max_
         raise ValueError(f"export --check: faster-whisper decodes at most 224 tokens a window; --max_new_tokens {max_new_tokens} is more")
     texts = []
     for waveform in tqdm(waveforms, desc="faster-whisper", unit="clip"):
-        segments, _ = model.transcribe(whisper_window(waveform, window / 50), language=language, task=task, beam_size=1, temperature=0.0,
+        segments, _ = model.transcribe(whisper_window(waveform), language=language, task=task, beam_size=1, temperature=0.0,
                                        without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
                                        no_speech_threshold=None, max_new_tokens=budget)
         texts.append("".join(s.text for s in segments).strip())
