@@ -21,21 +21,22 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below (the next session's): (1) the packed seed-7 adapters of both tasks again (~70 s); (2) the CTranslate2
+# The jobs below (2026-12-04): (1) issue 18's fuller packing, 3 seeds, both tasks: packed-all-bf16 and
+# packed-dense-bf16 against the recipe config, all on the unquantized base (18 runs at once); (2) the CTranslate2
 # export checked by faster-whisper on the GPU again, now that the check pads each clip's audio to 30 s
-# (benchmarks/results/export-gpu-ct2.md failed unpadded; a one-off padded decode gave parity), once the `ct2part`
-# calls have carried CUDA 12's cuBLAS (CTranslate2 4.8.5 dlopens libcublas.so.12; the image has CUDA 13); (3) last,
-# alone on the GPU: packed-bf16 at batch 64 and its validation at batch 64 (configs/packed-bf16.yaml's
-# eval_batch_size, not yet measured), with the recipe. Device calls: 1, 2, 3, then `bash /tmp/device.sh ct2part 00`
-# ... `ct2part NN last` back to back (carry [".carry-ct2-NN"] each; `prepare-ct2` here makes them), then waits.
+# (benchmarks/results/export-gpu-ct2.md failed unpadded; a one-off padded decode gave parity), on packed-all-bf16's
+# seed-7 adapters, once the `ct2part` calls have carried CUDA 12's cuBLAS (CTranslate2 4.8.5 dlopens
+# libcublas.so.12; the image has CUDA 13); (3) last, alone on the GPU: the two at batch 32, the dense one at 48, the
+# recipe, and packed-bf16's validation at its eval_batch_size 64. Device calls: 1, 2, 3, then `bash /tmp/device.sh
+# ct2part 00` ... `ct2part NN last` back to back (carry [".carry-ct2-NN"] each; `prepare-ct2` here makes them), then waits.
 # 2026-12-03's fourth session (66a3f47: 18 training runs at once, 4 timestamp processes, the CT2 check, then the speed
 # run) took ~21 min of jobs; the machine is taken back after 30 min held, whatever the budget says.
-ADAPTER=/tmp/qa/TASK/packed/seed7/adapters/last
+ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs packed --baseline packed --override=--model.quantization=none --seeds 7 --work /tmp/qa --results /tmp/res --jobs 2 --name q-packed-seed7"
-  "$(trained fsdd-en/packed/seed7 cv-synth-mr/packed/seed7) bash /tmp/device.sh ct2-check"
-  "python3 -m benchmarks.speed --modes ours-recipe bf16-gc-b64-compile-cudnn-packed --decode bf16-static-merged-b64-untrimmed --results /tmp/res --name speed-packed-bf16-b64"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-all-bf16 packed-dense-bf16 --baseline recipe-config --override=--model.quantization=none --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 18 --name quality-packed-full"
+  "$(trained fsdd-en/packed-all-bf16/seed7 cv-synth-mr/packed-all-bf16/seed7) bash /tmp/device.sh ct2-check"
+  "python3 -m benchmarks.speed --modes ours-recipe bf16-gc-b32-compile-cudnn-packed-dense bf16-gc-b32-compile-cudnn-packed-all bf16-gc-b48-compile-cudnn-packed-dense --decode bf16-static-merged-b64-untrimmed --results /tmp/res --name speed-packed-full"
 )
 AFTER=("" "" "0 1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
@@ -118,6 +119,6 @@ ct2-check)  # device job: once every part is here and the packed adapters are tr
   cd /tmp/repo && PYTHONPATH=/tmp/site-ct2:$PYTHONPATH LD_LIBRARY_PATH=/tmp/site-ct2/nvidia/cublas/lib \
     python3 -m benchmarks.export_parity --formats ct2-int8_float16 ct2-float16 --model $M --data-dir $D \
     --adapter fsdd-en=${ADAPTER/TASK/fsdd-en} --adapter cv-synth-mr=${ADAPTER/TASK/cv-synth-mr} --work /tmp/ex \
-    --results /tmp/res --name export-gpu-ct2 ;;
+    --results /tmp/res --name export-gpu-ct2-padded ;;
 *) sed -n 2,12p "$0"; exit 2 ;;
 esac

@@ -104,11 +104,14 @@ class SpeechDataModule(L.LightningDataModule):
             instead of ``<|notimestamps|>``: an adapter trained only on the latter stops predicting
             times (``transcribe --timestamps``, long files). 0 (the guide's labels) by default.
         pack_share: share of training clips (drawn per clip and epoch, seeded) each put first in a
-            window with 1-3 other training clips, 0.3-1.0 s apart, up to 30 s, labelled with every
-            clip's start and end as timestamp tokens (:func:`~lightning_asr.dataset.pack`), so the
-            adapter keeps writing several timed segments per window; the rest stay single-clip
+            window with other training clips (``pack_clips``), 0.3-1.0 s apart, up to 30 s, labelled
+            with every clip's start and end as timestamp tokens (:func:`~lightning_asr.dataset.pack`),
+            so the adapter keeps writing several timed segments per window; the rest stay single-clip
             windows (labelled as ``timestamp_share`` says). ``group_by_length`` still sorts by each
             item's first clip. 0 by default.
+        pack_clips: fewest and most clips a packed window is drawn to hold (uniformly, both included);
+            clips that would end past 30 s or take the labels past the decoder's limit are left out,
+            so a window of long clips holds fewer. ``[2, 4]`` by default.
         processor: the model's processor, handed over by the CLI (built once); ``None`` builds it
             from ``model``, ``language`` and ``task``.
     """
@@ -144,6 +147,7 @@ class SpeechDataModule(L.LightningDataModule):
         augment: AudioAugment = AudioAugment(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
         timestamp_share: float = 0.0,
         pack_share: float = 0.0,
+        pack_clips: tuple[int, int] = (2, 4),
         processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
@@ -156,6 +160,8 @@ class SpeechDataModule(L.LightningDataModule):
                              ("pack_share", pack_share)):
             if not 0.0 <= share <= 1.0:
                 raise DataConfigError(f"data.{field}: a share, from 0 to 1; got {share:g}")
+        if not 2 <= pack_clips[0] <= pack_clips[1]:
+            raise DataConfigError(f"data.pack_clips: [fewest, most] clips a packed window holds, 2 <= fewest <= most; got {list(pack_clips)}")
         if full_window_share and not trim_encoder:
             log.warning("data.full_window_share: no effect without the trimmed encoder (model.speed.trim_encoder)")
         if max_duration_s is not None and max_duration_s <= min_duration_s:
@@ -268,6 +274,7 @@ class SpeechDataModule(L.LightningDataModule):
                     augment=self.augment if name == "train" else None,
                     timestamp_share=hp.timestamp_share if name == "train" else 0.0,
                     pack_share=hp.pack_share if name == "train" else 0.0,
+                    pack_clips=tuple(hp.pack_clips),
                     seed=hp.seed,
                 )
                 self._check_not_empty(name, split)

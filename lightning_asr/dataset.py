@@ -51,12 +51,13 @@ class SpeechDataset(Dataset):
         seed: int = 0,
         timestamp_share: float = 0.0,
         pack_share: float = 0.0,
+        pack_clips: tuple[int, int] = (2, 4),
     ) -> None:
         self.rows, self.processor, self.language = rows, processor, language
         self.augment, self.seed = (augment if augment and augment.enabled else None), seed
         self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
-        self.timestamp_share, self.pack_share = timestamp_share, pack_share
+        self.timestamp_share, self.pack_share, self.pack_clips = timestamp_share, pack_share, pack_clips
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,11 +111,12 @@ class SpeechDataset(Dataset):
         return waveform, labels, text, name
 
     def _pack(self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str) -> tuple[np.ndarray, list[int], str, int]:
-        """Clip ``index`` first in a window with up to three other clips of this split (see :func:`pack`).
-        A partner that fails to load is left out here; it is skipped and counted as its own item."""
+        """Clip ``index`` first in a window with ``pack_clips`` clips in all, the others drawn from this split
+        (see :func:`pack`). A partner that fails to load is left out here; it is skipped and counted as its own item."""
         rng = np.random.default_rng([self.seed, epoch, index, 3])
         clips = [(waveform, labels, text)]
-        for partner in rng.integers(0, len(self), int(rng.integers(1, PACK_MAX_CLIPS))):
+        fewest, most = self.pack_clips
+        for partner in rng.integers(0, len(self), int(rng.integers(fewest - 1, most))):
             if partner == index:
                 continue
             try:
@@ -126,8 +128,8 @@ class SpeechDataset(Dataset):
         return pack(clips, gaps, self.processor.tokenizer, window, self.max_label_tokens)
 
 
-# A packed window: this clip and 1-3 others, 0.3-1.0 s of silence after each.
-PACK_MAX_CLIPS, PACK_GAP_S = 4, (0.3, 1.0)
+# Silence after each clip of a packed window.
+PACK_GAP_S = (0.3, 1.0)
 
 
 def pack(clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float,

@@ -469,9 +469,9 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
     root = write_common_voice(tmp_path / "cv", rows_per_split=8)  # clip n lasts 1.0 + 0.25 n s: its length names it
     (root / "mr/clips/common_voice_mr_00000005.wav").unlink()
 
-    def module(share: float) -> SpeechDataModule:
+    def module(share: float, clips: tuple[int, int] = (2, 4), longest: float | None = None) -> SpeechDataModule:
         dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
-                              num_workers=0, pack_share=share, seed=3)
+                              num_workers=0, pack_share=share, pack_clips=clips, seed=3, max_duration_s=longest)
         dm.setup("fit")
         return dm
 
@@ -513,8 +513,20 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
     half = module(0.5).datasets["train"]
     packed = [no_ts not in half[(i, e)]["labels"] for i in single for e in range(4)]
     assert 0 < sum(packed) < len(packed)
+    # data.pack_clips: windows drawn to hold 3-3 clips hold 3 where they fit (clips last 1-2.75 s: in 12 s windows
+    # all do, unless a partner is the missing clip or the item itself), and the default's draws are those of [2, 4].
+    def counts(clips: tuple[int, int]) -> list[int]:
+        packed = module(1.0, clips, longest=12.0).datasets["train"]
+        return [packed[(i, e)]["clips"] for i in single for e in range(4)]
+
+    two, three = counts((2, 2)), counts((3, 3))
+    assert set(two) == {1, 2} and set(three) == {1, 2, 3} and sum(three) > sum(two) + len(three) / 4
+    assert all(module(1.0, (2, 4)).datasets["train"][(i, 0)]["labels"] == train[(i, 0)]["labels"] for i in single)
     with pytest.raises(DataConfigError, match="data.pack_share"):
         SpeechDataModule(path=str(root), model=tiny_model, pack_share=-0.1)
+    for wrong in [(1, 4), (4, 2)]:
+        with pytest.raises(DataConfigError, match=r"data.pack_clips: .*got \[" + str(wrong[0])):
+            SpeechDataModule(path=str(root), model=tiny_model, pack_share=1.0, pack_clips=wrong)
 
 
 def test_pack_leaves_out_clips_past_the_window_or_the_token_budget(tiny_model):
