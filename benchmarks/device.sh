@@ -21,7 +21,9 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below (2026-12-04): (1) issue 18's fuller packing, 3 seeds, both tasks: packed-all-bf16 and
+# The jobs below ran on 2026-12-04 (results: quality-packed-full, export-gpu-ct2-padded, speed-packed-full; ~15 min of
+# jobs; with 18 runs at once the 139 GiB GPU ran out of memory for one, cv-synth-mr packed-all-bf16 seed 9, rerun alone): replace
+# them for the next session. They were: (1) issue 18's fuller packing, 3 seeds, both tasks: packed-all-bf16 and
 # packed-dense-bf16 against the recipe config, all on the unquantized base (18 runs at once); (2) the CTranslate2
 # export checked by faster-whisper on the GPU again, now that the check pads each clip's audio to 30 s
 # (benchmarks/results/export-gpu-ct2.md failed unpadded; a one-off padded decode gave parity), on packed-all-bf16's

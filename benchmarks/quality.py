@@ -311,11 +311,12 @@ def markdown(report: dict, command: str) -> str:
              f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
              "Normalised WER on each task's test split, every adapter scored by the same routine "
              f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
-             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean."]
+             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean. Windows seen: steps × batch "
+             "(a packed window, data.pack_share, holds several clips)."]
     for task, result in report["tasks"].items():
         zero = result["zero_shot"]
         lines += ["", f"## {task} ({zero['clips']} test clips; zero-shot {100 * zero['wer_norm']:.1f} %)", ""]
-        header = f"| run | clips seen | WER % per seed | mean ± sd | − {baseline}, points [95 % CI] | within bound |"
+        header = f"| run | windows seen | WER % per seed | mean ± sd | − {baseline}, points [95 % CI] | within bound |"
         retained = "retained_zero_shot" in result
         if retained:
             header += f" retained cv-synth/en WER (zero-shot {100 * result['retained_zero_shot']['wer_norm']:.1f} %) |"

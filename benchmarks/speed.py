@@ -120,8 +120,8 @@ MODES = [
          compile=True, cudnn_attention=True, pack_share=0.5, config="packed-bf16"),
     Mode("bf16-gc-b64-compile-cudnn-packed", "none", True, 64, False, "bf16-mixed",
          "packed-bf16 at batch 64", compile=True, cudnn_attention=True, pack_share=0.5),
-    # Fuller windows (benchmarks/configs/packed-{all,dense}-bf16.yaml). This benchmark's ~90-token labels cap a window
-    # at 4 clips (the decoder's 448 tokens), as Marathi's would.
+    # Fuller windows (configs/packed-dense-bf16.yaml, shipped; benchmarks/configs/packed-all-bf16.yaml). This
+    # benchmark's ~90-token labels cap a window at 4 clips (the decoder's 448 tokens), as Marathi's would.
     Mode("bf16-gc-b32-compile-cudnn-packed-all", "none", True, 32, False, "bf16-mixed",
          "packed-all-bf16: packed-bf16 with every clip packed, 2-4 a window", compile=True, cudnn_attention=True,
          pack_share=1.0, config="packed-all-bf16"),
