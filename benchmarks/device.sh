@@ -21,26 +21,23 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below ran on 2026-12-04 (results: quality-packed-full, export-gpu-ct2-padded, speed-packed-full; ~15 min of
-# jobs; with 18 runs at once the 139 GiB GPU ran out of memory for one, cv-synth-mr packed-all-bf16 seed 9, rerun alone): replace
-# them for the next session. They were: (1) issue 18's fuller packing, 3 seeds, both tasks: packed-all-bf16 and
-# packed-dense-bf16 against the recipe config, all on the unquantized base (18 runs at once); (2) the CTranslate2
-# export checked by faster-whisper on the GPU again, now that the check pads each clip's audio to 30 s
-# (benchmarks/results/export-gpu-ct2.md failed unpadded; a one-off padded decode gave parity), on packed-all-bf16's
-# seed-7 adapters, once the `ct2part` calls have carried CUDA 12's cuBLAS (CTranslate2 4.8.5 dlopens
-# libcublas.so.12; the image has CUDA 13); (3) last, alone on the GPU: the two at batch 32, the dense one at 48, the
-# recipe, and packed-bf16's validation at its eval_batch_size 64. Device calls: 1, 2, 3, then `bash /tmp/device.sh
-# ct2part 00` ... `ct2part NN last` back to back (carry [".carry-ct2-NN"] each; `prepare-ct2` here makes them), then waits.
-# 2026-12-03's fourth session (66a3f47: 18 training runs at once, 4 timestamp processes, the CT2 check, then the speed
-# run) took ~21 min of jobs; the machine is taken back after 30 min held, whatever the budget says.
-ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last
+# The jobs below ran on 2026-12-04's second session (results: speed-small-packed, quality-small-packed,
+# quality-packed-nf4): replace them for the next session. They were: (1) first, alone on the GPU: issue 18's
+# small-memory modes now that the loss never holds the batch's logits (lightning_asr/loss.py): the shipped packed
+# configs again (their memory before: 6.31 and 15.94 GiB), dense packing in bf16 at batch 12 and 16 and on nf4 at
+# batch 8 and 12, the recipe beside them, and the candidates' validation at their eval batches (160 clips);
+# (2) then packed-dense-lean-bf16 (bf16, batch 16) against the recipe config, both on the unquantized base, 3 seeds,
+# both tasks; (3) beside it packed-dense-nf4 (nf4, batch 12) against the guide's recipe of
+# benchmarks/results/quality.json (--reuse). 2026-12-04's first session (18 runs at once, one OOM at 139 GiB; the
+# CT2 check; the speed run) took ~15 min of jobs; the machine is taken back after 30 min held, whatever the budget says.
+ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-all-bf16 packed-dense-bf16 --baseline recipe-config --override=--model.quantization=none --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 18 --name quality-packed-full"
-  "$(trained fsdd-en/packed-all-bf16/seed7 cv-synth-mr/packed-all-bf16/seed7) bash /tmp/device.sh ct2-check"
-  "python3 -m benchmarks.speed --modes ours-recipe bf16-gc-b32-compile-cudnn-packed-dense bf16-gc-b32-compile-cudnn-packed-all bf16-gc-b48-compile-cudnn-packed-dense --decode bf16-static-merged-b64-untrimmed --results /tmp/res --name speed-packed-full"
+  "python3 -m benchmarks.speed --modes ours-recipe ours-recipe-packed bf16-gc-b32-compile-cudnn-packed-dense bf16-gc-b12-compile-packed-dense bf16-gc-b16-compile-packed-dense nf4-gc-b8-packed-dense nf4-gc-b12-packed-dense --decode bf16-static-b16-untrimmed nf4-static-b12-untrimmed --decode-clips 160 --results /tmp/res --name speed-small-packed"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 --baseline recipe-config --override=--model.quantization=none --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 12 --name quality-small-packed"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4 --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-packed-nf4"
 )
-AFTER=("" "" "0 1")
+AFTER=("" "0" "0")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

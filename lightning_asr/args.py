@@ -35,7 +35,8 @@ class Speed:
     """Speed and memory against exact numerics; the defaults are the guide's recipe.
 
     Args:
-        gradient_checkpointing: recompute activations in backward: less memory, ~30 % slower.
+        gradient_checkpointing: recompute activations in backward, and the loss's logits a chunk of
+            tokens at a time (`loss.py`): less memory, ~30 % slower.
         trim_encoder: run the encoder over the batch's real length instead of a 30 s window
             (``data.trim_encoder`` follows): much faster on short clips, costs WER
             (README, "Results").

@@ -20,6 +20,7 @@ from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
 from lightning_asr.decode import detect_languages, greedy, prompt_ids
 from lightning_asr.lora import LoRA, merged, trainable_state
+from lightning_asr.loss import token_loss
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
 from lightning_asr.rng import rng_states, set_rng_states
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
@@ -188,10 +189,9 @@ class WhisperLoRA(L.LightningModule):
         with self.attention():
             # The attention mask only places SpecAugment's time masks on the audio (the encoder ignores it).
             mask = audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None
-            if self.lora.encoder:
-                loss = self.model(input_features=batch["input_features"], attention_mask=mask, labels=batch["labels"]).loss
-            else:
-                loss = self.model(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),), labels=batch["labels"]).loss
+            inputs = (dict(input_features=batch["input_features"], attention_mask=mask) if self.lora.encoder
+                      else dict(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),)))
+            loss = token_loss(self.model.get_base_model(), batch["labels"], self.speed.gradient_checkpointing, **inputs)
         if not torch.isfinite(loss):
             self.bad_steps += 1
             self.log("train/skipped_nonfinite", float(self.bad_steps))
