@@ -133,16 +133,18 @@ MODES = [
     # Dense packing in small memory, now that the loss never holds the batch's logits (lightning_asr/loss.py):
     # bf16 within the recipe's 5.4 GiB, nf4 within 3 GiB. Without cuDNN attention: at small batches its per-shape
     # plans cost host time (runs 5, 7a).
+    Mode("bf16-gc-b9-compile-packed-dense", "none", True, 9, False, "bf16-mixed",
+         "packed-dense-lean-bf16: packed-dense-bf16 at batch 9, without cuDNN attention", compile=True,
+         pack_share=0.75, pack_clips=(4, 8), config="packed-dense-lean-bf16"),
     Mode("bf16-gc-b12-compile-packed-dense", "none", True, 12, False, "bf16-mixed",
          "packed-dense-bf16 at batch 12, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
     Mode("bf16-gc-b16-compile-packed-dense", "none", True, 16, False, "bf16-mixed",
-         "packed-dense-lean-bf16: packed-dense-bf16 at batch 16, without cuDNN attention", compile=True,
-         pack_share=0.75, pack_clips=(4, 8), config="packed-dense-lean-bf16"),
+         "packed-dense-bf16 at batch 16, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
     Mode("nf4-gc-b8-packed-dense", "nf4", True, 8, False, "bf16-mixed",
-         "nf4 base, 30 s windows, checkpointing, batch 8, dense packing", pack_share=0.75, pack_clips=(4, 8)),
-    Mode("nf4-gc-b12-packed-dense", "nf4", True, 12, False, "bf16-mixed",
-         "packed-dense-nf4: nf4 base, 30 s windows, checkpointing, batch 12, dense packing", pack_share=0.75,
+         "packed-dense-nf4: nf4 base, 30 s windows, checkpointing, batch 8, dense packing", pack_share=0.75,
          pack_clips=(4, 8), config="packed-dense-nf4"),
+    Mode("nf4-gc-b12-packed-dense", "nf4", True, 12, False, "bf16-mixed",
+         "nf4 base, 30 s windows, checkpointing, batch 12, dense packing", pack_share=0.75, pack_clips=(4, 8)),
 ]
 
 
@@ -479,8 +481,8 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "nf4-static-b8": ("nf4-trim-gc-b8", 8, 96, False, "static"),
     "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
     # the small-memory packed candidates' validation at their eval batches (30 s windows)
-    "bf16-static-b16-untrimmed": ("bf16-gc-b32-compile", 16, 96, False, "static"),
-    "nf4-static-b12-untrimmed": ("nf4-gc-b12-packed-dense", 12, 96, False, "static"),
+    "bf16-static-b8-untrimmed": ("bf16-gc-b32-compile", 8, 96, False, "static"),
+    "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
     """A decode's row title in the report, from what DECODES says it runs."""
