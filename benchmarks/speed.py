@@ -482,6 +482,7 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
     # the small-memory packed candidates' validation at their eval batches (30 s windows)
     "bf16-static-b8-untrimmed": ("bf16-gc-b32-compile", 8, 96, False, "static"),
+    "bf16-static-b4-untrimmed": ("bf16-gc-b32-compile", 4, 96, False, "static"),
     "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
