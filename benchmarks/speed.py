@@ -168,7 +168,8 @@ def matmul_peak(device: str) -> float:
 # The quality reports a config's WER verdict is read from, first match wins: the shipped configs against the guide's
 # recipe, then those measured against the recipe config (itself within the bound of the recipe in quality.json).
 QUALITY_REPORTS = [REPO / "benchmarks/results/quality.json", REPO / "benchmarks/results/quality-packed.json",
-                   REPO / "benchmarks/results/quality-packed-bf16.json", REPO / "benchmarks/results/quality-packed-full.json"]
+                   REPO / "benchmarks/results/quality-packed-bf16.json", REPO / "benchmarks/results/quality-packed-full.json",
+                   REPO / "benchmarks/results/quality-small-packed.json", REPO / "benchmarks/results/quality-packed-nf4.json"]
 
 
 def within_bound(config: str | None, reports: list[Path] = QUALITY_REPORTS) -> bool | None:
