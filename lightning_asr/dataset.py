@@ -22,6 +22,8 @@ from lightning_asr.augment import AudioAugment
 from lightning_asr.longform import TIME_STEP_S
 from lightning_asr.text import clean_transcript
 
+LABEL_PAD = -100  # label padding: transformers' loss, and ours (loss.py), ignore it
+
 
 class SpeechDataset(Dataset):
     """Decodes one clip per item, in whichever worker asks for it.
@@ -220,7 +222,7 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encod
         labels = [x["labels"] for x in good]
         if all(row and row[0] == decoder_start_token_id for row in labels):
             labels = [row[1:] for row in labels]
-        padded = torch.full((len(labels), max(map(len, labels))), -100, dtype=torch.long)
+        padded = torch.full((len(labels), max(map(len, labels))), LABEL_PAD, dtype=torch.long)
         for i, row in enumerate(labels):
             padded[i, : len(row)] = torch.tensor(row)
         batch["labels"] = padded

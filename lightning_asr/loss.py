@@ -15,7 +15,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers import WhisperForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import shift_tokens_right
 
-IGNORE = -100  # the collator's label padding, as transformers' loss ignores it
+from lightning_asr.dataset import LABEL_PAD
+
 # 512 tokens' fp32 logits and their gradient are ~0.2 GiB: small beside a 5 GiB budget, and a
 # 512 x d_model x 51,865 matmul still fills an H200.
 CHUNK_TOKENS = 512
@@ -23,7 +24,7 @@ CHUNK_TOKENS = 512
 
 def token_loss(whisper: WhisperForConditionalGeneration, labels: torch.Tensor, recompute: bool,
                chunk_tokens: int = CHUNK_TOKENS, **inputs: torch.Tensor | tuple | None) -> torch.Tensor:
-    """Mean cross-entropy of ``labels`` (``IGNORE`` where padded) given ``inputs`` (``input_features``
+    """Mean cross-entropy of ``labels`` (``LABEL_PAD`` where padded) given ``inputs`` (``input_features``
     and ``attention_mask``, or ``encoder_outputs``), as ``whisper(**inputs, labels=labels).loss``.
 
     ``recompute``: recompute each chunk's logits in backward instead of keeping them.
@@ -33,7 +34,7 @@ def token_loss(whisper: WhisperForConditionalGeneration, labels: torch.Tensor, r
         raise ValueError(f"labels of {labels.shape[1]} tokens: Whisper's decoder holds {config.max_target_positions}")
     decoder_input_ids = shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)
     hidden = whisper.model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).last_hidden_state
-    keep = labels != IGNORE
+    keep = labels != LABEL_PAD
     hidden, targets = hidden[keep], labels[keep]
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, len(targets), chunk_tokens):

@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
 from lightning_asr.args import Decoding, Speed
+from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
 from lightning_asr.module import WhisperLoRA
 
@@ -134,6 +135,15 @@ def randomize_lora_b(module: WhisperLoRA, std: float = 0.5, seed: int = 1) -> No
         for name, p in module.model.named_parameters():
             if "lora_B" in name:
                 p.copy_(std * torch.randn(p.shape, generator=generator))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, tiny_model) -> dict:
+    """One collated training batch of four Common Voice clips (labels of several lengths, so padded)."""
+    root = write_common_voice(tmp_path_factory.mktemp("cv"))
+    dm = SpeechDataModule(model=tiny_model, path=str(root), language="mr", num_workers=0)
+    dm.setup("fit")
+    return dm.collate([dm.datasets["train"][i] for i in range(4)])
 
 
 @pytest.fixture(scope="module")

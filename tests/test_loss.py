@@ -2,19 +2,9 @@ import pytest
 import torch
 
 from lightning_asr.args import Speed
-from lightning_asr.data import SpeechDataModule
-from lightning_asr.loss import IGNORE, token_loss
-from tests.conftest import randomize_lora_b, tiny_module, write_common_voice
-
-
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory, tiny_model):
-    root = write_common_voice(tmp_path_factory.mktemp("cv"))
-    dm = SpeechDataModule(model=tiny_model, path=str(root), language="mr", num_workers=0)
-    dm.setup("fit")
-    batch = dm.collate([dm.datasets["train"][i] for i in range(4)])
-    assert (batch["labels"] == IGNORE).any()  # sentences of several lengths: some rows are padded
-    return batch
+from lightning_asr.dataset import LABEL_PAD
+from lightning_asr.loss import token_loss
+from tests.conftest import randomize_lora_b, tiny_module
 
 
 def lora_grads(module) -> dict[str, torch.Tensor]:
@@ -27,6 +17,7 @@ def lora_grads(module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("recompute", [False, True])
 def test_token_loss_equals_transformers_loss_and_gradients_while_projecting_only_label_tokens(
         tiny_model, batch, quantization, recompute):
+    assert (batch["labels"] == LABEL_PAD).any()  # sentences of several lengths: some rows are padded
     module = tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True))
     randomize_lora_b(module, std=0.05)  # B = 0 would give every LoRA A a zero gradient
     module.train()
@@ -41,7 +32,7 @@ def test_token_loss_equals_transformers_loss_and_gradients_while_projecting_only
     projected = list(rows)
     loss.backward()
     hook.remove()
-    tokens = int((batch["labels"] != IGNORE).sum())
+    tokens = int((batch["labels"] != LABEL_PAD).sum())
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     for name, grad in lora_grads(module).items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -15,14 +15,6 @@ from lightning_asr.whisper import LANGUAGES, load_base, load_processor, train_fl
 from tests.conftest import gpu, randomize_lora_b, tiny_module, train_steps, write_common_voice, write_tiny_model
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory, tiny_model):
-    root = write_common_voice(tmp_path_factory.mktemp("cv"))
-    dm = SpeechDataModule(model=tiny_model, path=str(root), language="mr", num_workers=0)
-    dm.setup("fit")
-    return dm.collate([dm.datasets["train"][i] for i in range(4)])
-
-
 def test_trainable_count_matches_a_hand_count(tiny_model):
     module = tiny_module(tiny_model, quantization="none", lora=LoRA(r=4, alpha=8, dropout=0.0))
     config = module.model.config
