@@ -21,23 +21,22 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below ran on 2026-12-04's second session (results: speed-small-packed, quality-small-packed,
-# quality-packed-nf4): replace them for the next session. They were: (1) first, alone on the GPU: issue 18's
-# small-memory modes (the first session lost its machine mid-run; its rows: speed-small-packed) now that the loss never holds the batch's logits (lightning_asr/loss.py): the shipped packed
-# configs again (their memory before: 6.31 and 15.94 GiB), dense packing in bf16 at batch 12 and 16 and on nf4 at
-# batch 8 and 12, the recipe beside them, and the candidates' validation at their eval batches (160 clips);
-# (2) then packed-dense-lean-bf16 (bf16, batch 9) against the recipe config, both on the unquantized base, 3 seeds,
-# both tasks; (3) beside it packed-dense-nf4 (nf4, batch 8) against the guide's recipe of
-# benchmarks/results/quality.json (--reuse). 2026-12-04's first session (18 runs at once, one OOM at 139 GiB; the
-# CT2 check; the speed run) took ~15 min of jobs; the machine is taken back after 30 min held, whatever the budget says.
+# The jobs below are 2026-12-04's third session's (results: speed-offload, quality-small-packed, speed-shipped):
+# replace them for the next session. (1) first, alone on the GPU: dense packing with the encoder's checkpointed inputs
+# in host memory (model.speed.offload_encoder) at batch 16 and 20, beside the same windows at batch 9
+# (packed-dense-lean-bf16) and 16 without offloading, and the recipe; (2) then packed-dense-offload-bf16 (batch 16)
+# against the recipe config, both on the unquantized base, 3 seeds, both tasks, the recipe config's and
+# packed-dense-lean-bf16's runs taken from the earlier report (--reuse); (3) last, alone on the GPU again: the shipped
+# configs measured before the loss change (lightning_asr/loss.py), for their memory now.
+# The last session's (speed-small-packed-2, ~6 min alone; 12 unquantized quality runs, ~3 min) fit the budget twice over.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense nf4-gc-b8-packed-dense --decode bf16-static-b8-untrimmed nf4-static-b8-untrimmed --decode-clips 160 --warmup 8 --steps 16 --results /tmp/res --name speed-small-packed-2"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 --baseline recipe-config --override=--model.quantization=none --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 12 --name quality-small-packed"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4 --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-packed-nf4"
+  "python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
+  "python3 -m benchmarks.speed --modes nf4-trim-gc-b8 nf4-trim-gc-b32 bf16-trim-gc-b16-compile bf16-trim-gc-b128-compile-cudnn-attention bf16-gc-b32-compile-cudnn-packed --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
 )
-AFTER=("" "0" "0")
+AFTER=("" "0" "1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

@@ -62,6 +62,7 @@ class Mode:
     compile: bool = False  # model.speed.compile: torch.compile each encoder/decoder layer
     pack_share: float = 0.0  # data.pack_share: samples/s then counts clips, several to a packed window
     pack_clips: tuple[int, int] = (2, 4)  # data.pack_clips
+    offload: bool = False  # model.speed.offload_encoder: the encoder's saved layer inputs in pinned host memory
 
 
 MODES = [
@@ -140,6 +141,13 @@ MODES = [
          "packed-dense-bf16 at batch 12, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
     Mode("bf16-gc-b16-compile-packed-dense", "none", True, 16, False, "bf16-mixed",
          "packed-dense-bf16 at batch 16, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
+    # The same windows with the checkpointed encoder inputs in host memory (model.speed.offload_encoder): a bigger
+    # batch in the guide's memory; at batch 16 against the same batch without offloading, its cost.
+    Mode("bf16-gc-b16-compile-packed-dense-offload", "none", True, 16, False, "bf16-mixed",
+         "packed-dense-offload-bf16: packed-dense-lean-bf16 at batch 16, the encoder's saved inputs in host memory",
+         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-offload-bf16"),
+    Mode("bf16-gc-b20-compile-packed-dense-offload", "none", True, 20, False, "bf16-mixed",
+         "packed-dense-offload-bf16 at batch 20", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True),
     Mode("nf4-gc-b8-packed-dense", "nf4", True, 8, False, "bf16-mixed",
          "packed-dense-nf4: nf4 base, 30 s windows, checkpointing, batch 8, dense packing", pack_share=0.75,
          pack_clips=(4, 8), config="packed-dense-nf4"),
@@ -357,7 +365,7 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
                     merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
-    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention)
+    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload)
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
                          lora=LoRA(encoder=not mode.frozen_encoder),
                          validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval))

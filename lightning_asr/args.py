@@ -46,12 +46,17 @@ class Speed:
         cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
             cuDNN plans every new input shape, which costs host time when batch lengths vary
             (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
+        offload_encoder: keep what the encoder saves for backward in pinned CPU memory until backward
+            (``offload.py``); with checkpointing that is each layer's input, ~0.12 GiB a 30 s window for
+            large-v2, copied out and back once a step. For a bigger batch in the same GPU memory; no
+            effect on CPU or with ``lora.encoder: false``.
     """
 
     gradient_checkpointing: bool = True
     trim_encoder: bool = False
     compile: bool = False
     cudnn_attention: bool = False
+    offload_encoder: bool = False
 
 
 def as_dict(knobs: Any) -> dict:

@@ -22,6 +22,7 @@ from lightning_asr.decode import detect_languages, greedy, prompt_ids
 from lightning_asr.lora import LoRA, merged, trainable_state
 from lightning_asr.loss import token_loss
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
+from lightning_asr.offload import offload_saved_tensors
 from lightning_asr.rng import rng_states, set_rng_states
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, train_flops
@@ -56,8 +57,8 @@ class WhisperLoRA(L.LightningModule):
         spec_augment: time and frequency masks on training features, off by default
             (:class:`~lightning_asr.augment.SpecAugment`).
         decoding: how validation, test and predict decode (:class:`~lightning_asr.args.Decoding`).
-        speed: checkpointing, the trimmed encoder, compiled layers, attention kernels
-            (:class:`~lightning_asr.args.Speed`).
+        speed: checkpointing, the trimmed encoder, compiled layers, attention kernels, the encoder's
+            saved activations offloaded (:class:`~lightning_asr.args.Speed`).
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
         learning_rate: peak AdamW learning rate.
@@ -156,6 +157,8 @@ class WhisperLoRA(L.LightningModule):
         if not self.lora.encoder:  # it runs without autograd: nothing to recompute
             for layer in base.model.encoder.layers:
                 layer.gradient_checkpointing = False
+        elif self.speed.offload_encoder:
+            offload_saved_tensors(base.model.encoder)
         if hp.adapter:
             self.model = PeftModel.from_pretrained(base, hp.adapter, is_trainable=True)
         else:
