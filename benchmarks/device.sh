@@ -21,7 +21,7 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below are 2026-12-04's third session's (results: speed-offload, quality-small-packed, speed-shipped):
+# The jobs below are 2026-12-05's first session's (results: speed-offload, quality-small-packed, speed-shipped):
 # replace them for the next session. (1) first, alone on the GPU: dense packing with the encoder's checkpointed inputs
 # in host memory (model.speed.offload_encoder) at batch 16 and 20, beside the same windows at batch 9
 # (packed-dense-lean-bf16) and 16 without offloading, and the recipe; (2) then packed-dense-offload-bf16 (batch 16)
