@@ -185,8 +185,8 @@ class WhisperLoRA(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         n = len(batch["paths"])
-        if n == 0:  # every clip of this batch was skipped
-            return None
+        if self.every_rank_skips(n == 0):  # every clip of this (or another rank's) batch was skipped
+            return self.skipped_step()
         self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1],
                                           self.lora.encoder)
         with self.attention():
@@ -195,7 +195,7 @@ class WhisperLoRA(L.LightningModule):
             inputs = (dict(input_features=batch["input_features"], attention_mask=mask) if self.lora.encoder
                       else dict(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),)))
             loss = token_loss(self.model.get_base_model(), batch["labels"], self.speed.gradient_checkpointing, **inputs)
-        if not torch.isfinite(loss):
+        if self.every_rank_skips(not torch.isfinite(loss)):
             self.bad_steps += 1
             self.log("train/skipped_nonfinite", float(self.bad_steps))
             if self.bad_steps >= self.hparams.max_bad_steps:
@@ -204,13 +204,27 @@ class WhisperLoRA(L.LightningModule):
                     "model.learning_rate, use bf16-mixed instead of 16-mixed, or check the data"
                 )
             log.warning("non-finite loss at step %d: step skipped", self.global_step)
-            return None
+            return self.skipped_step()
         self.bad_steps = 0
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         if torch.cuda.is_available() and self.device.type == "cuda":
             self.log("train/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, batch_size=n)
         return loss
+
+    def every_rank_skips(self, skip: bool) -> bool:
+        """Whether this step is skipped, decided alike on every rank: under DDP a rank that skipped alone
+        while the others ran backward would leave their gradient all-reduce waiting for it forever."""
+        return self.trainer.strategy.reduce_boolean_decision(skip, all=False)
+
+    def skipped_step(self) -> torch.Tensor | None:
+        """What a skipped step returns: None, which skips backward and the optimizer step. Lightning refuses
+        None under DDP, so there every rank returns a zero loss that reaches each trainable parameter: the
+        all-reduce completes and the optimizer steps on zero gradients (AdamW's momentum still moves the
+        weights a little; a step cannot be skipped on every rank from here)."""
+        if self.trainer.world_size == 1:
+            return None
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     @torch.no_grad()
     def frozen_encoder(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -23,11 +23,21 @@ def test_distributed_wer_equals_single_process_wer(tmp_path):
         assert abs(ddp[name] - value) < 1e-6, (name, ddp[name], value)
 
 
-def test_ddp_trains_int8_with_reentrant_checkpointing(tmp_path):
-    """int8 checkpoints re-enter autograd; DDP must still reduce every LoRA gradient once per step."""
+def test_ddp_trains_int8_with_reentrant_checkpointing_and_every_rank_skips_one_ranks_empty_batch(tmp_path):
+    """int8 checkpoints re-enter autograd; DDP must still reduce every LoRA gradient once per step. One training
+    clip is undecodable: the rank whose batch it was has nothing to train on, and if it alone skipped the step the
+    other's gradient all-reduce would wait for it forever (here: until the timeout)."""
+    import shutil
+
     from tests.conftest import demo_args
 
-    out = run(demo_args(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=2",
+    data = shutil.copytree(REPO / "demo" / "common_voice", tmp_path / "cv")
+    first = (data / "mr" / "train.tsv").read_text().splitlines()[1].split("\t")[1]
+    (data / "mr" / "clips" / first).write_bytes(b"not an mp3")
+    # 4 clips, batch 1, 2 ranks: 2 steps, one of which a rank spends on the broken clip.
+    out = run(demo_args(tmp_path, f"--data.path={data}", "--trainer.strategy=ddp", "--trainer.devices=2",
+                        "--trainer.max_steps=2", "--data.max_samples=4", "--data.batch_size=1",
                         "--trainer.limit_val_batches=0", "--model.validate_before_training=false",
-                        "--model.speed.gradient_checkpointing=true", "--data.num_workers=0", "--data.batch_size=2"), tmp_path)
+                        "--model.speed.gradient_checkpointing=true", "--data.num_workers=0"), tmp_path, timeout=300)
     assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file(), out.stdout[-2000:]
+    assert first in out.stdout + out.stderr  # the broken clip was named, not silently dropped

@@ -145,6 +145,13 @@ def test_training_step_on_gpu(tiny_model, batch, quantization):
     assert torch.isfinite(loss)
 
 
+def outside_a_trainer(module: WhisperLoRA) -> None:
+    """training_step as a Trainer calls it, without one: logging, the learning rate and the strategy stubbed."""
+    module.log = lambda *args, **kwargs: None
+    module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])],
+                                      strategy=L.pytorch.strategies.SingleDeviceStrategy("cpu"), world_size=1)
+
+
 def int8_nodes_in_graph(loss: torch.Tensor) -> int:
     """bitsandbytes int8 matmul nodes reachable from ``loss``: each one holds its layer's input."""
     seen, stack, found = set(), [loss.grad_fn], 0
@@ -295,9 +302,7 @@ def test_spec_augment_masks_training_features_on_the_audio_only_and_never_outsid
     seen = []
 
     def capture(module):
-        # training_step as a Trainer calls it, without one: logging and the learning rate stubbed.
-        module.log = lambda *args, **kwargs: None
-        module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])])
+        outside_a_trainer(module)
         encoder = module.model.get_base_model().model.encoder
         return encoder.register_forward_pre_hook(lambda _, args, kwargs: seen.append((args[0] if args else kwargs["input_features"]).clone()),
                                                  with_kwargs=True)
@@ -354,8 +359,7 @@ def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_enc
     module.zero_grad()
     grad_on = []
     hook = module.model.get_base_model().model.encoder.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
-    module.log = lambda *args, **kwargs: None  # training_step as a Trainer calls it, without one
-    module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])])
+    outside_a_trainer(module)
     loss = module.training_step(batch, 0)
     hook.remove()
     assert grad_on == [False] and loss.item() == pytest.approx(full.item(), rel=1e-5)
