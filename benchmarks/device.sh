@@ -21,20 +21,20 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below are 2026-12-05's first session's (results: speed-offload, quality-small-packed, speed-shipped):
-# replace them for the next session. (1) first, alone on the GPU: dense packing with the encoder's checkpointed inputs
-# in host memory (model.speed.offload_encoder) at batch 16 and 20, beside the same windows at batch 9
-# (packed-dense-lean-bf16) and 16 without offloading, and the recipe; (2) then packed-dense-offload-bf16 (batch 16)
-# against the recipe config, both on the unquantized base, 3 seeds, both tasks, the recipe config's and
-# packed-dense-lean-bf16's runs taken from the earlier report (--reuse); (3) last, alone on the GPU again: the shipped
-# configs measured before the loss change (lightning_asr/loss.py), for their memory now.
-# The last session's (speed-small-packed-2, ~6 min alone; 12 unquantized quality runs, ~3 min) fit the budget twice over.
+# The jobs below are 2026-12-06's (results: speed-offload, quality-small-packed, speed-shipped): replace them for the
+# next session. (1) first, alone on the GPU: the offload GPU test, then dense packing with the encoder's checkpointed
+# inputs in host memory (model.speed.offload_encoder) at batch 16 and 20 beside the same windows at batch 9
+# (packed-dense-lean-bf16) and 16 without offloading, nf4 with offloading at batch 6 and 8 (the 3.0 GiB goal), and the
+# recipe; (2) then packed-dense-offload-bf16 (batch 16) against the recipe config, both on the unquantized base,
+# 3 seeds, both tasks, the recipe config's and packed-dense-lean-bf16's runs taken from the earlier report (--reuse);
+# (3) last, alone on the GPU again: shipped configs measured before the loss change (lightning_asr/loss.py), for their
+# memory now (each row is written as its mode ends: whatever the budget leaves).
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
+  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload nf4-gc-b8-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
-  "python3 -m benchmarks.speed --modes nf4-trim-gc-b8 nf4-trim-gc-b32 bf16-trim-gc-b16-compile bf16-trim-gc-b128-compile-cudnn-attention bf16-gc-b32-compile-cudnn-packed --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
+  "python3 -m benchmarks.speed --modes bf16-gc-b32-compile-cudnn-packed bf16-trim-gc-b16-compile nf4-trim-gc-b8 --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
 )
 AFTER=("" "0" "1")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
