@@ -20,4 +20,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15
 
-.PHONY: install demo test
+test-benchmarks: $(VENV)/.installed
+	$(PY) -m pytest -q -m benchmarks --durations=5
+
+.PHONY: install demo test test-benchmarks

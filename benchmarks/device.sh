@@ -6,6 +6,7 @@
 #   device call: bash .carry1/device.sh 1 COMMIT            # carry [".whl", ".carry1"]: installs, copies the repo
 #   device call: bash /tmp/device.sh 2                      # carry [".carry2"]
 #   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
+#   (a speed job needs no assets: `bash .carry1/device.sh 1 COMMIT && bash /tmp/device.sh start 0` starts it at once)
 #   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
 # Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS and AFTER for each session;
 # the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
@@ -23,16 +24,16 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # three modes and the recipe took 5.7 min).
 # The jobs below are 2026-12-06's (results: speed-offload, quality-small-packed, speed-shipped): replace them for the
 # next session. (1) first, alone on the GPU: the offload GPU test, then dense packing with the encoder's checkpointed
-# inputs in host memory (model.speed.offload_encoder) at batch 16 and 20 beside the same windows at batch 9
-# (packed-dense-lean-bf16) and 16 without offloading, nf4 with offloading at batch 6 and 8 (the 3.0 GiB goal), and the
-# recipe; (2) then packed-dense-offload-bf16 (batch 16) against the recipe config, both on the unquantized base,
+# inputs in host memory (model.speed.offload_encoder) at batch 16 and 20 beside the same windows at batch 16 without
+# offloading, nf4 with offloading at batch 6 (the 3.0 GiB goal), and the recipe (two failed machine starts had
+# spent 450 s of the budget: the batch-9 and nf4 batch-8 rows were left out); (2) then packed-dense-offload-bf16 (batch 16) against the recipe config, both on the unquantized base,
 # 3 seeds, both tasks, the recipe config's and packed-dense-lean-bf16's runs taken from the earlier report (--reuse);
 # (3) last, alone on the GPU again: shipped configs measured before the loss change (lightning_asr/loss.py), for their
 # memory now (each row is written as its mode ends: whatever the budget leaves).
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload nf4-gc-b8-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
+  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
   "python3 -m benchmarks.speed --modes bf16-gc-b32-compile-cudnn-packed bf16-trim-gc-b16-compile nf4-trim-gc-b8 --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
 )
@@ -65,6 +66,16 @@ collect() {
   tar -C /tmp -czf "$OUT/res.tgz" res logs && ls -la "$OUT"
 }
 
+start() {  # launch the jobs numbered "$@" in the background, each once
+  cd /tmp/repo || exit 1
+  for i in "$@"; do
+    [ -f /tmp/job$i.launched ] && continue
+    touch /tmp/job$i.launched
+    wait_for=$(for j in ${AFTER[$i]}; do printf 'while [ ! -f /tmp/job%s.done ]; do sleep 10; done; ' "$j"; done)
+    setsid nohup bash -c "$wait_for touch /tmp/job$i.started; { ${JOBS[$i]}; } > /tmp/job$i.log 2>&1; touch /tmp/job$i.done" > /dev/null 2>&1 &
+  done
+}
+
 case ${1:-} in
 prepare)
   ../shared/device/make-wheelhouse.sh > /dev/null
@@ -89,12 +100,8 @@ prepare)
    python3 -c "import bitsandbytes, jsonargparse, soundfile, soxr, jiwer, datasets, lightning_asr.cli; print('imports ok')" ;;
 2) cp .carry2/payload.part01 /tmp/p01 && ls -la /tmp/p0* ;;
 3) cp .carry3/payload.part02 /tmp/p02 && cat /tmp/p00 /tmp/p01 /tmp/p02 | tar -C /tmp -xzf - && rm -f /tmp/p0* || exit 1
-   cd /tmp/repo || exit 1
-   for i in "${!JOBS[@]}"; do
-     wait_for=$(for j in ${AFTER[$i]}; do printf 'while [ ! -f /tmp/job%s.done ]; do sleep 10; done; ' "$j"; done)
-     setsid nohup bash -c "$wait_for touch /tmp/job$i.started; ${JOBS[$i]} > /tmp/job$i.log 2>&1; touch /tmp/job$i.done" > /dev/null 2>&1 &
-   done
-   sleep 20; status ;;
+   start "${!JOBS[@]}"; sleep 20; status ;;
+start) shift; start "$@" ;;  # device: these jobs now, before the assets are here (speed runs need none)
 wait) end=$((SECONDS + ${2:-540} - 100))
    while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt ${#JOBS[@]} ]; do sleep 15; done
    status; collect ;;

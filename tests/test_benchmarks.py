@@ -9,6 +9,8 @@ from tests.conftest import REPO
 
 # benchmarks/ is not installed: `python -m benchmarks.<name>` from another folder finds it on the path.
 MODULES = os.environ | {"PYTHONPATH": str(REPO)}
+# The benchmark scripts' CPU smoke runs: `make test-benchmarks` (CI runs them after the default suite).
+pytestmark = pytest.mark.benchmarks
 
 
 # One decode per code path: generate() and static, merged or not, bf16 / int8 / nf4 bases, trimmed or

@@ -107,6 +107,7 @@ def test_export_errors_name_what_is_wrong(tmp_path, adapter30):
     assert "--tolerance" in out.stderr
 
 
+@pytest.mark.benchmarks
 def test_export_parity_benchmark_runs_the_check_command_per_task_and_format(tmp_path, adapter30, whisper30):
     """benchmarks/export_parity.py: ``lightning-asr export --check`` per (task, format), one report row each."""
     import subprocess
