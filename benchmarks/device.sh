@@ -36,8 +36,10 @@ JOBS=(
   "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
   "python3 -m benchmarks.speed --modes bf16-gc-b32-compile-cudnn-packed bf16-trim-gc-b16-compile nf4-trim-gc-b8 --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
+  "python3 -m benchmarks.speed --modes bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload-2"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa2 --results /tmp/res --jobs 6 --name quality-small-packed"
 )
-AFTER=("" "0" "1")
+AFTER=("" "0" "1" "" "3")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

@@ -21,7 +21,9 @@ import torch
 def pack(tensor: torch.Tensor) -> torch.Tensor | tuple[torch.device, torch.Tensor]:
     if tensor.device.type != "cuda":  # already in host memory
         return tensor
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    # The tensor's own strides, there and back: a compiled layer's backward asserts them (the first encoder
+    # layer's input is the conv stem's output transposed, not contiguous).
+    host = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     return tensor.device, host
 
@@ -30,7 +32,7 @@ def unpack(packed: torch.Tensor | tuple[torch.device, torch.Tensor]) -> torch.Te
     if isinstance(packed, torch.Tensor):
         return packed
     device, host = packed
-    return host.to(device, non_blocking=True)
+    return torch.empty_strided(host.size(), host.stride(), dtype=host.dtype, device=device).copy_(host, non_blocking=True)
 
 
 def offload_saved_tensors(module: torch.nn.Module) -> None:
