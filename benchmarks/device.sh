@@ -22,24 +22,21 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min).
-# The jobs below are 2026-12-06's (results: speed-offload, quality-small-packed, speed-shipped): replace them for the
-# next session. (1) first, alone on the GPU: the offload GPU test, then dense packing with the encoder's checkpointed
-# inputs in host memory (model.speed.offload_encoder) at batch 16 and 20 beside the same windows at batch 16 without
-# offloading, nf4 with offloading at batch 6 (the 3.0 GiB goal), and the recipe (two failed machine starts had
-# spent 450 s of the budget: the batch-9 and nf4 batch-8 rows were left out); (2) then packed-dense-offload-bf16 (batch 16) against the recipe config, both on the unquantized base,
-# 3 seeds, both tasks, the recipe config's and packed-dense-lean-bf16's runs taken from the earlier report (--reuse);
-# (3) last, alone on the GPU again: shipped configs measured before the loss change (lightning_asr/loss.py), for their
-# memory now (each row is written as its mode ends: whatever the budget leaves).
+# The jobs below are for the next session (2026-12-06's ran the offload speed modes on an H100, results
+# speed-offload{,-2} and speed-shipped; its WER job failed on the stride bug fixed in 0b7b604, and no machine time was
+# left to rerun it): (1) first, alone on the GPU: the two offload candidates as configured, packed-dense-lean-bf16
+# beside them, their validation decodes, and the recipe; (2) then, together, the WER of packed-dense-offload-bf16
+# (batch 20) against the recipe config, both on the unquantized base (the recipe config's and packed-dense-lean-bf16's
+# runs from the earlier report, --reuse), and of packed-dense-nf4-offload (batch 6) on its nf4 base against the
+# guide's recipe of quality.json, as packed-dense-nf4 was measured.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b16-compile-packed-dense bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload"
+  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode bf16-static-b4-untrimmed nf4-static-b2-untrimmed --warmup 8 --steps 16 --results /tmp/res --name speed-offload-3"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
-  "python3 -m benchmarks.speed --modes bf16-gc-b32-compile-cudnn-packed bf16-trim-gc-b16-compile nf4-trim-gc-b8 --decode --warmup 8 --steps 16 --results /tmp/res --name speed-shipped"
-  "python3 -m benchmarks.speed --modes bf16-gc-b16-compile-packed-dense-offload bf16-gc-b20-compile-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-offload-2"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa2 --results /tmp/res --jobs 6 --name quality-small-packed"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-packed-nf4-offload"
 )
-AFTER=("" "0" "1" "" "3")
+AFTER=("" "0" "0")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

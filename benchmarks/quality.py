@@ -99,6 +99,9 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     start = time.perf_counter()
     metrics = trainer.test(module, dm, verbose=False)[0]
     seconds = time.perf_counter() - start
+    if not module.test_transcripts:  # every clip skipped (e.g. all longer than a tiny model's window): no score
+        raise RuntimeError(f"no clip of {data} ({locale}, test split) was decoded: every one was skipped (the log above "
+                           "names each and why)")
     _, refs, preds = map(list, zip(*module.test_transcripts))
     code = module.language
     per_clip = [jiwer.process_words(normalize(r, code) or "∅", normalize(p, code) or "∅") for r, p in zip(refs, preds)]

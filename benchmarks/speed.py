@@ -143,16 +143,18 @@ MODES = [
          "packed-dense-bf16 at batch 16, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
     # The same windows with the checkpointed encoder inputs in host memory (model.speed.offload_encoder): a bigger
     # batch in the guide's memory; at batch 16 against the same batch without offloading, its cost.
+    # The candidate was batch 16 until its first measurement (speed-offload-2.md, 0b7b604): batch 20 fits 5.4 GiB too.
     Mode("bf16-gc-b16-compile-packed-dense-offload", "none", True, 16, False, "bf16-mixed",
-         "packed-dense-offload-bf16: packed-dense-lean-bf16 at batch 16, the encoder's saved inputs in host memory",
-         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-offload-bf16"),
+         "packed-dense-lean-bf16 at batch 16, the encoder's saved inputs in host memory",
+         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True),
     Mode("bf16-gc-b20-compile-packed-dense-offload", "none", True, 20, False, "bf16-mixed",
-         "packed-dense-offload-bf16 at batch 20", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True),
+         "packed-dense-offload-bf16: packed-dense-lean-bf16 at batch 20, the encoder's saved inputs in host memory",
+         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-offload-bf16"),
     # nf4 with the encoder's inputs in host memory, toward issue 18's 3.0 GiB goal (packed-dense-nf4's WER is outside the
     # bound on real speech, so these measure what the memory lever buys, not a config to ship).
     Mode("nf4-gc-b6-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
-         "packed-dense-nf4 at batch 6, the encoder's saved inputs in host memory", pack_share=0.75, pack_clips=(4, 8),
-         offload=True),
+         "packed-dense-nf4-offload: packed-dense-nf4 at batch 6, the encoder's saved inputs in host memory",
+         pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-nf4-offload"),
     Mode("nf4-gc-b8-packed-dense-offload", "nf4", True, 8, False, "bf16-mixed",
          "packed-dense-nf4 with the encoder's saved inputs in host memory", pack_share=0.75, pack_clips=(4, 8),
          offload=True),
@@ -185,7 +187,8 @@ def matmul_peak(device: str) -> float:
 # recipe, then those measured against the recipe config (itself within the bound of the recipe in quality.json).
 QUALITY_REPORTS = [REPO / "benchmarks/results/quality.json", REPO / "benchmarks/results/quality-packed.json",
                    REPO / "benchmarks/results/quality-packed-bf16.json", REPO / "benchmarks/results/quality-packed-full.json",
-                   REPO / "benchmarks/results/quality-small-packed.json", REPO / "benchmarks/results/quality-packed-nf4.json"]
+                   REPO / "benchmarks/results/quality-small-packed.json", REPO / "benchmarks/results/quality-packed-nf4.json",
+                   REPO / "benchmarks/results/quality-packed-nf4-offload.json"]
 
 
 def within_bound(config: str | None, reports: list[Path] = QUALITY_REPORTS) -> bool | None:
@@ -501,6 +504,8 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "bf16-static-b8-untrimmed": ("bf16-gc-b32-compile", 8, 96, False, "static"),
     "bf16-static-b4-untrimmed": ("bf16-gc-b32-compile", 4, 96, False, "static"),
     "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
+    "nf4-static-b2-untrimmed": ("nf4-gc-b8-packed-dense", 2, 96, False, "static"),  # packed-dense-nf4-offload's validation
+    "nf4-static-b4-untrimmed": ("nf4-gc-b8-packed-dense", 4, 96, False, "static"),
 }
 def decode_title(key: str) -> str:
     """A decode's row title in the report, from what DECODES says it runs."""
@@ -650,6 +655,9 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
             top = f"{p['top'][0][0][:50]} ({p['top'][0][1]:.1f} ms)" if p["top"] else "–"
             lines.append(f"| {name} | {p['wall_ms']:.1f} | {p['gpu_busy_ms']:.1f} | {100 * p['busy_fraction']:.0f} % | "
                          f"{p['kernels']:.0f} | " + " | ".join(f"{p['kinds_ms'][k]:.1f}" for k in kinds) + f" | {top} |")
+    if report.get("errors"):  # a failed mode is a result too: the reader must not take its absence for "not run"
+        lines += ["", "Failed (error as raised, cut to 500 characters):", ""]
+        lines += [f"- {name}: `{' '.join(err.split())}`" for name, err in report["errors"].items()]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -104,6 +104,13 @@ class WhisperLoRA(L.LightningModule):
                     + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
                        if knob == "speed.compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
                 )
+        if self.speed.offload_encoder and not self.lora.encoder:
+            log.warning("model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "
+                        "without autograd and saves nothing for backward)")
+        elif self.speed.offload_encoder and not self.speed.gradient_checkpointing:
+            log.warning("model.speed.offload_encoder without model.speed.gradient_checkpointing copies every activation "
+                        "of every encoder layer to host memory and back each step, not just each layer's input: "
+                        "slow, and most of the host RAM it pins is not needed with checkpointing on")
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None

@@ -18,21 +18,25 @@ import functools
 import torch
 
 
+def copy_to(tensor: torch.Tensor, device: torch.device | str, pin_memory: bool = False) -> torch.Tensor:
+    """A copy of ``tensor`` on ``device`` with its own strides, queued on the current stream. The strides
+    matter: a compiled layer's backward asserts those of what it saved, and the first encoder layer's
+    input (the conv stem's output, transposed) is not contiguous."""
+    out = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device=device, pin_memory=pin_memory)
+    return out.copy_(tensor, non_blocking=True)
+
+
 def pack(tensor: torch.Tensor) -> torch.Tensor | tuple[torch.device, torch.Tensor]:
     if tensor.device.type != "cuda":  # already in host memory
         return tensor
-    # The tensor's own strides, there and back: a compiled layer's backward asserts them (the first encoder
-    # layer's input is the conv stem's output transposed, not contiguous).
-    host = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    return tensor.device, host
+    return tensor.device, copy_to(tensor, "cpu", pin_memory=True)
 
 
 def unpack(packed: torch.Tensor | tuple[torch.device, torch.Tensor]) -> torch.Tensor:
     if isinstance(packed, torch.Tensor):
         return packed
     device, host = packed
-    return torch.empty_strided(host.size(), host.stride(), dtype=host.dtype, device=device).copy_(host, non_blocking=True)
+    return copy_to(host, device)
 
 
 def offload_saved_tensors(module: torch.nn.Module) -> None:

@@ -13,13 +13,13 @@ from lightning_asr.cli import main
 from tests.conftest import CLI, DEMO, REPO, demo_args, run
 
 
-def printed_config(capsys, *configs: str | Path) -> dict:
+def printed_config(capsys, *configs: str | Path, args: tuple[str, ...] = ()) -> dict:
     """``lightning-asr fit --config … --print_config``, in this process: the same parser as the command, without
     a fresh interpreter per config (the command itself runs as typed in test_recipe_config_is_the_guides)."""
     import yaml
 
     with pytest.raises(SystemExit) as exit:
-        main(["fit", *(arg for config in configs for arg in ("--config", str(config))), "--print_config"])
+        main(["fit", *(arg for config in configs for arg in ("--config", str(config))), *args, "--print_config"])
     assert exit.value.code in (0, None), capsys.readouterr().err
     return yaml.safe_load(capsys.readouterr().out)
 
@@ -28,6 +28,12 @@ def printed_config(capsys, *configs: str | Path) -> dict:
 def test_every_config_parses(config, capsys):
     printed = printed_config(capsys, REPO / config)
     assert {"model", "data", "trainer"} <= set(printed)
+
+
+def test_the_readmes_speed_flags_parse_as_typed(capsys):
+    """README, "Configs": ``--model.speed.offload_encoder true`` and ``--model.lora.encoder false`` as a user types them."""
+    printed = printed_config(capsys, DEMO, args=("--model.speed.offload_encoder", "true", "--model.lora.encoder", "false"))
+    assert printed["model"]["speed"]["offload_encoder"] is True and printed["model"]["lora"]["encoder"] is False
 
 
 def test_overlay_configs_change_only_their_own_fields_on_top_of_another(capsys):

@@ -4,7 +4,7 @@ import torch
 from lightning_asr import offload
 from lightning_asr.args import Speed
 from lightning_asr.loss import token_loss
-from tests.conftest import gpu, randomize_lora_b, tiny_module
+from tests.conftest import DEMO_MODEL, gpu, randomize_lora_b, tiny_module
 
 
 def loss_and_grads(module, batch, device="cpu"):
@@ -76,3 +76,41 @@ def test_offload_encoder_on_gpu_keeps_layer_inputs_in_pinned_host_memory(tiny_mo
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected[name], msg=name)
 
+
+
+def test_compiled_checkpointed_layers_take_back_what_was_offloaded_with_its_strides(tiny_model, batch, monkeypatch):
+    """The round trip through host memory keeps each saved tensor's strides: compiled layers' backward asserts them
+    (an offloaded copy made contiguous failed there on the GPU: the first layer's input is a transposed view).
+    On CPU nothing is offloaded, so every saved tensor is sent to a fresh host copy and back through copy_to."""
+    torch._dynamo.reset()
+
+    def module(offload_encoder):
+        m = tiny_module(tiny_model, quantization="none",
+                        speed=Speed(gradient_checkpointing=True, compile=True, offload_encoder=offload_encoder))
+        randomize_lora_b(m, std=0.05)
+        return m
+
+    expected_loss, expected = loss_and_grads(module(False), batch)
+    round_trips = []
+    monkeypatch.setattr(offload, "pack", lambda t: round_trips.append(t.is_contiguous()) or (t.device, offload.copy_to(t, "cpu")))
+    loss, grads = loss_and_grads(module(True), batch)
+    assert False in round_trips  # the transposed first layer input went round too
+    torch.testing.assert_close(loss, expected_loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], msg=name)
+
+
+@pytest.mark.parametrize(("speed", "lora_encoder", "says"), [
+    (Speed(gradient_checkpointing=False, offload_encoder=True), True, "every activation of every encoder layer"),
+    (Speed(offload_encoder=True), False, "does nothing with model.lora.encoder: false"),
+    (Speed(offload_encoder=True), True, None),
+])
+def test_offload_encoder_warns_where_it_costs_more_or_does_nothing(speed, lora_encoder, says, caplog):
+    from lightning_asr.lora import LoRA
+    from lightning_asr.module import WhisperLoRA
+
+    with caplog.at_level("WARNING", logger="lightning_asr.module"):
+        WhisperLoRA(model=str(DEMO_MODEL), language="mr", quantization="none", speed=speed, lora=LoRA(encoder=lora_encoder))
+    offload_warnings = [r.getMessage() for r in caplog.records if "offload_encoder" in r.getMessage()]
+    assert len(offload_warnings) == (says is not None)
+    assert says is None or says in offload_warnings[0]
