@@ -77,7 +77,6 @@ def test_offload_encoder_on_gpu_keeps_layer_inputs_in_pinned_host_memory(tiny_mo
         torch.testing.assert_close(grad, expected[name], msg=name)
 
 
-
 def test_compiled_checkpointed_layers_take_back_what_was_offloaded_with_its_strides(tiny_model, batch, monkeypatch):
     """The round trip through host memory keeps each saved tensor's strides: compiled layers' backward asserts them
     (an offloaded copy made contiguous failed there on the GPU: the first layer's input is a transposed view).
