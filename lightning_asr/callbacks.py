@@ -38,15 +38,19 @@ class AdapterCheckpoint(L.Callback):
         self.overwrite = overwrite
         self.ranked: list[tuple[float, str]] = []
         self._last_step: int | None = None
+        self._root: Path | None = None
 
     def directory(self, trainer: L.Trainer) -> Path:
-        if self.dirpath:
-            return Path(self.dirpath)
-        return Path(trainer.log_dir or trainer.default_root_dir) / "adapters"
+        """The adapters' folder. Under DDP ``trainer.log_dir`` is a collective (rank 0 broadcasts it): the first call
+        must come from every rank, and the saves, on rank 0 alone, use what it found."""
+        if self._root is None:
+            self._root = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapters"
+        return self._root
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Here, not in setup(): only now does the trainer know whether it resumed from a checkpoint.
         # The CLI asks before the model loads (ASRCLI.before_fit); this catches a plain trainer.fit().
+        self._root = None  # a new fit may log to a new version folder
         self.check_not_taken(trainer, resuming=bool(trainer.ckpt_path))
 
     def check_not_taken(self, trainer: L.Trainer, resuming: bool) -> None:
