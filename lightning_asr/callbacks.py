@@ -3,6 +3,7 @@ audio frames, and a progress bar that counts the steps toward ``max_steps``."""
 
 import logging
 import shutil
+import signal
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +40,7 @@ class AdapterCheckpoint(L.Callback):
         self.ranked: list[tuple[float, str]] = []
         self._last_step: int | None = None
         self._root: Path | None = None
+        self._sigterm = False
 
     def directory(self, trainer: L.Trainer) -> Path:
         """The adapters' folder. Under DDP ``trainer.log_dir`` is a collective (rank 0 broadcasts it): the first call
@@ -76,6 +78,25 @@ class AdapterCheckpoint(L.Callback):
         # one that just validated has written this step's last/ already.
         if trainer.global_step > 0 and self._last_step != trainer.global_step:
             self._save_last(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Under DDP, Lightning 2.6's own SIGTERM handler broadcasts from inside the handler (pairing with whatever
+        # collective the other ranks are in) and each rank stops on its own flag, so ranks could stop at different
+        # steps and wait on each other's collectives (a 2-process run hung). Here a signal only marks its rank; the
+        # ranks agree at each step's end (on_train_batch_end), and Lightning then stops every one after that step.
+        # Lightning's teardown puts the handler it found back.
+        self._sigterm = False
+        if trainer.world_size > 1:
+            signal.signal(signal.SIGTERM, self._mark_sigterm)
+
+    def _mark_sigterm(self, signum: int, frame: object) -> None:
+        log.info("SIGTERM received: every rank stops after the step they agree on")
+        self._sigterm = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self._sigterm, all=False):
+            trainer._signal_connector.received_sigterm = True  # the flag Lightning stops on at this step's end
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # SIGTERM is what kill, SLURM, Kubernetes and a spot instance's notice send: Lightning stops at the end of

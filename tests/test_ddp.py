@@ -1,5 +1,6 @@
 """DDP on CPU (gloo, 2 processes): metrics synchronise exactly and no clip is counted twice."""
 
+import contextlib
 import re
 
 from tests.conftest import DEMO, REPO, run
@@ -56,3 +57,41 @@ def test_ddp_fit_validates_and_saves_adapters_in_the_runs_own_folder(tmp_path):
                "--trainer.limit_val_batches=1", "--data.eval_batch_size=2", "--model.decoding.max_new_tokens=4"], tmp_path, timeout=300)
     saved = json.loads((tmp_path / "runs/demo/version_0/adapters/last/lightning_asr.json").read_text())
     assert saved["global_step"] == 3 and "val/wer" in saved["metrics"], out.stdout[-2000:]
+
+
+def test_sigterm_under_ddp_stops_every_rank_at_one_step_and_resumes(tmp_path):
+    """kill under DDP (the launching rank gets it, as from a shell): every rank stops after the same step, last.ckpt and
+    adapters/last hold it, the exit code says SIGTERM, and --ckpt_path last resumes. Lightning 2.6's own handler let
+    ranks stop at different steps (one CI run hung); AdapterCheckpoint has the ranks agree at each step's end."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    from tests.conftest import CLI
+
+    common = ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
+              "--model.validate_before_training=false", "--data.num_workers=0", "--data.max_samples=24", "--data.batch_size=1",
+              "--trainer.callbacks.every_n_train_steps=1000", "--trainer.strategy=ddp", "--trainer.devices=2",
+              "--trainer.limit_val_batches=0"]
+    run_dir = tmp_path / "runs/demo/version_0"
+    with open(tmp_path / "fit.log", "w") as log:
+        proc = subprocess.Popen(CLI + common + ["--trainer.max_steps=100000"], cwd=tmp_path, start_new_session=True,
+                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and not any(
+                    b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 143, (tmp_path / "fit.log").read_text()[-3000:]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # both ranks, whatever happened
+    step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
+    assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
+    run([*common, f"--trainer.max_steps={step + 2}", "--ckpt_path", "last"], tmp_path, timeout=300)
+    assert json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step + 2
