@@ -1,5 +1,6 @@
 """Fixtures: a tiny random Whisper built in a temp dir, synthetic audio, and the ../shared gate."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -164,6 +165,33 @@ def run(args: list[str], cwd: Path, timeout: int = 600, returncode: int = 0) -> 
     result = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def user_args(*extra: str) -> list[str]:
+    """The demo as a user runs it from the repository: runs/demo/version_N/ below the working folder."""
+    return ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random",
+            f"--data.path={REPO}/demo/common_voice", *extra]
+
+
+def sigterm_once_training(args: list[str], cwd: Path, run_dir: Path, log_path: Path) -> int:
+    """``lightning-asr ARGS`` started as a user would, sent SIGTERM once TensorBoard has a training loss (training is
+    under way), and waited for: its exit code. Its process group (every DDP rank) is killed whatever happened."""
+    import signal
+    import time
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(CLI + args, cwd=cwd, env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and not any(
+                    b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            return proc.wait(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def demo_args(tmp_path: Path, *extra: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightning_asr.cli import main
-from tests.conftest import CLI, DEMO, REPO, demo_args, run
+from tests.conftest import CLI, DEMO, REPO, demo_args, run, sigterm_once_training, user_args
 
 
 def printed_config(capsys, *configs: str | Path, args: tuple[str, ...] = ()) -> dict:
@@ -106,24 +106,18 @@ def trained_weights(ckpt: Path) -> dict:
     return state
 
 
-def user_args(tmp_path: Path, *extra: str) -> list[str]:
-    """The demo as a user runs it from the repository: runs/demo/version_N/ below the working folder."""
-    return ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random",
-            f"--data.path={REPO}/demo/common_voice", *extra]
-
-
 def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_path):
     common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
               "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
               "--trainer.callbacks.every_n_train_steps=3"]
     # Uninterrupted: 6 steps (1.5 epochs of 4 batches, so the resume point is mid-epoch).
     (tmp_path / "a").mkdir()
-    run(user_args(tmp_path, "--trainer.max_steps=6", *common), tmp_path / "a")
+    run(user_args("--trainer.max_steps=6", *common), tmp_path / "a")
     # Interrupted: the same run, SIGKILLed once its step-3 checkpoint exists.
     (tmp_path / "b").mkdir()
     env = os.environ | {"PYTHONPATH": str(REPO)}
     run_dir = tmp_path / "b/runs/demo/version_0"
-    proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=200", *common), cwd=tmp_path / "b", env=env,
+    proc = subprocess.Popen(CLI + user_args("--trainer.max_steps=200", *common), cwd=tmp_path / "b", env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (run_dir / "checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
@@ -132,7 +126,7 @@ def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_pat
     proc.wait()
     assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
     # The README's command, typed again with --ckpt_path last.
-    out = run(user_args(tmp_path, "--trainer.max_steps=6", *common, "--ckpt_path", "last"), tmp_path / "b")
+    out = run(user_args("--trainer.max_steps=6", *common, "--ckpt_path", "last"), tmp_path / "b")
     assert "Restoring states from the checkpoint path at" in out.stdout + out.stderr
     assert sorted(p.name for p in (tmp_path / "b/runs/demo").iterdir()) == ["version_0"]  # the same run folder
     expected = trained_weights(tmp_path / "a/runs/demo/version_0/checkpoints/last.ckpt")
@@ -146,7 +140,7 @@ def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_pat
     assert (run_dir / "checkpoints/last.ckpt").stat().st_size < 4 * adapter_bytes + 200_000
     # A fresh run opens a new folder and leaves the first run's adapters alone.
     before = (run_dir / "adapters/last/adapter_model.safetensors").read_bytes()
-    run(user_args(tmp_path, "--trainer.max_steps=2", *common), tmp_path / "b")
+    run(user_args("--trainer.max_steps=2", *common), tmp_path / "b")
     assert (tmp_path / "b/runs/demo/version_1/adapters/last").is_dir()
     assert (run_dir / "adapters/last/adapter_model.safetensors").read_bytes() == before
 
@@ -163,23 +157,15 @@ def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_
               "--trainer.callbacks.every_n_train_steps=1000"]
     (tmp_path / "b").mkdir()
     run_dir = tmp_path / "b/runs/demo/version_0"
-    with open(tmp_path / "b.log", "w") as log:
-        proc = subprocess.Popen(CLI + user_args(tmp_path, "--trainer.max_steps=100000", *common), cwd=tmp_path / "b",
-                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): training is under way.
-        while time.time() < deadline and proc.poll() is None and not any(
-                b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 143
+    # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): the signal lands after step 10.
+    assert sigterm_once_training(user_args("--trainer.max_steps=100000", *common), tmp_path / "b", run_dir, tmp_path / "b.log") == 143
     step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
     assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
     assert f"SIGTERM: stopped at step {step}" in (tmp_path / "b.log").read_text()
     # Resumed to 3 steps past it, the weights are those of the same run uninterrupted.
-    run(user_args(tmp_path, f"--trainer.max_steps={step + 3}", *common, "--ckpt_path", "last"), tmp_path / "b")
+    run(user_args(f"--trainer.max_steps={step + 3}", *common, "--ckpt_path", "last"), tmp_path / "b")
     (tmp_path / "a").mkdir()
-    run(user_args(tmp_path, f"--trainer.max_steps={step + 3}", *common), tmp_path / "a")
+    run(user_args(f"--trainer.max_steps={step + 3}", *common), tmp_path / "a")
     assert_same_adapters(tmp_path / "a/runs/demo/version_0/adapters/last", run_dir / "adapters/last", step + 3)
 
 
@@ -191,10 +177,10 @@ def test_a_finished_run_extended_with_ckpt_path_last_equals_one_longer_run(tmp_p
               "--trainer.callbacks.every_n_train_steps=1000", "--trainer.max_steps=-1"]  # 4 steps an epoch
     for name, epochs in (("b", 2), ("a", 3)):
         (tmp_path / name).mkdir()
-        run(user_args(tmp_path, f"--trainer.max_epochs={epochs}", *common), tmp_path / name)
+        run(user_args(f"--trainer.max_epochs={epochs}", *common), tmp_path / name)
     run_dir = tmp_path / "b/runs/demo/version_0"
     assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 8
-    run(user_args(tmp_path, "--trainer.max_epochs=3", *common, "--ckpt_path", "last"), tmp_path / "b")
+    run(user_args("--trainer.max_epochs=3", *common, "--ckpt_path", "last"), tmp_path / "b")
     assert_same_adapters(tmp_path / "a/runs/demo/version_0/adapters/last", run_dir / "adapters/last", 12)
 
 
@@ -210,7 +196,7 @@ def assert_same_adapters(expected_dir: Path, got_dir: Path, step: int) -> None:
 
 
 def test_ckpt_path_last_with_nothing_to_resume_is_an_error(tmp_path):
-    out = run(user_args(tmp_path, "--ckpt_path", "last"), tmp_path, returncode=1)
+    out = run(user_args("--ckpt_path", "last"), tmp_path, returncode=1)
     assert "--ckpt_path last: no last.ckpt" in out.stderr and "nothing to resume" in out.stderr
     assert not (tmp_path / "runs/demo").exists()  # stopped before anything was trained or written
 
@@ -218,9 +204,9 @@ def test_ckpt_path_last_with_nothing_to_resume_is_an_error(tmp_path):
 def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
     args = ["--trainer.max_steps=1", "--model.validate_before_training=false", "--trainer.limit_val_batches=0",
             "--data.max_samples=4", f"--adapter_checkpoint.dirpath={tmp_path}/mine"]
-    run(user_args(tmp_path, *args), tmp_path)
+    run(user_args(*args), tmp_path)
     before = (tmp_path / "mine/last/adapter_model.safetensors").read_bytes()
-    out = run(user_args(tmp_path, *args), tmp_path, returncode=1)
+    out = run(user_args(*args), tmp_path, returncode=1)
     assert "already holds another run's adapters (last)" in out.stderr and "--ckpt_path last" in out.stderr
     assert "Loading weights" not in out.stderr  # refused before the base loads
     assert (tmp_path / "mine/last/adapter_model.safetensors").read_bytes() == before
@@ -294,7 +280,7 @@ def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
 def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run(user_args(tmp_path, "--data.retain.path", f"{REPO}/demo/common_voice", "--data.retain.locale", "mr",
+    run(user_args("--data.retain.path", f"{REPO}/demo/common_voice", "--data.retain.locale", "mr",
                   "--data.retain.language", "English", "--data.retain.max_samples", "4", "--data.max_samples=4",
                   "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.decoding.max_new_tokens=4"), tmp_path)
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
@@ -305,7 +291,7 @@ def test_augmentation_timestamps_packing_and_decoder_only_lora_train_through_the
     import yaml
     from safetensors import safe_open
 
-    run(user_args(tmp_path, "--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
+    run(user_args("--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
                   "--data.augment.speed_factors", "[0.9,1.0,1.1]", "--data.augment.noise_prob", "0.5",
                   "--data.timestamp_share", "0.5", "--data.pack_share", "0.5", "--model.lora.encoder", "false", "--model.lora.modules_to_save=[]",
                   "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",

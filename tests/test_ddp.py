@@ -1,9 +1,8 @@
 """DDP on CPU (gloo, 2 processes): metrics synchronise exactly and no clip is counted twice."""
 
-import contextlib
 import re
 
-from tests.conftest import DEMO, REPO, run
+from tests.conftest import DEMO, REPO, run, sigterm_once_training, user_args
 
 
 def validate(tmp_path, *extra: str) -> dict:
@@ -44,17 +43,15 @@ def test_ddp_trains_int8_with_reentrant_checkpointing_and_every_rank_skips_one_r
     assert first in out.stdout + out.stderr  # the broken clip was named, not silently dropped
 
 
-
 def test_ddp_fit_validates_and_saves_adapters_in_the_runs_own_folder(tmp_path):
     """The default adapters' folder (runs/demo/version_N/adapters) comes from trainer.log_dir, a collective under DDP.
     Asked on rank 0 alone at its first save, it paired with the other rank's DDP sync and the run crashed at its first
     validation; every rank now settles it when fit starts."""
     import json
 
-    out = run(["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-               "--model.validate_before_training=false", "--data.num_workers=0", "--data.max_samples=8", "--data.batch_size=1",
+    out = run(user_args("--model.validate_before_training=false", "--data.num_workers=0", "--data.max_samples=8", "--data.batch_size=1",
                "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=3", "--trainer.val_check_interval=1",
-               "--trainer.limit_val_batches=1", "--data.eval_batch_size=2", "--model.decoding.max_new_tokens=4"], tmp_path, timeout=300)
+               "--trainer.limit_val_batches=1", "--data.eval_batch_size=2", "--model.decoding.max_new_tokens=4"), tmp_path, timeout=300)
     saved = json.loads((tmp_path / "runs/demo/version_0/adapters/last/lightning_asr.json").read_text())
     assert saved["global_step"] == 3 and "val/wer" in saved["metrics"], out.stdout[-2000:]
 
@@ -64,33 +61,15 @@ def test_sigterm_under_ddp_stops_every_rank_at_one_step_and_resumes(tmp_path):
     adapters/last hold it, the exit code says SIGTERM, and --ckpt_path last resumes. Lightning 2.6's own handler let
     ranks stop at different steps (one CI run hung); AdapterCheckpoint has the ranks agree at each step's end."""
     import json
-    import os
-    import signal
-    import subprocess
-    import time
 
     import torch
 
-    from tests.conftest import CLI
-
-    common = ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-              "--model.validate_before_training=false", "--data.num_workers=0", "--data.max_samples=24", "--data.batch_size=1",
-              "--trainer.callbacks.every_n_train_steps=1000", "--trainer.strategy=ddp", "--trainer.devices=2",
-              "--trainer.limit_val_batches=0"]
+    common = user_args("--model.validate_before_training=false", "--data.num_workers=0", "--data.max_samples=24",
+                       "--data.batch_size=1", "--trainer.callbacks.every_n_train_steps=1000", "--trainer.strategy=ddp",
+                       "--trainer.devices=2", "--trainer.limit_val_batches=0")
     run_dir = tmp_path / "runs/demo/version_0"
-    with open(tmp_path / "fit.log", "w") as log:
-        proc = subprocess.Popen(CLI + common + ["--trainer.max_steps=100000"], cwd=tmp_path, start_new_session=True,
-                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None and not any(
-                    b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=120) == 143, (tmp_path / "fit.log").read_text()[-3000:]
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # both ranks, whatever happened
+    code = sigterm_once_training([*common, "--trainer.max_steps=100000"], tmp_path, run_dir, tmp_path / "fit.log")
+    assert code == 143, (tmp_path / "fit.log").read_text()[-3000:]
     step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
     assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
     run([*common, f"--trainer.max_steps={step + 2}", "--ckpt_path", "last"], tmp_path, timeout=300)
