@@ -21,7 +21,8 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # 390-510 s at 10 at once, an unquantized one 75 s; 2026-12-03, unquantized at 15-16 at once: 160-180 s for 300
 # steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
-# three modes and the recipe took 5.7 min).
+# three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
+# device time), run the WER jobs first and the speed job after them, as below: a lost speed run costs less.
 # The jobs below are for the next session (2026-12-06's ran the offload speed modes on an H100, results
 # speed-offload{,-2} and speed-shipped; its WER job failed on the stride bug fixed in 0b7b604, and no machine time was
 # left to rerun it): (1) first, alone on the GPU: the two offload candidates as configured, packed-dense-lean-bf16
@@ -36,7 +37,7 @@ JOBS=(
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-packed-nf4-offload"
 )
-AFTER=("" "0" "0")
+AFTER=("1 2" "" "")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
