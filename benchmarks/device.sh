@@ -29,11 +29,12 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # beside them, their validation decodes, and the recipe; (2) then, together, the WER of packed-dense-offload-bf16
 # (batch 20) against the recipe config, both on the unquantized base (the recipe config's and packed-dense-lean-bf16's
 # runs from the earlier report, --reuse), and of packed-dense-nf4-offload (batch 6) on its nf4 base against the
-# guide's recipe of quality.json, as packed-dense-nf4 was measured.
+# guide's recipe of quality.json, as packed-dense-nf4 was measured. The speed job also checks nf4's token step as a
+# CUDA graph (test_decode's GPU tests) and times it against the eager steps at eval batches 2 and 8.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m pytest -q -m gpu tests/test_offload.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode bf16-static-b4-untrimmed nf4-static-b2-untrimmed --warmup 8 --steps 16 --results /tmp/res --name speed-offload-3"
+  "python3 -m pytest -q -m gpu tests/test_offload.py tests/test_decode.py -p no:cacheprovider; python3 -m benchmarks.speed --modes bf16-gc-b9-compile-packed-dense bf16-gc-b20-compile-packed-dense-offload nf4-gc-b6-packed-dense-offload --decode bf16-static-b4-untrimmed nf4-static-b2-untrimmed nf4-static-b2-untrimmed-eager nf4-static-b8-untrimmed nf4-static-b8-untrimmed-eager --warmup 8 --steps 16 --results /tmp/res --name speed-offload-3"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-lean-bf16 packed-dense-offload-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-small-packed.json --seeds 7 8 9 --work /tmp/qa --results /tmp/res --jobs 6 --name quality-small-packed"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-packed-nf4-offload"
 )

@@ -379,7 +379,8 @@ def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size
     speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload)
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
                          lora=LoRA(encoder=not mode.frozen_encoder),
-                         validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval))
+                         validate_before_training=False, decoding=Decoding(decoding.removesuffix("-eager"), max_new_tokens, merge_for_eval,
+                                                                    cuda_graph=not decoding.endswith("-eager")))
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
@@ -476,7 +477,9 @@ class LoopTimer(L.Callback):
 
 
 PROFILED_TOKENS = 16
-DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lora, model.decoding.method)
+# name: (mode, eval batch, max new tokens, model.decoding.merge_lora, model.decoding.method; "static-eager" is static
+# with model.decoding.cuda_graph false)
+DECODES = {
     "recipe": ("ours-recipe", 8, 32, False, "generate"),
     "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
     "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
@@ -490,7 +493,8 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "bf16-static-merged-b128-untrimmed": ("bf16-gc-b32-compile", 128, 96, True, "static"),  # frozen-bf16's validation
     "bf16-static-merged-b64-untrimmed": ("bf16-gc-b32-compile", 64, 96, True, "static"),  # packed-bf16's validation
     "bf16-static-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "static"),
-    # k-bit bases decode without CUDA graphs: one batch each (the recipe's base, and nf4 trimmed)
+    # k-bit bases, one batch each where they decode eagerly (the recipe's base, and nf4 trimmed; nf4 static was
+    # eager until 2026-12-06)
     "int8-b64": ("ours-recipe", 64, 96, False, "generate"),
     "int8-static-b64": ("ours-recipe", 64, 96, False, "static"),
     "nf4-b64": ("nf4-trim-gc-b8", 64, 96, False, "generate"),
@@ -506,6 +510,9 @@ DECODES = {  # name: (mode, eval batch, max new tokens, model.decoding.merge_lor
     "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
     "nf4-static-b2-untrimmed": ("nf4-gc-b8-packed-dense", 2, 96, False, "static"),  # packed-dense-nf4-offload's validation
     "nf4-static-b4-untrimmed": ("nf4-gc-b8-packed-dense", 4, 96, False, "static"),
+    # nf4's token step as a CUDA graph against the eager steps it replaced, at the nf4 candidates' eval batches
+    "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static-eager"),
+    "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static-eager"),
 }
 def decode_title(key: str) -> str:
     """A decode's row title in the report, from what DECODES says it runs."""
@@ -515,7 +522,8 @@ def decode_title(key: str) -> str:
         return f"recipe-eval: {mode.quantization}, batch {batch}, {tokens} new tokens"
     base = "bf16" if mode.quantization == "none" else mode.quantization
     parts = [base, "trimmed, length-sorted" if mode.trim_encoder else "30 s windows"]
-    parts += ["static decoding"] * (decoding == "static") + ["LoRA merged"] * merge_for_eval
+    parts += ["static decoding"] * decoding.startswith("static") + ["no CUDA graph"] * decoding.endswith("-eager")
+    parts += ["LoRA merged"] * merge_for_eval
     return ", ".join([*parts, f"batch {batch}", f"{tokens} new tokens"])
 
 
@@ -573,8 +581,10 @@ def main() -> None:
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
         mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
-        # k-bit bases decode one batch: 1,000 clips through the recipe's int8 would take minutes
-        clips = min(args.decode_clips, batch) if by_name[mode].quantization != "none" else args.decode_clips
+        # Eager k-bit decodes run one batch (1,000 clips through the recipe's int8 would take minutes), graphed nf4 8
+        quantization = by_name[mode].quantization
+        graphed = decoding == "static" and quantization == "nf4"
+        clips = args.decode_clips if quantization == "none" else min(args.decode_clips, batch * (8 if graphed else 1))
         if args.tiny:
             batch = min(batch, 8)
         try:

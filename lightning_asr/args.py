@@ -13,9 +13,9 @@ class Decoding:
 
     Args:
         method: ``generate`` is transformers' ``generate()``; ``static`` is our loop over a
-            preallocated KV cache (``decode.py``), its token step replayed as a CUDA graph on GPU with
-            ``quantization: none``. The same tokens in fp32; faster with bf16 and nf4 bases, slower
-            with int8 (benchmarks/README.md, "Speed").
+            preallocated KV cache (``decode.py``), its token step replayed as a CUDA graph on GPU
+            (``cuda_graph``). The same tokens in fp32; faster with bf16 and nf4 bases, slower with
+            int8 (benchmarks/README.md, "Speed").
         max_new_tokens: generation cap; a prediction that hits it counts as degenerate. 128 holds a
             Common Voice sentence (the longest in cv-synth/mr's test split is 116 Whisper tokens, ~8 a
             Marathi word); ``transcribe`` defaults to the whole window instead.
@@ -23,11 +23,16 @@ class Decoding:
             only): no LoRA branch kernels in any token step, at one bf16 rounding of W + BA. The
             base's exact weights come back after every batch, from a copy of the adapted layers'
             weights (630 MB for large-v2 with q/v adapters).
+        cuda_graph: with ``method: static`` on a GPU, capture one token step as a CUDA graph and replay
+            it for every token (bf16 and nf4 bases; int8's outlier split picks its columns from the
+            data each step, so an int8 base always runs eagerly). ``false`` runs every step eagerly:
+            the same tokens, for debugging.
     """
 
     method: Literal["generate", "static"] = "generate"
     max_new_tokens: int = 128
     merge_lora: bool = False
+    cuda_graph: bool = True
 
 
 @dataclass

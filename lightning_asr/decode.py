@@ -49,9 +49,15 @@ def greedy(
     ``whisper`` is a ``WhisperForConditionalGeneration`` (unwrap a ``PeftModel`` with
     ``get_base_model()``); its generation config gives EOS and the suppressed tokens, as it does
     to ``generate()``. ``cuda_graph``: replay the token step as a CUDA graph when the model is on
-    a GPU, and (on any device, so that CPU checks compute what the GPU does) run the layers in their
-    own dtype, without autocast. A graph must hold no host syncs; bitsandbytes' k-bit layers were not
-    checked for that, so the module asks for graphs only with ``quantization: none``.
+    a GPU. A graph must hold no host syncs: bitsandbytes' nf4 layers have none (a GPU test replays
+    them), its int8 layers do (the outlier columns are found in each step's input), so the module
+    never asks for graphs on an int8 base.
+
+    Autocast keeps a cache of weights it cast, freed when autocast exits, and a graph would go on
+    reading those copies. So with ``cuda_graph`` (on any device, so that CPU checks compute what the
+    GPU does) an unquantized base runs in its own dtype without autocast, and a k-bit base, whose
+    other weights ``prepare_model_for_kbit_training`` keeps in fp32, keeps the caller's autocast
+    without its cache: each step casts afresh inside the graph.
     """
     limit = whisper.model.decoder.config.max_target_positions
     if len(prompt) + max_new_tokens > limit:
@@ -60,9 +66,14 @@ def greedy(
             f"{limit} positions"
         )
     device = input_features.device.type
-    # Autocast's weight-cast cache would hand a graph tensors that are freed when autocast exits, so
-    # with graphs the layers run in their own dtype throughout (graphs are for bases kept in bf16/fp32).
-    with torch.autocast(device, enabled=False) if cuda_graph else contextlib.nullcontext():
+    if not cuda_graph:
+        numerics = contextlib.nullcontext()
+    elif getattr(whisper, "hf_quantizer", None) is not None:
+        numerics = torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
+                                  cache_enabled=False)
+    else:
+        numerics = torch.autocast(device, enabled=False)
+    with numerics:
         return _greedy(whisper, input_features, prompt, max_new_tokens, cuda_graph and device == "cuda")
 
 

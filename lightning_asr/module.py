@@ -276,7 +276,7 @@ class WhisperLoRA(L.LightningModule):
         with torch.compiler.set_stance("force_eager"), merged(self.model, decoding.merge_lora), self.attention():
             if decoding.method == "static":
                 ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
-                             cuda_graph=hp.quantization == "none")
+                             cuda_graph=decoding.cuda_graph and hp.quantization != "int8")
             else:
                 ids = self.model.generate(
                     input_features=features,

@@ -1,12 +1,14 @@
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
 from lightning_asr.args import Decoding
 from lightning_asr.decode import greedy, prompt_ids
+from lightning_asr import module as module_py
 from lightning_asr.module import WhisperLoRA
 from tests.conftest import gpu, randomize_lora_b, tiny_module
 
@@ -109,3 +111,41 @@ def test_cuda_graph_replays_decode_like_eager_steps(talkative_model, dtype):
     module = talkative(talkative_model, quantization="none").to("cuda", dtype)
     x = features(16).to("cuda", dtype)
     assert torch.equal(static_ids(module, x, cuda_graph=True), static_ids(module, x, cuda_graph=False))
+
+
+def test_static_decoding_keeps_autocast_on_a_kbit_base(talkative_model):
+    # A k-bit base's other weights are fp32 (prepare_model_for_kbit_training): under bf16-mixed they run
+    # in bf16 only through autocast, so the graphed loop must keep it (without its weight-cast cache).
+    module = talkative(talkative_model, quantization="nf4")
+    x = features()
+    with torch.autocast("cpu", torch.bfloat16):
+        graphed, eager = static_ids(module, x, cuda_graph=True), static_ids(module, x, cuda_graph=False)
+    assert not torch.equal(eager, static_ids(module, x)), "bf16 must change some tokens, or the check proves nothing"
+    assert torch.equal(graphed, eager)
+
+
+@pytest.mark.parametrize(("quantization", "cuda_graph", "expected"),
+                         [("none", True, True), ("nf4", True, True), ("int8", True, False), ("nf4", False, False)])
+def test_module_asks_for_graphs_except_on_int8(talkative_model, monkeypatch, quantization, cuda_graph, expected):
+    module = talkative(talkative_model, quantization=quantization)
+    module.decoding.method, module.decoding.cuda_graph = "static", cuda_graph
+    asked = []
+    monkeypatch.setattr(module_py, "greedy", lambda *args, cuda_graph: asked.append(cuda_graph) or greedy(*args, cuda_graph))
+    module.transcribe(features(2))
+    assert asked == [expected]
+
+
+@gpu
+@pytest.mark.gpu
+def test_cuda_graph_replays_nf4_decode_like_eager_steps(talkative_model):
+    trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
+    module = WhisperLoRA(model=talkative_model, language="mr", quantization="nf4", validate_before_training=False)
+    module._trainer = trainer  # configure_model loads the k-bit base onto the trainer's GPU, as fit does
+    module.configure_model()
+    randomize_lora_b(module, std=0.05)
+    module = module.eval()
+    x = features(16).to("cuda")
+    with torch.autocast("cuda", torch.bfloat16):  # what precision: bf16-mixed runs validation under
+        graphed, eager = static_ids(module, x, cuda_graph=True), static_ids(module, x, cuda_graph=False)
+    assert torch.equal(graphed, eager)
+    assert len(graphed.unique()) > 2  # varied tokens, not one repeated
