@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
+from lightning_asr import module as module_py
 from lightning_asr.args import Decoding
 from lightning_asr.decode import greedy, prompt_ids
-from lightning_asr import module as module_py
 from lightning_asr.module import WhisperLoRA
 from tests.conftest import gpu, randomize_lora_b, tiny_module
 
