@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from lightning_asr.cli import main
 from tests.conftest import CLI, DEMO, REPO, demo_args, run, sigterm_once_training, user_args
@@ -28,6 +29,17 @@ def printed_config(capsys, *configs: str | Path, args: tuple[str, ...] = ()) -> 
 def test_every_config_parses(config, capsys):
     printed = printed_config(capsys, REPO / config)
     assert {"model", "data", "trainer"} <= set(printed)
+
+
+def test_recipe_config_lists_every_field_and_readme_every_config(capsys):
+    """README, "Configs": the recipe config lists every field (of the groups), and the table names every shipped config."""
+    printed = printed_config(capsys, REPO / "configs/whisper-large-v2-int8-mr.yaml")
+    recipe = yaml.safe_load((REPO / "configs/whisper-large-v2-int8-mr.yaml").read_text())
+    for group in ("decoding", "speed", "lora", "spec_augment"):
+        assert set(recipe["model"][group]) == set(printed["model"][group]), group
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Configs"):readme.index("## Data")]
+    assert [p.name for p in sorted((REPO / "configs").glob("*.yaml")) if f"| `{p.name}` |" not in table] == []
 
 
 def test_the_readmes_speed_flags_parse_as_typed(capsys):
