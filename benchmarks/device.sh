@@ -19,18 +19,18 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # entry are done. A --reuse report keeps only the configs named in --configs: name every row the report should go on
 # holding. 16 training processes at once fill the 16-core H200 host (2026-12-02: an int8 run of 300 steps took
 # 390-510 s at 10 at once, an unquantized one 75 s; 2026-12-03, unquantized at 15-16 at once: 160-180 s for 300
-# steps, ~435 s for 900). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
+# steps, ~435 s for 900; 2026-12-06, H100 host, 6 bf16 runs at batch 20 and 6 nf4 at batch 6 at once: under 8 min with
+# their scoring). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
 # device time), run the WER jobs first and the speed job after them, as below: a lost speed run costs less.
-# The jobs below are for the next session (2026-12-06's ran the offload speed modes on an H100, results
-# speed-offload{,-2} and speed-shipped; its WER job failed on the stride bug fixed in 0b7b604, and no machine time was
-# left to rerun it): (1) first, alone on the GPU: the two offload candidates as configured, packed-dense-lean-bf16
-# beside them, their validation decodes, and the recipe; (2) then, together, the WER of packed-dense-offload-bf16
-# (batch 20) against the recipe config, both on the unquantized base (the recipe config's and packed-dense-lean-bf16's
-# runs from the earlier report, --reuse), and of packed-dense-nf4-offload (batch 6) on its nf4 base against the
-# guide's recipe of quality.json, as packed-dense-nf4 was measured. The speed job also checks nf4's token step as a
-# CUDA graph (test_decode's GPU tests) and times it against the eager steps at eval batches 2 and 8.
+# The jobs below ran on 2026-12-06 (second session, H100, commit a3b3452; results quality-small-packed,
+# quality-packed-nf4-offload, speed-offload-3): the WER of packed-dense-offload-bf16 (batch 20) against the recipe
+# config, both on the unquantized base (the recipe config's and packed-dense-lean-bf16's runs reused from the earlier
+# report), and of packed-dense-nf4-offload (batch 6) on its nf4 base against the guide's recipe of quality.json; then,
+# alone on the GPU, both configs' speed beside packed-dense-lean-bf16 and the recipe, their validation decodes, and
+# nf4's token step as a CUDA graph (test_decode's GPU tests) against the eager steps at eval batches 2 and 8. Edit them
+# for the next session's measurements.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
