@@ -16,7 +16,7 @@ pytestmark = pytest.mark.benchmarks
 # One decode per code path: generate() and static, merged or not, bf16 / int8 / nf4 bases, trimmed or
 # 30 s windows, one batch or two (the other DECODES entries differ only in batch size).
 DECODE_PATHS = ["recipe", "bf16-merged-b128", "bf16-static-b256", "bf16-static-merged-b256", "bf16-static-b256-untrimmed",
-                "int8-static-b64", "nf4-b64", "nf4-static-b8"]
+                "int8-static-b64", "nf4-b64", "nf4-static-b8", "nf4-static-b2-untrimmed-eager"]
 
 
 def test_decode_entries_have_distinct_titles():
@@ -226,3 +226,22 @@ def test_timestamps_scores_boundaries_and_words_segment_by_segment():
     assert result["boundary_median_s"] == pytest.approx(0.01, abs=1e-6)  # edges 0, 0.02, 0.1, 0
     missed = score(windows, [{"text": "seven eight", "segments": []}], "English")
     assert missed["windows_without_segments"] == 1 and missed["within_0.5_s"] == 0.0
+
+
+def test_device_jobs_name_modes_decodes_and_configs_that_exist():
+    """benchmarks/device.sh's JOBS run on a lent GPU, where a misspelt mode costs device minutes: every name after
+    --modes, --decode and --configs is one the scripts accept."""
+    import benchmarks.quality as quality
+    import benchmarks.speed as speed
+
+    known = {"--modes": {m.name for m in speed.MODES}, "--decode": set(speed.DECODES),
+             "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS}}
+    script = (REPO / "benchmarks/device.sh").read_text()
+    words = script[script.index("JOBS=("):script.index("\nAFTER=(")].replace(";", " ").replace('"', " ").split()
+    named, flag = [], None
+    for word in words:
+        flag = word if word in known else None if word.startswith("--") else flag
+        if flag and word != flag:
+            named.append((flag, word))
+    assert named and {flag for flag, _ in named} >= {"--modes", "--decode"}
+    assert [(flag, name) for flag, name in named if name not in known[flag]] == []
