@@ -231,8 +231,7 @@ def test_timestamps_scores_boundaries_and_words_segment_by_segment():
 def test_device_jobs_name_modes_decodes_and_configs_that_exist():
     """benchmarks/device.sh's JOBS run on a lent GPU, where a misspelt mode costs device minutes: every name after
     --modes, --decode and --configs is one the scripts accept."""
-    import benchmarks.quality as quality
-    import benchmarks.speed as speed
+    from benchmarks import quality, speed
 
     known = {"--modes": {m.name for m in speed.MODES}, "--decode": set(speed.DECODES),
              "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS}}
