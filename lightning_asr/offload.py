@@ -21,8 +21,9 @@ import torch
 def copy_to(tensor: torch.Tensor, device: torch.device | str, pin_memory: bool = False) -> torch.Tensor:
     """A copy of ``tensor`` on ``device`` with its own strides, queued on the current stream. The strides
     matter: a compiled layer's backward asserts those of what it saved, and the first encoder layer's
-    input (the conv stem's output, transposed) is not contiguous."""
-    out = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device=device, pin_memory=pin_memory)
+    input (the conv stem's output, transposed) is not contiguous. (``empty_like`` keeps a dense tensor's
+    strides and makes an expanded one contiguous, which a copy into its own strides could not hold.)"""
+    out = torch.empty_like(tensor, device=device, pin_memory=pin_memory)
     return out.copy_(tensor, non_blocking=True)
 
 

@@ -113,3 +113,11 @@ def test_offload_encoder_warns_where_it_costs_more_or_does_nothing(speed, lora_e
     offload_warnings = [r.getMessage() for r in caplog.records if "offload_encoder" in r.getMessage()]
     assert len(offload_warnings) == (says is not None)
     assert says is None or says in offload_warnings[0]
+
+
+def test_copy_to_keeps_a_dense_tensors_strides_and_copies_an_expanded_one():
+    transposed = torch.randn(2, 4, 3).transpose(1, 2)  # as the conv stem's output reaches the first layer
+    copy = offload.copy_to(transposed, "cpu")
+    assert copy.stride() == transposed.stride() and torch.equal(copy, transposed)
+    expanded = torch.randn(3, 1).expand(3, 4)  # a copy into its own (zero) strides could not hold it
+    assert torch.equal(offload.copy_to(expanded, "cpu"), expanded)
