@@ -17,8 +17,6 @@ from tests.conftest import CLI, DEMO, REPO, demo_args, run, sigterm_once_trainin
 def printed_config(capsys, *configs: str | Path, args: tuple[str, ...] = ()) -> dict:
     """``lightning-asr fit --config … --print_config``, in this process: the same parser as the command, without
     a fresh interpreter per config (the command itself runs as typed in test_recipe_config_is_the_guides)."""
-    import yaml
-
     with pytest.raises(SystemExit) as exit:
         main(["fit", *(arg for config in configs for arg in ("--config", str(config))), *args, "--print_config"])
     assert exit.value.code in (0, None), capsys.readouterr().err
@@ -62,8 +60,6 @@ def test_overlay_configs_change_only_their_own_fields_on_top_of_another(capsys):
 
 
 def test_recipe_config_is_the_guides(tmp_path):
-    import yaml
-
     out = yaml.safe_load(run(["fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"), "--print_config"], tmp_path).stdout)
     model, data, trainer = out["model"], out["data"], out["trainer"]
     assert (model["model"], model["language"], model["task"], model["quantization"]) == ("openai/whisper-large-v2", "Marathi", "transcribe", "int8")
@@ -300,7 +296,6 @@ def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path)
 
 
 def test_augmentation_timestamps_packing_and_decoder_only_lora_train_through_the_cli_as_the_readme_shows(tmp_path):
-    import yaml
     from safetensors import safe_open
 
     run(user_args("--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
