@@ -6,6 +6,7 @@ import math
 import warnings
 from typing import Any, Literal
 
+import bitsandbytes as bnb
 import jiwer
 import lightning as L
 import torch
@@ -97,13 +98,12 @@ class WhisperLoRA(L.LightningModule):
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
-        for knob, on in (("speed.compile", self.speed.compile), ("decoding.merge_lora", self.decoding.merge_lora)):
-            if on and quantization != "none":
-                raise ValueError(
-                    f"model.{knob}: true needs model.quantization: none (got {quantization!r}): "
-                    + ("bitsandbytes' k-bit layers do not compile (inductor rejects their packed weights)"
-                       if knob == "speed.compile" else "a LoRA update cannot be merged into k-bit weights without requantizing them")
-                )
+        if self.speed.compile and quantization == "int8":
+            raise ValueError("model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
+                             "outlier split picks its columns from each input, a data-dependent shape in every matmul")
+        if self.decoding.merge_lora and quantization != "none":
+            raise ValueError(f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
+                             "a LoRA update cannot be merged into k-bit weights without requantizing them")
         if self.speed.offload_encoder and not self.lora.encoder:
             log.warning("model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "
                         "without autograd and saves nothing for backward)")
@@ -178,6 +178,13 @@ class WhisperLoRA(L.LightningModule):
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
             whisper = self.model.get_base_model().model
+            if hp.quantization == "nf4":
+                # bitsandbytes casts a 4-bit layer's bias to its compute dtype on the first call, through
+                # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
+                # that first call would.
+                for m in whisper.modules():
+                    if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None:
+                        m.bias.data = m.bias.data.to(m.compute_dtype)
             for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
                 layer.compile()
         trainable, total = self.model.get_nb_trainable_parameters()
