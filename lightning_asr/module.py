@@ -183,7 +183,7 @@ class WhisperLoRA(L.LightningModule):
                 # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
                 # that first call would.
                 for m in whisper.modules():
-                    if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None:
+                    if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None and m.compute_dtype is not None:
                         m.bias.data = m.bias.data.to(m.compute_dtype)
             for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
                 layer.compile()
