@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import lightning as L
@@ -166,6 +167,8 @@ MODES = [
          pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-nf4-offload"),
     # The same with compiled layers (nf4 compiles since its biases are cast up front): fewer kernels a step for a
     # host-bound mode (41 % GPU busy on an H100, speed-offload-3.md).
+    Mode("nf4-gc-b6-compile-packed-dense", "nf4", True, 6, False, "bf16-mixed",
+         "packed-dense-nf4 at batch 6 with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8)),
     Mode("nf4-gc-b6-compile-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
          "packed-dense-nf4-offload with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
          config="packed-dense-nf4-offload-compile"),
@@ -589,6 +592,7 @@ def main() -> None:
             except Exception as err:  # one broken mode must not cost the others' numbers
                 report.setdefault("errors", {})[mode.name] = repr(err)[:500]
                 print(mode.name, "FAILED", repr(err)[:500], flush=True)
+                traceback.print_exc()  # the log keeps the whole error; the report keeps its head
                 continue
             print(mode.name, report["train"][mode.name], flush=True)
             write(report, results, args.tiny, args.name)

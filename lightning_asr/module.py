@@ -179,9 +179,9 @@ class WhisperLoRA(L.LightningModule):
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
             whisper = self.model.get_base_model().model
             if hp.quantization == "nf4":
-                # bitsandbytes casts a 4-bit layer's bias to its compute dtype on the first call, through
-                # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
-                # that first call would.
+                # bitsandbytes casts a 4-bit layer's bias to its compute dtype on its first call, through
+                # ``.data``, which dynamo cannot trace (a graph break in every layer). Cast them as that
+                # first call would.
                 for m in whisper.modules():
                     if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None and m.compute_dtype is not None:
                         m.bias.data = m.bias.data.to(m.compute_dtype)
