@@ -165,13 +165,6 @@ MODES = [
     Mode("nf4-gc-b6-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
          "packed-dense-nf4-offload: packed-dense-nf4 at batch 6, the encoder's saved inputs in host memory",
          pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-nf4-offload"),
-    # The same with compiled layers (nf4 compiles since its biases are cast up front): fewer kernels a step for a
-    # host-bound mode (41 % GPU busy on an H100, speed-offload-3.md).
-    Mode("nf4-gc-b6-compile-packed-dense", "nf4", True, 6, False, "bf16-mixed",
-         "packed-dense-nf4 at batch 6 with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8)),
-    Mode("nf4-gc-b6-compile-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
-         "packed-dense-nf4-offload with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
-         config="packed-dense-nf4-offload-compile"),
     Mode("nf4-gc-b8-packed-dense-offload", "nf4", True, 8, False, "bf16-mixed",
          "packed-dense-nf4 with the encoder's saved inputs in host memory", pack_share=0.75, pack_clips=(4, 8),
          offload=True),
