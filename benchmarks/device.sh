@@ -23,7 +23,7 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # their scoring). When no machine is lent the tool names a wait; each call before it ends costs 15 s.
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
-# device time), run the WER jobs first and the speed job after them, as below: a lost speed run costs less.
+# device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
 # 2026-12-06's third session ran job 0 of the list before this one on an H200 (commit f39ab58; speed-h200-offload):
 # both offload configs, packed-dense-bf16, dense packing without checkpointing, and nf4 with compiled layers, which
 # failed (benchmarks/README.md); its WER job was stopped. Next: the trimmed nf4 configs' validation now that nf4's

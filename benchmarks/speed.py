@@ -132,9 +132,9 @@ MODES = [
          compile=True, cudnn_attention=True, pack_share=0.75, pack_clips=(4, 8), config="packed-dense-bf16"),
     Mode("bf16-gc-b48-compile-cudnn-packed-dense", "none", True, 48, False, "bf16-mixed",
          "packed-dense-bf16 at batch 48", compile=True, cudnn_attention=True, pack_share=0.75, pack_clips=(4, 8)),
-    # Without checkpointing (no recompute: about a quarter of a checkpointed step's FLOPs) at the batches whose saved
-    # activations (~2.2 GiB a 30 s window on large-v2) fit 24 GiB: batch 48 was GPU-bound (98 % busy) at batch 32's
-    # clips/s, so issue 18's 30x within 24 GiB needs fewer FLOPs a clip, not a bigger batch.
+    # Without checkpointing (no recompute: about a quarter of a checkpointed step's FLOPs), toward issue 18's 30x within
+    # 24 GiB. Measured on an H200 (speed-h200-offload.md): ~2.5 GiB of activations a 30 s window, so batch 8 (24.18 GiB,
+    # 13.2x, host-bound) is all that fits and batch 10 needs 29.11 GiB (18.7x): checkpointing at batch 32 (22.2x) wins.
     Mode("bf16-b8-compile-cudnn-packed-dense", "none", False, 8, False, "bf16-mixed",
          "packed-dense-bf16 at batch 8, no checkpointing", compile=True, cudnn_attention=True, pack_share=0.75,
          pack_clips=(4, 8)),
