@@ -32,9 +32,11 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.speed --modes nf4-trim-gc-b8 --decode nf4-static-b8 --warmup 8 --steps 16 --results /tmp/res --name speed-nf4-validation"
+  "python3 -m benchmarks.speed --modes nf4-trim-gc-b8 nf4-gc-b6-packed-dense-offload nf4-gc-b6-compile-packed-dense-offload --decode nf4-static-b8 --warmup 8 --steps 16 --results /tmp/res --name speed-nf4-compile"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload-compile --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-nf4-compile"
+  "TORCH_LOGS=recompiles timeout 420 python3 diag/verify.py"
 )
-AFTER=("")
+AFTER=("" "0" "0")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 

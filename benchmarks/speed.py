@@ -165,6 +165,11 @@ MODES = [
     Mode("nf4-gc-b6-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
          "packed-dense-nf4-offload: packed-dense-nf4 at batch 6, the encoder's saved inputs in host memory",
          pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-nf4-offload"),
+    # The same with compiled layers (nf4 compiles since its biases are cast up front): fewer kernels a step for a
+    # host-bound mode (41 % GPU busy on an H100, speed-offload-3.md).
+    Mode("nf4-gc-b6-compile-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
+         "packed-dense-nf4-offload with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
+         config="packed-dense-nf4-offload-compile"),
     Mode("nf4-gc-b8-packed-dense-offload", "nf4", True, 8, False, "bf16-mixed",
          "packed-dense-nf4 with the encoder's saved inputs in host memory", pack_share=0.75, pack_clips=(4, 8),
          offload=True),
@@ -356,6 +361,11 @@ def peak_gib() -> float:
 
 
 def reset() -> None:
+    # Each mode compiles as a fresh process would: the compiled layers of earlier modes share their code objects
+    # (Whisper's layer forwards), and their cache entries would count toward dynamo's recompile limit here. With
+    # four compiled modes before it, the compiled nf4 mode failed checkpointing's recompute (2026-12-06, H200);
+    # alone in its process it trained (benchmarks/README.md).
+    torch._dynamo.reset()
     gc.collect()  # the previous mode's trainer/model cycle would otherwise count in this mode's peak
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

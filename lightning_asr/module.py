@@ -6,6 +6,7 @@ import math
 import warnings
 from typing import Any, Literal
 
+import bitsandbytes as bnb
 import jiwer
 import lightning as L
 import torch
@@ -97,11 +98,9 @@ class WhisperLoRA(L.LightningModule):
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
-        if self.speed.compile and quantization != "none":
-            # What was tried for nf4, and how it failed: benchmarks/README.md, "On an H200, with two more levers".
-            raise ValueError(f"model.speed.compile: true needs model.quantization: none (got {quantization!r}): "
-                             "bitsandbytes' layers do not compile reliably (int8's outlier split has data-dependent "
-                             "shapes; compiled nf4 layers failed checkpointing's recompute on a GPU)")
+        if self.speed.compile and quantization == "int8":
+            raise ValueError("model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
+                             "outlier split picks its columns from each input, a data-dependent shape in every matmul")
         if self.decoding.merge_lora and quantization != "none":
             raise ValueError(f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
                              "a LoRA update cannot be merged into k-bit weights without requantizing them")
@@ -179,6 +178,13 @@ class WhisperLoRA(L.LightningModule):
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
             whisper = self.model.get_base_model().model
+            if hp.quantization == "nf4":
+                # bitsandbytes casts a 4-bit layer's bias to its compute dtype on the first call, through
+                # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
+                # that first call would.
+                for m in whisper.modules():
+                    if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None and m.compute_dtype is not None:
+                        m.bias.data = m.bias.data.to(m.compute_dtype)
             for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
                 layer.compile()
         trainable, total = self.model.get_nb_trainable_parameters()

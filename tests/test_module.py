@@ -182,12 +182,13 @@ def test_int8_checkpointing_holds_no_layer_inputs_and_still_trains_every_adapter
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_model, batch):
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_model, batch, quantization):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    modules = {c: tiny_module(tiny_model, quantization="none", speed=Speed(gradient_checkpointing=True, compile=c))
+    modules = {c: tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True, compile=c))
                for c in (False, True)}
     grads, losses = {}, {}
     for compiled, module in modules.items():
@@ -198,12 +199,15 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
         losses[compiled] = loss.item()
         grads[compiled] = [p.grad for p in module.parameters() if p.requires_grad]
     assert counters["stats"]["unique_graphs"] > 0  # the compiled path really ran
-    assert not counters["graph_break"]  # and whole: each layer one graph
+    assert not counters["graph_break"]  # and whole: each layer one graph (nf4: its biases are cast up front)
     # Layer.compile() keeps parameter names: checkpoints and saved adapters are the same either way.
     assert modules[True].state_dict().keys() == modules[False].state_dict().keys()
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
     for eager, compiled in zip(grads[False], grads[True], strict=True):
-        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+        if quantization == "none":
+            torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+        else:  # nf4 multiplies in bf16, where fused kernels round differently: each gradient to within 1 %
+            assert (compiled - eager).norm() <= 1e-2 * eager.norm()
     graphs = counters["stats"]["unique_graphs"]
     texts = {}
     for compiled, module in modules.items():
@@ -213,11 +217,12 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
     assert texts[True] == texts[False]
 
 
-def test_compile_and_merge_lora_need_an_unquantized_base():
+def test_compile_refuses_int8_and_merge_lora_any_k_bit_base():
+    with pytest.raises(ValueError, match="model.speed.compile: true needs model.quantization: none or nf4 .got 'int8'"):
+        WhisperLoRA(model="unused", language="mr", quantization="int8", speed=Speed(compile=True))
     for quantization in ("int8", "nf4"):
-        for knob, group in (("speed.compile", Speed(compile=True)), ("decoding.merge_lora", Decoding(merge_lora=True))):
-            with pytest.raises(ValueError, match=f"model.{knob}: true needs model.quantization: none .got '{quantization}'"):
-                WhisperLoRA(model="unused", language="mr", quantization=quantization, **{knob.split(".")[0]: group})
+        with pytest.raises(ValueError, match=f"model.decoding.merge_lora: true needs model.quantization: none .got '{quantization}'"):
+            WhisperLoRA(model="unused", language="mr", quantization=quantization, decoding=Decoding(merge_lora=True))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
