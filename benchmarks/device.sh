@@ -3,10 +3,11 @@
 # assets travel as git-ignored folders of at most ~60 MB each, one per call, and the jobs below run on the device.
 #
 #   here:        bash benchmarks/device.sh prepare          # .whl/ and .carry1-3/ (model + data, dev clips left out)
-#   device call: bash .carry1/device.sh 1 COMMIT            # carry [".whl", ".carry1"]: installs, copies the repo
+#   device call: bash benchmarks/device.sh 1 COMMIT         # carry [".whl", ".carry1"]: installs, copies the repo
+#                (with torchao: carry [".whl", ".carry4"], then `bash /tmp/device.sh 1b` with carry [".carry1"])
 #   device call: bash /tmp/device.sh 2                      # carry [".carry2"]
 #   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
-#   (a speed job needs no assets: `bash .carry1/device.sh 1 COMMIT && bash /tmp/device.sh start 0` starts it at once)
+#   (a speed job needs no assets: `bash benchmarks/device.sh 1 COMMIT && bash /tmp/device.sh start 0` starts it at once)
 #   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
 # Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS and AFTER for each session;
 # the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
@@ -32,9 +33,9 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.speed --modes nf4-trim-gc-b8 nf4-gc-b6-packed-dense-offload nf4-gc-b6-compile-packed-dense-offload --decode nf4-static-b8 --warmup 8 --steps 16 --results /tmp/res --name speed-nf4-compile"
+  "python3 -m benchmarks.speed --modes bf16-gc-b32-compile-cudnn-packed-dense bf16-gc-b32-compile-cudnn-packed-dense-fp8 nf4-gc-b6-packed-dense-offload nf4-gc-b6-compile-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-nf4-compile-fp8"
   "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload-compile --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 6 --name quality-nf4-compile"
-  "TORCH_LOGS=recompiles timeout 420 python3 diag/verify.py"
+  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe-config packed-dense-bf16 packed-dense-fp8-bf16 --baseline recipe-config --override=--model.quantization=none --reuse benchmarks/results/quality-packed-full.json --seeds 7 8 9 --work /tmp/qf --results /tmp/res --jobs 6 --name quality-fp8"
 )
 AFTER=("" "0" "0")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
@@ -78,6 +79,10 @@ start() {  # launch the jobs numbered "$@" in the background, each once
 case ${1:-} in
 prepare)
   ../shared/device/make-wheelhouse.sh > /dev/null
+  # torchao (model.speed.fp8) travels with .whl in the first call, the first payload part in a call of its own:
+  # together they would pass the 64 MiB a call carries.
+  mkdir -p .carry4 && .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 -d .carry4 torchao==0.18.0
   rm -rf /tmp/assets && mkdir -p /tmp/assets/models /tmp/assets/data/cv-synth /tmp/assets/data/real/fsdd-takes5-49
   cp -r ../shared/models/whisper-base /tmp/assets/models/
   cp -r ../shared/data/cv-synth/mr ../shared/data/cv-synth/en /tmp/assets/data/cv-synth/
@@ -92,11 +97,14 @@ prepare)
   tail -c +50000001 /tmp/payload.tgz | head -c 59500000 > .carry2/payload.part01
   tail -c +109500001 /tmp/payload.tgz > .carry3/payload.part02
   cp "$0" .carry1/device.sh && ls -la .carry1 .carry2 .carry3 ;;
-1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+     $(ls .carry4/*.whl 2>/dev/null) || exit 1
    rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.whl --exclude='./.carry*' -cf - . | tar -C /tmp/repo -xf -
-   echo "${2:-unknown}" > /tmp/commit; cp .carry1/payload.part00 /tmp/p00; cp .carry1/device.sh /tmp/device.sh
+   echo "${2:-unknown}" > /tmp/commit; cp benchmarks/device.sh /tmp/device.sh
+   [ -f .carry1/payload.part00 ] && cp .carry1/payload.part00 /tmp/p00
    nvidia-smi --query-gpu=name,memory.total --format=csv; nproc
    python3 -c "import bitsandbytes, jsonargparse, soundfile, soxr, jiwer, datasets, lightning_asr.cli; print('imports ok')" ;;
+1b) cp .carry1/payload.part00 /tmp/p00 && ls -la /tmp/p0* ;;  # carry [".carry1"] where call 1 carried .carry4
 2) cp .carry2/payload.part01 /tmp/p01 && ls -la /tmp/p0* ;;
 3) cp .carry3/payload.part02 /tmp/p02 && cat /tmp/p00 /tmp/p01 /tmp/p02 | tar -C /tmp -xzf - && rm -f /tmp/p0* || exit 1
    start "${!JOBS[@]}"; sleep 20; status ;;

@@ -64,6 +64,7 @@ class Mode:
     pack_share: float = 0.0  # data.pack_share: samples/s then counts clips, several to a packed window
     pack_clips: tuple[int, int] = (2, 4)  # data.pack_clips
     offload: bool = False  # model.speed.offload_encoder: the encoder's saved layer inputs in pinned host memory
+    fp8: bool = False  # model.speed.fp8: torchao's FP8 matmuls in the frozen base's linear layers
 
 
 MODES = [
@@ -160,6 +161,14 @@ MODES = [
     Mode("bf16-gc-b20-compile-packed-dense-offload", "none", True, 20, False, "bf16-mixed",
          "packed-dense-offload-bf16: packed-dense-lean-bf16 at batch 20, the encoder's saved inputs in host memory",
          compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-offload-bf16"),
+    # packed-dense-bf16 with FP8 matmuls in the frozen base (issue 18, candidate 4): at 95 % busy its step is the GPU's,
+    # 442 of its 1,007 busy ms a step in bf16 matrix products (speed-h200-offload.md).
+    Mode("bf16-gc-b32-compile-cudnn-packed-dense-fp8", "none", True, 32, False, "bf16-mixed",
+         "packed-dense-bf16 with FP8 matmuls in the frozen base (torchao)", compile=True, cudnn_attention=True,
+         pack_share=0.75, pack_clips=(4, 8), fp8=True, config="packed-dense-fp8-bf16"),
+    Mode("bf16-gc-b20-compile-packed-dense-offload-fp8", "none", True, 20, False, "bf16-mixed",
+         "packed-dense-offload-bf16 with FP8 matmuls in the frozen base (torchao)", compile=True, pack_share=0.75,
+         pack_clips=(4, 8), offload=True, fp8=True),
     # nf4 with the encoder's inputs in host memory, toward issue 18's 3.0 GiB goal: batch 6 ships (within the WER bound,
     # quality-packed-nf4-offload.md; packed-dense-nf4 at batch 8 without offloading was outside it on real speech).
     Mode("nf4-gc-b6-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
@@ -396,7 +405,7 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
                     merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
-    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload)
+    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload, mode.fp8)
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
                          lora=LoRA(encoder=not mode.frozen_encoder),
                          validate_before_training=False, decoding=Decoding(decoding.removesuffix("-eager"), max_new_tokens, merge_for_eval,

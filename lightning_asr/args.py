@@ -57,6 +57,10 @@ class Speed:
             (``offload.py``); with checkpointing that is each layer's input, ~0.12 GiB a 30 s window for
             large-v2, copied out and back once a step. For a bigger batch in the same GPU memory; no
             effect on CPU or with ``lora.encoder: false``.
+        fp8: multiply in FP8 in the frozen base's linear layers while training (``quantization: none``;
+            torchao, ``pip install 'lightning-asr[fp8]'``; a GPU with FP8 tensor cores, Ada or Hopper):
+            forward and input gradients in e4m3/e5m2 with per-tensor scales (``fp8.py``). Changes
+            numerics; decoding stays in the base's dtype. Off a GPU it is emulated (numerics, no speed).
     """
 
     gradient_checkpointing: bool = True
@@ -64,6 +68,7 @@ class Speed:
     compile: bool = False
     cudnn_attention: bool = False
     offload_encoder: bool = False
+    fp8: bool = False
 
 
 def as_dict(knobs: Any) -> dict:

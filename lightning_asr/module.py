@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
 from lightning_asr.adapter import adapter_info
+from lightning_asr import fp8
 from lightning_asr.args import Decoding, Speed, as_dict
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
@@ -101,6 +102,9 @@ class WhisperLoRA(L.LightningModule):
         if self.speed.compile and quantization == "int8":
             raise ValueError("model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
                              "outlier split picks its columns from each input, a data-dependent shape in every matmul")
+        if self.speed.fp8 and quantization != "none":
+            raise ValueError(f"model.speed.fp8: true needs model.quantization: none (got {quantization!r}): FP8 "
+                             "matrix products take the base's own bf16 weights, a k-bit base has none")
         if self.decoding.merge_lora and quantization != "none":
             raise ValueError(f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
                              "a LoRA update cannot be merged into k-bit weights without requantizing them")
@@ -174,6 +178,10 @@ class WhisperLoRA(L.LightningModule):
         # without this the base never trains as a whole and gradient checkpointing (which only acts
         # in training mode) silently does nothing.
         self.model.train()
+        if self.speed.fp8:  # before compiling, so that each layer's graph holds torchao's casts
+            fp8.require(device)
+            log.info("FP8 matrix products in %d frozen linear layers%s", fp8.to_float8(self.model.get_base_model().model, device),
+                     "" if device.type == "cuda" else " (emulated off a GPU: FP8's rounding, not its speed)")
         if self.speed.compile:
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
@@ -280,7 +288,8 @@ class WhisperLoRA(L.LightningModule):
         # recompile until torch gives up, so decoding runs the layers eagerly.
         tokenizer = self.processor.tokenizer
         features = input_features.to(self.dtype_of_inputs())
-        with torch.compiler.set_stance("force_eager"), merged(self.model, decoding.merge_lora), self.attention():
+        with (torch.compiler.set_stance("force_eager"), merged(self.model, decoding.merge_lora), self.attention(),
+              fp8.high_precision(self.model) if self.speed.fp8 else contextlib.nullcontext()):
             if decoding.method == "static":
                 ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
                              cuda_graph=decoding.cuda_graph and hp.quantization != "int8")
