@@ -25,11 +25,13 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
-# 2026-12-06's third session ran job 0 of the list before this one on an H200 (commit f39ab58; speed-h200-offload):
-# both offload configs, packed-dense-bf16, dense packing without checkpointing, and nf4 with compiled layers, which
-# failed (benchmarks/README.md); its WER job was stopped. Next: the trimmed nf4 configs' validation now that nf4's
-# token step is a CUDA graph: small-nf4 (mode nf4-trim-gc-b8) trains and decodes at batch 8 against the recipe; README's
-# configs table still has its eager figure.
+# 2026-12-06's third session ran nf4 with compiled layers on an H200 after four compiled modes, and it failed; alone in
+# its process (fourth session, H100 diagnostic) it trained (benchmarks/README.md). The fourth session's device time went
+# to failed starts before these jobs ran; they are next: job 0 times packed-dense-bf16 against its FP8 candidate and
+# packed-dense-nf4-offload eager against compiled (the recipe beside them; torchao comes with .whl in call 1:
+# carry [".whl", ".carry4"], then `bash /tmp/device.sh 1b` with carry [".carry1"], then calls 2 and 3); jobs 1 and 2
+# are the two candidates' WER, after it. Still not re-measured: small-nf4's graphed validation (speed.py mode
+# nf4-trim-gc-b8, decode nf4-static-b8); README's configs table has its eager figure.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
