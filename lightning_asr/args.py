@@ -47,9 +47,9 @@ class Speed:
             (README, "Results").
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
             none`` or ``nf4``; int8's outlier split has data-dependent shapes): fuses the elementwise
-            work between matmuls, and on nf4 fewer kernels means less host time a step. The first two
-            batch shapes compile (then lengths are dynamic), which slows the first steps; decoding
-            stays eager.
+            work between matmuls. On nf4 it trains, and should cut the host time of a host-bound step,
+            but its speed and WER are not measured yet (benchmarks/README.md). The first two batch
+            shapes compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
         cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
             cuDNN plans every new input shape, which costs host time when batch lengths vary
             (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
