@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tests.conftest import gpu, randomize_lora_b, tiny_module
 
 from lightning_asr import fp8
 from lightning_asr.args import Decoding, Speed
 from lightning_asr.module import WhisperLoRA
+from tests.conftest import gpu, randomize_lora_b, tiny_module
 
 pytest.importorskip("torchao.float8", reason="model.speed.fp8 needs torchao (pip install 'lightning-asr[fp8]')")
 
