@@ -46,10 +46,11 @@ def test_fp8_swaps_the_frozen_base_layers_and_trains_close_to_full_precision(tin
         assert torch.nn.functional.cosine_similarity(g, g8, dim=0) > 0.95
 
 
-def test_fp8_decodes_in_the_base_dtype_and_trains_in_fp8_again(tiny_model, batch):
-    plain = tiny_module(tiny_model, quantization="none", decoding=Decoding(max_new_tokens=8, method="static"))
-    quick = tiny_module(tiny_model, quantization="none", decoding=Decoding(max_new_tokens=8, method="static"),
-                        speed=Speed(gradient_checkpointing=False, fp8=True))
+@pytest.mark.parametrize("merge_lora", [False, True])  # packed-dense-fp8-bf16 validates with the LoRA merged
+def test_fp8_decodes_in_the_base_dtype_and_trains_in_fp8_again(tiny_model, batch, merge_lora):
+    decoding = Decoding(max_new_tokens=8, method="static", merge_lora=merge_lora)
+    plain = tiny_module(tiny_model, quantization="none", decoding=decoding)
+    quick = tiny_module(tiny_model, quantization="none", decoding=decoding, speed=Speed(gradient_checkpointing=False, fp8=True))
     for module in (plain, quick):
         randomize_lora_b(module, std=0.05)
         module.eval()
