@@ -15,8 +15,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
-from lightning_asr.adapter import adapter_info
 from lightning_asr import fp8
+from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding, Speed, as_dict
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
@@ -178,14 +178,14 @@ class WhisperLoRA(L.LightningModule):
         # without this the base never trains as a whole and gradient checkpointing (which only acts
         # in training mode) silently does nothing.
         self.model.train()
+        whisper = self.model.get_base_model().model
         if self.speed.fp8:  # before compiling, so that each layer's graph holds torchao's casts
             fp8.require(device)
-            log.info("FP8 matrix products in %d frozen linear layers%s", fp8.to_float8(self.model.get_base_model().model, device),
+            log.info("FP8 matrix products in %d frozen linear layers%s", fp8.to_float8(whisper, device),
                      "" if device.type == "cuda" else " (emulated off a GPU: FP8's rounding, not its speed)")
         if self.speed.compile:
             # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
             # loss, the trimmed encoder's slicing and generate() stay plain Python.
-            whisper = self.model.get_base_model().model
             if hp.quantization == "nf4":
                 # bitsandbytes casts a 4-bit layer's bias to its compute dtype on the first call, through
                 # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
