@@ -4,6 +4,7 @@ import contextlib
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import bitsandbytes as bnb
@@ -284,12 +285,9 @@ class WhisperLoRA(L.LightningModule):
         ``language`` (a code) overrides the model's own, for a batch in another language."""
         hp, decoding = self.hparams, self.decoding
         language = language or self.language
-        # generate() calls the layers with a new cache length every token: compiling that would
-        # recompile until torch gives up, so decoding runs the layers eagerly.
         tokenizer = self.processor.tokenizer
         features = input_features.to(self.dtype_of_inputs())
-        with (torch.compiler.set_stance("force_eager"), merged(self.model, decoding.merge_lora), self.attention(),
-              fp8.high_precision(self.model) if self.speed.fp8 else contextlib.nullcontext()):
+        with self.decoding_mode(), merged(self.model, decoding.merge_lora):
             if decoding.method == "static":
                 ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
                              cuda_graph=decoding.cuda_graph and hp.quantization != "int8")
@@ -305,6 +303,15 @@ class WhisperLoRA(L.LightningModule):
         special = set(tokenizer.all_special_ids)
         degenerate = [is_degenerate([t for t in row.tolist() if t not in special], decoding.max_new_tokens) for row in ids]
         return [clean_transcript(t) for t in texts], degenerate
+
+    @contextlib.contextmanager
+    def decoding_mode(self) -> Iterator[None]:
+        """How the layers run whenever the model decodes (transcribe, language detection): eagerly, since
+        generate() calls them with a new cache length every token and compiling that would recompile until
+        torch gives up; with the configured attention kernels; FP8 layers in the base's dtype."""
+        with (torch.compiler.set_stance("force_eager"), self.attention(),
+              fp8.high_precision(self.model) if self.speed.fp8 else contextlib.nullcontext()):
+            yield
 
     def dtype_of_inputs(self) -> torch.dtype:
         conv = self.model.get_base_model().model.encoder.conv1.weight
@@ -342,7 +349,9 @@ class WhisperLoRA(L.LightningModule):
             return []
         features, detected = batch["input_features"], None
         if self.language is None:  # auto: each clip's own language, the clips of one language decoded together
-            detected = detect_languages(self.model.get_base_model(), features.to(self.dtype_of_inputs()), self.processor.tokenizer)
+            with self.decoding_mode():
+                detected = detect_languages(self.model.get_base_model(), features.to(self.dtype_of_inputs()),
+                                            self.processor.tokenizer)
             texts = [""] * len(detected)
             for code in dict.fromkeys(detected):
                 rows = [i for i, c in enumerate(detected) if c == code]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_asr import fp8
 from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.lora import LoRA
@@ -401,3 +402,28 @@ def test_predict_with_language_auto_decodes_each_clip_in_its_detected_language(t
         assert row["text"] == module.transcribe(features[i : i + 1], code)[0][0]
     with pytest.raises(ValueError, match="model.language: auto only transcribes"):
         module.setup("fit")
+
+
+def test_language_detection_decodes_like_transcribe_eagerly_and_in_the_base_dtype(tiny_model, batch, monkeypatch):
+    """predict's language detection runs the encoder and a decoder step: in the context transcribe decodes in, so
+    compiled layers do not compile for it and FP8 layers multiply in the base's dtype (torchao's casts disabled)."""
+    from torch._dynamo.utils import counters
+
+    import lightning_asr.module as module_py
+
+    pytest.importorskip("torchao.float8")
+    torch._dynamo.reset()
+    counters.clear()
+    module = tiny_module(tiny_model, quantization="none", language="auto",
+                         speed=Speed(gradient_checkpointing=False, compile=True, fp8=True))
+    module.eval()
+    detect, contexts = module_py.detect_languages, []
+
+    def spy(whisper, *args, **kwargs):
+        contexts.append([layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(whisper)])
+        return detect(whisper, *args, **kwargs)
+
+    monkeypatch.setattr(module_py, "detect_languages", spy)
+    module.predict_step(batch | {"paths": [f"c{i}" for i in range(len(batch["input_features"]))]}, 0)
+    assert contexts and all(set(c) == {"disabled"} for c in contexts)
+    assert not counters["stats"]["unique_graphs"]  # nothing compiled for decoding
