@@ -99,7 +99,7 @@ prepare)
   head -c 50000000 /tmp/payload.tgz > .carry1/payload.part00  # beside .whl (11 MB) and the repo: under 64 MiB
   tail -c +50000001 /tmp/payload.tgz | head -c 59500000 > .carry2/payload.part01
   tail -c +109500001 /tmp/payload.tgz > .carry3/payload.part02
-  cp "$0" .carry1/device.sh && ls -la .carry1 .carry2 .carry3 ;;
+  ls -la .carry1 .carry2 .carry3 .carry4 ;;
 1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
      $(ls .carry4/*.whl 2>/dev/null) || exit 1
    rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.whl --exclude='./.carry*' -cf - . | tar -C /tmp/repo -xf -
@@ -114,7 +114,7 @@ prepare)
 start) shift; start "$@" ;;  # device: these jobs now, before the assets are here (speed runs need none)
 wait) end=$((SECONDS + ${2:-540} - 100))
    # until every job launched so far is done (a speed job started alone ends the wait by itself)
-   while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt "$(ls /tmp/job*.launched | wc -l)" ]; do sleep 15; done
+   while [ $SECONDS -lt $end ] && [ "$(ls /tmp/job*.done 2>/dev/null | wc -l)" -lt "$(ls /tmp/job*.launched 2>/dev/null | wc -l)" ]; do sleep 15; done
    status; collect ;;
 collect) collect ;;
 prepare-ct2)  # here: the GPU runtime of faster-whisper as ~59 MB parts, one carry each
