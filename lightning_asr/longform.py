@@ -77,7 +77,9 @@ def transcribe_long(module, path: str, language: str | None = None, start: float
     ``language``, the module's, or detected on the first window. Greedy, with Whisper's
     temperature fallback for windows that loop; the fallback's sampling is seeded per file."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):  # the same transcript every time, the caller's RNG untouched
+    # fork_rng: the same transcript every time, the caller's RNG untouched; decoding_mode: as transcribe decodes
+    # (layers eager, FP8 layers in the base's dtype), whatever speed knobs the module was built with
+    with torch.random.fork_rng(devices=devices), module.decoding_mode():
         torch.manual_seed(0)
         return _windows(module, path, language, start, end)
 
