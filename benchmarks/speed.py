@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -32,6 +33,7 @@ from transformers import GenerationConfig, TrainerCallback, WhisperConfig, Whisp
 from benchmarks import commit
 from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.decode import graphed
 from lightning_asr.lora import LoRA
 from lightning_asr.module import WhisperLoRA
 from lightning_asr.whisper import train_flops
@@ -404,12 +406,11 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
 
 
 def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
-                    merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64):
+                    merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64, cuda_graph: bool = True):
     speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload, mode.fp8)
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
                          lora=LoRA(encoder=not mode.frozen_encoder),
-                         validate_before_training=False, decoding=Decoding(decoding.removesuffix("-eager"), max_new_tokens, merge_for_eval,
-                                                                    cuda_graph=not decoding.endswith("-eager")))
+                         validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval, cuda_graph=cuda_graph))
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
@@ -442,11 +443,12 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
 
 
 def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
-               max_new_tokens: int, merge_for_eval: bool = False, decoding: str = "generate") -> dict:
+               max_new_tokens: int, merge_for_eval: bool = False, decoding: str = "generate", cuda_graph: bool = True) -> dict:
     """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
     early, so every clip decodes ``max_new_tokens`` tokens: the worst case."""
     reset()
-    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval, decoding)
+    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval, decoding,
+                                   cuda_graph=cuda_graph)
     data.hparams.max_samples = clips
     loop = LoopTimer()
     trainer = quiet_trainer(mode, accelerator, callbacks=[loop])
@@ -506,9 +508,17 @@ class LoopTimer(L.Callback):
 
 
 PROFILED_TOKENS = 16
-# name: (mode, eval batch, max new tokens, model.decoding.merge_lora, model.decoding.method; "static-eager" is static
-# with model.decoding.cuda_graph false)
-DECODES = {
+class Decode(NamedTuple):
+    """A validation run: the training mode whose module decodes, and its model.decoding settings."""
+    mode: str
+    batch: int
+    tokens: int  # max_new_tokens
+    merge_lora: bool
+    method: str
+    cuda_graph: bool = True
+
+
+DECODES = {key: Decode(*row) for key, row in {
     "recipe": ("ours-recipe", 8, 32, False, "generate"),
     "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
     "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
@@ -540,20 +550,21 @@ DECODES = {
     "nf4-static-b2-untrimmed": ("nf4-gc-b8-packed-dense", 2, 96, False, "static"),  # packed-dense-nf4-offload's validation
     "nf4-static-b4-untrimmed": ("nf4-gc-b8-packed-dense", 4, 96, False, "static"),
     # nf4's token step as a CUDA graph against the eager steps it replaced, at the nf4 candidates' eval batches
-    "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static-eager"),
-    "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static-eager"),
-}
+    "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static", False),
+    "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static", False),
+}.items()}
+
 def decode_title(key: str) -> str:
     """A decode's row title in the report, from what DECODES says it runs."""
-    mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
-    mode = next(m for m in MODES if m.name == mode)
+    d = DECODES[key]
+    mode = next(m for m in MODES if m.name == d.mode)
     if key == "recipe":
-        return f"recipe-eval: {mode.quantization}, batch {batch}, {tokens} new tokens"
+        return f"recipe-eval: {mode.quantization}, batch {d.batch}, {d.tokens} new tokens"
     base = "bf16" if mode.quantization == "none" else mode.quantization
     parts = [base, "trimmed, length-sorted" if mode.trim_encoder else "30 s windows"]
-    parts += ["static decoding"] * decoding.startswith("static") + ["no CUDA graph"] * decoding.endswith("-eager")
-    parts += ["LoRA merged"] * merge_for_eval
-    return ", ".join([*parts, f"batch {batch}", f"{tokens} new tokens"])
+    parts += ["static decoding"] * (d.method == "static") + ["no CUDA graph"] * (d.method == "static" and not d.cuda_graph)
+    parts += ["LoRA merged"] * d.merge_lora
+    return ", ".join([*parts, f"batch {d.batch}", f"{d.tokens} new tokens"])
 
 
 def main() -> None:
@@ -610,16 +621,15 @@ def main() -> None:
             write(report, results, args.tiny, args.name)
     by_name = {m.name: m for m in MODES}
     for key in args.decode:
-        mode, batch, tokens, merge_for_eval, decoding = DECODES[key]
+        d = DECODES[key]
         # Eager k-bit decodes run one batch (1,000 clips through the recipe's int8 would take minutes), graphed nf4 8
-        quantization = by_name[mode].quantization
-        graphed = decoding == "static" and quantization == "nf4"
-        clips = args.decode_clips if quantization == "none" else min(args.decode_clips, batch * (8 if graphed else 1))
-        if args.tiny:
-            batch = min(batch, 8)
+        quantization = by_name[d.mode].quantization
+        batches = 8 if graphed(d.method, d.cuda_graph, quantization) else 1
+        clips = args.decode_clips if quantization == "none" else min(args.decode_clips, d.batch * batches)
+        batch = min(d.batch, 8) if args.tiny else d.batch
         try:
-            report["decode"][key] = run_decode(by_name[mode], model_dir, manifest, clips, batch, accelerator, tokens,
-                                               merge_for_eval, decoding) | {"title": decode_title(key)}
+            report["decode"][key] = run_decode(by_name[d.mode], model_dir, manifest, clips, batch, accelerator, d.tokens,
+                                               d.merge_lora, d.method, d.cuda_graph) | {"title": decode_title(key)}
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)

@@ -36,6 +36,12 @@ def _token_bias(ids: list[int], vocab: int, device: torch.device) -> torch.Tenso
     return bias
 
 
+def graphed(method: str, cuda_graph: bool, quantization: str) -> bool:
+    """Whether decoding replays its token step as a CUDA graph (on a GPU): static decoding asked for one, on a base
+    whose layers hold no host syncs (bitsandbytes' int8 layers do; see ``greedy``)."""
+    return method == "static" and cuda_graph and quantization != "int8"
+
+
 @torch.no_grad()
 def greedy(
     whisper: nn.Module,

@@ -21,7 +21,7 @@ from lightning_asr.adapter import adapter_info
 from lightning_asr.args import Decoding, Speed, as_dict
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
-from lightning_asr.decode import detect_languages, greedy, prompt_ids
+from lightning_asr.decode import detect_languages, graphed, greedy, prompt_ids
 from lightning_asr.lora import LoRA, merged, trainable_state
 from lightning_asr.loss import token_loss
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
@@ -290,7 +290,7 @@ class WhisperLoRA(L.LightningModule):
         with self.decoding_mode(), merged(self.model, decoding.merge_lora):
             if decoding.method == "static":
                 ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
-                             cuda_graph=decoding.cuda_graph and hp.quantization != "int8")
+                             cuda_graph=graphed(decoding.method, decoding.cuda_graph, hp.quantization))
             else:
                 ids = self.model.generate(
                     input_features=features,
