@@ -47,9 +47,10 @@ class Speed:
             (README, "Results").
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
             none`` or ``nf4``; int8's outlier split has data-dependent shapes): fuses the elementwise
-            work between matmuls. On nf4 it trains, and should cut the host time of a host-bound step,
-            but its speed and WER are not measured yet (benchmarks/README.md). The first two batch
-            shapes compile (then lengths are dynamic), which slows the first steps; decoding stays eager.
+            work between matmuls. On nf4 it cut a host-bound step's time by a quarter (1.35x clips/s for
+            ``packed-dense-nf4-offload`` on an H100); its WER is not measured yet (benchmarks/README.md).
+            The first two batch shapes compile (then lengths are dynamic), which slows the first steps;
+            decoding stays eager.
         cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
             cuDNN plans every new input shape, which costs host time when batch lengths vary
             (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.
@@ -61,6 +62,8 @@ class Speed:
             torchao, ``pip install 'lightning-asr[fp8]'``; a GPU with FP8 tensor cores, Ada or Hopper):
             forward and input gradients in e4m3/e5m2 with per-tensor scales (``fp8.py``). Changes
             numerics; decoding stays in the base's dtype. Off a GPU it is emulated (numerics, no speed).
+            On large-v2 it paid little: +3 % clips/s for ``packed-dense-bf16`` on an H100, the matmuls'
+            saving spent on scaling each activation (benchmarks/README.md); WER not measured.
     """
 
     gradient_checkpointing: bool = True
