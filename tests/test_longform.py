@@ -62,7 +62,10 @@ def test_long_form_decodes_in_the_modules_decoding_mode(tmp_path, tiny_model, mo
     counters.clear()
     module = tiny_module(tiny_model, quantization="none", language="auto",
                          speed=Speed(gradient_checkpointing=False, compile=True, fp8=True)).eval()
-    scaling = lambda: {layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(module.model)}  # noqa: E731
+
+    def scaling() -> set[str]:
+        return {layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(module.model)}
+
     seen, detect, generate = [], longform.detect_languages, module.model.generate
     monkeypatch.setattr(longform, "detect_languages", lambda *a, **k: seen.append(scaling()) or detect(*a, **k))
     monkeypatch.setattr(module.model, "generate", lambda *a, **k: seen.append(scaling()) or generate(*a, **k))
