@@ -515,6 +515,8 @@ class LoopTimer(L.Callback):
 
 
 PROFILED_TOKENS = 16
+
+
 class Decode(NamedTuple):
     """A validation run: the training mode whose module decodes, and its model.decoding settings."""
     mode: str
@@ -560,6 +562,7 @@ DECODES = {key: Decode(*row) for key, row in {
     "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static", False),
     "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static", False),
 }.items()}
+
 
 def decode_title(key: str) -> str:
     """A decode's row title in the report, from what DECODES says it runs."""
