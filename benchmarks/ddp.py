@@ -31,6 +31,7 @@ from benchmarks.speed import (
     peak_gib,
     quiet_trainer,
 )
+from lightning_asr.args import Decoding
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def gpu_name() -> str:
 
 def validate(args: argparse.Namespace, mode, work: Path) -> None:
     module, data = lightning_parts(mode, work / "model", work / "clips" / "clips.jsonl", eval_batch_size=args.eval_batch,
-                                   max_new_tokens=96, merge_for_eval=True, decoding="static")
+                                   decoding=Decoding("static", max_new_tokens=96, merge_lora=True))
     data.hparams.max_samples = args.validate_clips
     # Warm-up (CUDA context, kernel choice) in its own trainer, as speed.py's decodes do.
     ranked_trainer(args, mode, limit_val_batches=1).validate(module, data)

@@ -412,12 +412,12 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
     return result
 
 
-def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128, max_new_tokens: int = 96,
-                    merge_for_eval: bool = False, decoding: str = "generate", group_window: int = 64, cuda_graph: bool = True):
+def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128,
+                    decoding: Decoding | None = None, group_window: int = 64):
     speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload, mode.fp8)
+    decoding = Decoding(max_new_tokens=96) if decoding is None else decoding
     module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
-                         lora=LoRA(encoder=not mode.frozen_encoder),
-                         validate_before_training=False, decoding=Decoding(decoding, max_new_tokens, merge_for_eval, cuda_graph=cuda_graph))
+                         lora=LoRA(encoder=not mode.frozen_encoder), validate_before_training=False, decoding=decoding)
     data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
                             batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
                             trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
@@ -450,12 +450,11 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
 
 
 def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
-               max_new_tokens: int, merge_for_eval: bool = False, decoding: str = "generate", cuda_graph: bool = True) -> dict:
+               decoding: Decoding) -> dict:
     """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
-    early, so every clip decodes ``max_new_tokens`` tokens: the worst case."""
+    early, so every clip decodes ``decoding.max_new_tokens`` tokens: the worst case."""
     reset()
-    module, data = lightning_parts(mode, model_dir, manifest, batch_size, max_new_tokens, merge_for_eval, decoding,
-                                   cuda_graph=cuda_graph)
+    module, data = lightning_parts(mode, model_dir, manifest, batch_size, decoding)
     data.hparams.max_samples = clips
     loop = LoopTimer()
     trainer = quiet_trainer(mode, accelerator, callbacks=[loop])
@@ -465,7 +464,7 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     trainer.validate(module, data)
     call = time.perf_counter() - start
     row = {"clips": clips, "seconds": loop.seconds, "seconds_per_1000": 1000 * loop.seconds / clips,
-           "validate_call_s": call, "peak_gib": peak_gib(), "tokens_per_s": clips * max_new_tokens / loop.seconds,
+           "validate_call_s": call, "peak_gib": peak_gib(), "tokens_per_s": clips * decoding.max_new_tokens / loop.seconds,
            "first_batch_wait_s": loop.waits[0], "data_wait_s": sum(loop.waits), "batch_s": loop.batches}
     # Then one batch profiled, per token step: the second, past the workers' start, where there is
     # one. 16 steps only: a profile of 96 token steps holds ~400k kernel events, and summarising
@@ -525,6 +524,10 @@ class Decode(NamedTuple):
     merge_lora: bool
     method: str
     cuda_graph: bool = True
+
+    @property
+    def decoding(self) -> Decoding:  # a new one each time: run_decode shortens its max_new_tokens for the profile
+        return Decoding(self.method, self.tokens, self.merge_lora, self.cuda_graph)
 
 
 DECODES = {key: Decode(*row) for key, row in {
@@ -638,8 +641,8 @@ def main() -> None:
         clips = args.decode_clips if quantization == "none" else min(args.decode_clips, d.batch * batches)
         batch = min(d.batch, 8) if args.tiny else d.batch
         try:
-            report["decode"][key] = run_decode(by_name[d.mode], model_dir, manifest, clips, batch, accelerator, d.tokens,
-                                               d.merge_lora, d.method, d.cuda_graph) | {"title": decode_title(key)}
+            report["decode"][key] = run_decode(by_name[d.mode], model_dir, manifest, clips, batch, accelerator,
+                                               d.decoding) | {"title": decode_title(key)}
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)
