@@ -115,6 +115,25 @@ def tiny_module(model: str, **kwargs) -> WhisperLoRA:
     return module
 
 
+def compiled_fp8_module(model: str) -> WhisperLoRA:
+    """A tiny module with compiled FP8 layers and ``language: auto``, dynamo's caches and counters fresh: for checks
+    that decoding (language detection included) compiles nothing and runs without FP8 casts."""
+    from torch._dynamo.utils import counters
+
+    pytest.importorskip("torchao.float8")
+    torch._dynamo.reset()
+    counters.clear()
+    return tiny_module(model, quantization="none", language="auto",
+                       speed=Speed(gradient_checkpointing=False, compile=True, fp8=True)).eval()
+
+
+def fp8_casts(model: torch.nn.Module) -> set[str]:
+    """How the FP8 layers cast their inputs: {"disabled"} inside ``WhisperLoRA.decoding_mode``."""
+    from lightning_asr import fp8
+
+    return {layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(model)}
+
+
 def train_steps(module: WhisperLoRA, batch: dict, steps: int, lr: float) -> list[float]:
     """Plain AdamW steps on one fixed batch; the losses, first to last."""
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)

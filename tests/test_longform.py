@@ -6,7 +6,7 @@ import soundfile as sf
 
 from lightning_asr import longform
 from lightning_asr.longform import Segment, parse_segments, srt, vtt
-from tests.conftest import REPO, randomize_lora_b, tiny_module, tone
+from tests.conftest import REPO, compiled_fp8_module, fp8_casts, randomize_lora_b, tiny_module, tone
 
 
 @pytest.fixture(scope="module")
@@ -50,28 +50,16 @@ def test_a_long_file_is_read_one_window_at_a_time(tmp_path, tiny_model, monkeypa
 
 def test_long_form_decodes_in_the_modules_decoding_mode(tmp_path, tiny_model, monkeypatch):
     """A module built with compiled FP8 layers detects and decodes as transcribe does: eagerly, FP8 casts off."""
-    import torch
     from torch._dynamo.utils import counters
 
-    from lightning_asr import fp8
-    from lightning_asr.args import Speed
-
-    pytest.importorskip("torchao.float8")
     sf.write(tmp_path / "a.wav", tone(4.0, 16000), 16000)
-    torch._dynamo.reset()
-    counters.clear()
-    module = tiny_module(tiny_model, quantization="none", language="auto",
-                         speed=Speed(gradient_checkpointing=False, compile=True, fp8=True)).eval()
-
-    def scaling() -> set[str]:
-        return {layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(module.model)}
-
+    module = compiled_fp8_module(tiny_model)
     seen, detect, generate = [], longform.detect_languages, module.model.generate
-    monkeypatch.setattr(longform, "detect_languages", lambda *a, **k: seen.append(scaling()) or detect(*a, **k))
-    monkeypatch.setattr(module.model, "generate", lambda *a, **k: seen.append(scaling()) or generate(*a, **k))
+    monkeypatch.setattr(longform, "detect_languages", lambda *a, **k: seen.append(fp8_casts(module.model)) or detect(*a, **k))
+    monkeypatch.setattr(module.model, "generate", lambda *a, **k: seen.append(fp8_casts(module.model)) or generate(*a, **k))
     longform.transcribe_long(module, str(tmp_path / "a.wav"))
     assert len(seen) == 2 and all(s == {"disabled"} for s in seen)
-    assert scaling() != {"disabled"}  # back to FP8 afterwards
+    assert fp8_casts(module.model) != {"disabled"}  # back to FP8 afterwards
     assert not counters["stats"]["unique_graphs"]  # nothing compiled for decoding
 
 
