@@ -48,9 +48,10 @@ class Speed:
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
             none`` or ``nf4``; int8's outlier split has data-dependent shapes): fuses the elementwise
             work between matmuls. On nf4 it cut a host-bound step's time by a quarter (1.35x clips/s for
-            ``packed-dense-nf4-offload`` on an H100); its WER is not measured yet (benchmarks/README.md).
-            The first two batch shapes compile (then lengths are dynamic), which slows the first steps;
-            decoding stays eager.
+            ``packed-dense-nf4-offload`` on an H100); at batch 10 it is ``packed-dense-nf4-offload-compile-b10``,
+            within the WER bound (benchmarks/README.md). The first two batch shapes compile (then lengths are
+            dynamic), which slows the first steps; decoding stays eager. With checkpointing, dynamo runs the
+            first matching compiled graph, not the latest, process-wide (the recompute must run the forward's).
         cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
             cuDNN plans every new input shape, which costs host time when batch lengths vary
             (benchmarks/README.md, "Speed"). Off, attention runs on the flash / memory-efficient kernels.

@@ -196,6 +196,13 @@ class WhisperLoRA(L.LightningModule):
                         m.bias.data = m.bias.data.to(m.compute_dtype)
             for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
                 layer.compile()
+            if self.speed.gradient_checkpointing:
+                # Backward recomputes each checkpointed layer and must run the graph its forward ran. Among the
+                # cache entries whose guards pass, dynamo runs the most recently used one, which can differ
+                # between the two: CheckpointError, "a different number of tensors was saved"
+                # (pytorch/pytorch#166926). The first entry inserted is the same for both. Process-wide, as
+                # torchtitan sets it.
+                torch._C._dynamo.eval_frame._set_lru_cache(False)
         trainable, total = self.model.get_nb_trainable_parameters()
         log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
@@ -268,6 +275,15 @@ class WhisperLoRA(L.LightningModule):
         total = int(total) if math.isfinite(total) else 10**9
         scheduler = get_linear_schedule_with_warmup(optimizer, self.hparams.warmup_steps, max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        if self.speed.compile:
+            # Checkpointed layers recompute on the autograd engine's device thread, which takes its intra-op
+            # thread count when it starts (at the first backward) from the process's last torch.set_num_threads:
+            # 1, from the DataLoader's pin-memory thread. Compiled graphs guard on that count, so every layer
+            # would compile twice and reach dynamo's recompile limit (8) sooner, then run eagerly. Restating
+            # this thread's count first gives both threads the same.
+            torch.set_num_threads(torch.get_num_threads())
 
     def on_train_start(self) -> None:
         trainer = self.trainer

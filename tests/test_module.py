@@ -1,4 +1,5 @@
 import math
+import threading
 from types import SimpleNamespace
 
 import bitsandbytes as bnb
@@ -224,6 +225,42 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
         texts[compiled], _ = module.transcribe(batch["input_features"])
     assert counters["stats"]["unique_graphs"] == graphs  # decoding compiled nothing
     assert texts[True] == texts[False]
+
+
+def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwards_thread_count(tiny_model):
+    """Two guards of a checkpointed compiled layer's recompute: which cache entry runs where several pass (the first,
+    not dynamo's most recently used: pytorch#166926), and the thread count the autograd engine's device thread
+    starts with (the training thread's, not the 1 a DataLoader's pin-memory thread sets), which dynamo guards on."""
+    eval_frame, threads = torch._C._dynamo.eval_frame, torch.get_num_threads()
+    eval_frame._set_lru_cache(True)  # dynamo's default, whatever an earlier test's module set
+    torch.set_num_threads(2)
+    try:
+        module = tiny_module(tiny_model, quantization="none", speed=Speed(gradient_checkpointing=True, compile=True))
+        ran, graphs = [], []
+
+        def backend(gm, inputs):
+            graphs.append(gm)
+            return lambda *args, tag=len(graphs) - 1: ran.append(tag) or gm(*args)
+
+        double = torch.compile(lambda x: 2 * x, backend=backend)
+        for n in (2, 3, 2):  # a static entry for length 2, then a dynamic one: both pass for length 2
+            double(torch.zeros(n))
+        assert ran == [0, 1, 0]
+
+        def started_thread_count() -> int:  # what a newly started thread takes, as the engine's device thread does
+            counts = []
+            thread = threading.Thread(target=lambda: (torch._C.init_num_threads(), counts.append(torch.get_num_threads())))
+            thread.start(), thread.join()
+            return counts[0]
+
+        pin_memory = threading.Thread(target=torch.set_num_threads, args=(1,))
+        pin_memory.start(), pin_memory.join()
+        assert started_thread_count() == 1
+        module.on_before_backward(torch.zeros(()))
+        assert started_thread_count() == 2
+    finally:
+        eval_frame._set_lru_cache(True)
+        torch.set_num_threads(threads)
 
 
 def test_compile_refuses_int8_and_merge_lora_any_k_bit_base():
