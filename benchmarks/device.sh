@@ -25,20 +25,18 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
-# 2026-12-07 (fifth session, H100): compiled nf4 trained at 1.35x the eager config's clips/s, still host-bound (45 %
-# busy), and FP8 paid 3 % (results/speed-nf4-compile-fp8.md; its WER is not worth measuring). Next: job 0, started in
-# call 1 before the assets come (`bash benchmarks/device.sh 1 COMMIT && bash /tmp/device.sh start 0`), times nf4
-# eager against compiled at batches 6, 8 and 10 on an H200 (the larger batches: does the peak stay under 3.0 GiB, and
-# how much faster?) with small-nf4's graphed validation (decode nf4-static-b8; README's configs table still has its
-# eager figure); job 1, after it, the WER of the compiled candidates at batches 6 and 8 (against the guide's recipe of
-# quality.json, reused). Calls: 1 (carry [".whl", ".carry1"]), 2, 3, then `wait`.
+# 2026-12-07 (sixth session, H100): compiled nf4 at batch 10 ships (8.1x the recipe at 2.49 GiB, within the WER
+# bound: results/speed-nf4-compile-b10-h100.md, quality-nf4-compile-b10.md); the compiled modes run after the eager one
+# hit dynamo's recompile limit on `num_threads` (benchmarks/README.md), which WhisperLoRA now guards against, untested
+# on a GPU. Next: job 0 (starts in call 1, no assets), the shipped nf4 configs eager and compiled in one process on an
+# H200 with TORCH_LOGS=recompiles (the log should show each layer compiled once per shape, no recompile-limit warning),
+# and the bf16 config whose layers also compile under checkpointing. No WER job: nothing new to score.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.speed --modes nf4-gc-b6-packed-dense-offload nf4-gc-b6-compile-packed-dense-offload nf4-gc-b8-compile-packed-dense-offload nf4-gc-b10-compile-packed-dense-offload --decode nf4-static-b8 --warmup 8 --steps 16 --results /tmp/res --name speed-nf4-compile-h200"
-  "$QUALITY --tasks fsdd-en cv-synth-mr --configs recipe packed-dense-nf4-offload-compile packed-dense-nf4-offload-compile-b8 --baseline recipe --reuse benchmarks/results/quality.json --seeds 7 8 9 --work /tmp/qb --results /tmp/res --jobs 12 --name quality-nf4-compile"
+  "TORCH_LOGS=recompiles python3 -m benchmarks.speed --modes nf4-gc-b6-packed-dense-offload nf4-gc-b10-compile-packed-dense-offload bf16-gc-b32-compile-cudnn-packed-dense --decode --warmup 8 --steps 16 --results /tmp/res --name speed-compile-guards-h200"
 )
-AFTER=("" "0")
+AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
 COLLECT=("${JOBS[@]/%/ --collect --results /tmp/res/collect}")
 
