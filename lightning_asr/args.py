@@ -46,7 +46,8 @@ class Speed:
             (``data.trim_encoder`` follows): much faster on short clips, costs WER
             (README, "Results").
         compile: ``torch.compile`` each encoder and decoder layer for training (``quantization:
-            none`` or ``nf4``; int8's outlier split has data-dependent shapes): fuses the elementwise
+            none`` or ``nf4``; int8's outlier split has data-dependent shapes; on a GPU, compute capability
+            7.0 or newer, which Triton needs): fuses the elementwise
             work between matmuls. On nf4 it cut a host-bound step's time by a quarter (1.35x clips/s for
             ``packed-dense-nf4-offload`` on an H100); at batch 10 it is ``packed-dense-nf4-offload-compile-b10``,
             within the WER bound (benchmarks/README.md). The first two batch shapes compile (then lengths are

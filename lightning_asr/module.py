@@ -41,6 +41,15 @@ class NonFiniteLossError(RuntimeError):
     """Too many steps in a row produced a NaN or infinite loss."""
 
 
+def require_triton(device: torch.device) -> None:
+    """Raise before the base loads, not minutes later at the first compiled step, where inductor cannot generate
+    GPU code."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (7, 0):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"model.speed.compile: true needs a GPU that Triton supports, compute capability 7.0 or newer; "
+                         f"{torch.cuda.get_device_name(device)} has {major}.{minor}: set model.speed.compile: false")
+
+
 class WhisperLoRA(L.LightningModule):
     """Whisper with LoRA adapters over a frozen (optionally k-bit) base.
 
@@ -142,6 +151,8 @@ class WhisperLoRA(L.LightningModule):
         hp = self.hparams
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
+        if self.speed.compile:
+            require_triton(device)
         if hp.adapter:
             adapter_info(hp.adapter)  # a broken adapter folder is named before the base loads
         base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
@@ -194,8 +205,10 @@ class WhisperLoRA(L.LightningModule):
                 for m in whisper.modules():
                     if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None and m.compute_dtype is not None:
                         m.bias.data = m.bias.data.to(m.compute_dtype)
-            for layer in (*whisper.encoder.layers, *whisper.decoder.layers):
+            layers = (*whisper.encoder.layers, *whisper.decoder.layers)
+            for layer in layers:
                 layer.compile()
+            log.info("%d layers compile as the first batches arrive: the first steps take a minute or more", len(layers))
             if self.speed.gradient_checkpointing:
                 # Backward recomputes each checkpointed layer and must run the graph its forward ran. Among the
                 # cache entries whose guards pass, dynamo runs the most recently used one, which can differ

@@ -263,6 +263,16 @@ def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwar
         torch.set_num_threads(threads)
 
 
+def test_compile_names_a_gpu_triton_cannot_target_before_the_base_loads(tiny_model, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla P100-PCIE-16GB")
+    module = WhisperLoRA(model=tiny_model, language="mr", quantization="nf4", speed=Speed(compile=True))
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    with pytest.raises(ValueError, match=r"model.speed.compile: true needs a GPU that Triton supports.*P100-PCIE-16GB has 6.0"):
+        module.configure_model()
+    assert module.model is None
+
+
 def test_compile_refuses_int8_and_merge_lora_any_k_bit_base():
     with pytest.raises(ValueError, match="model.speed.compile: true needs model.quantization: none or nf4 .got 'int8'"):
         WhisperLoRA(model="unused", language="mr", quantization="int8", speed=Speed(compile=True))
