@@ -9,7 +9,9 @@
 #   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
 #   (a speed job needs no assets: `bash benchmarks/device.sh 1 COMMIT && bash /tmp/device.sh start 0` starts it at once)
 #   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
-# Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS and AFTER for each session;
+# To stop a running job early: `pkill -f '^python3 -m benchmarks'; touch /tmp/jobN.done` (a pattern that matches the
+# job's python only: `pkill -f benchmarks.speed` also kills the job's wrapper, so jobs AFTER it never start, and the
+# calling shell, so the call returns nothing). Keep the calls back to back: the machine is given back after 30 s idle. Edit JOBS and AFTER for each session;
 # the device copy's git metadata can be stale, so pass COMMIT and correct the reports' commit by hand.
 set -u
 export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -46,8 +46,8 @@ def require_triton(device: torch.device) -> None:
     GPU code."""
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (7, 0):
         major, minor = torch.cuda.get_device_capability(device)
-        raise ValueError(f"model.speed.compile: true needs a GPU that Triton supports, compute capability 7.0 or newer; "
-                         f"{torch.cuda.get_device_name(device)} has {major}.{minor}: set model.speed.compile: false")
+        raise ValueError(f"model.speed.compile: true needs a GPU that Triton supports, compute capability 7.0 or "
+                         f"newer; {torch.cuda.get_device_name(device)} has {major}.{minor}: set model.speed.compile: false")
 
 
 class WhisperLoRA(L.LightningModule):
@@ -208,7 +208,8 @@ class WhisperLoRA(L.LightningModule):
             layers = (*whisper.encoder.layers, *whisper.decoder.layers)
             for layer in layers:
                 layer.compile()
-            log.info("%d layers compile as the first batches arrive: the first steps take a minute or more", len(layers))
+            log.info("%d layers compile as the first batches arrive: the first steps take a minute or more",
+                     len(layers))
             if self.speed.gradient_checkpointing:
                 # Backward recomputes each checkpointed layer and must run the graph its forward ran. Among the
                 # cache entries whose guards pass, dynamo runs the most recently used one, which can differ
@@ -292,10 +293,10 @@ class WhisperLoRA(L.LightningModule):
     def on_before_backward(self, loss: torch.Tensor) -> None:
         if self.speed.compile:
             # Checkpointed layers recompute on the autograd engine's device thread, which takes its intra-op
-            # thread count when it starts (at the first backward) from the process's last torch.set_num_threads:
-            # 1, from the DataLoader's pin-memory thread. Compiled graphs guard on that count, so every layer
-            # would compile twice and reach dynamo's recompile limit (8) sooner, then run eagerly. Restating
-            # this thread's count first gives both threads the same.
+            # thread count when it starts (at the first backward) from the process's last torch.set_num_threads,
+            # which on a GPU is likely the DataLoader's pin-memory thread's 1. Compiled graphs guard on it: every
+            # layer would compile twice and reach dynamo's recompile limit (8) sooner, then run eagerly.
+            # Restating this thread's count first gives both threads the same.
             torch.set_num_threads(torch.get_num_threads())
 
     def on_train_start(self) -> None:

@@ -239,8 +239,13 @@ def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwar
         ran, graphs = [], []
 
         def backend(gm, inputs):
+            tag = len(graphs)
             graphs.append(gm)
-            return lambda *args, tag=len(graphs) - 1: ran.append(tag) or gm(*args)
+
+            def run(*args):
+                ran.append(tag)
+                return gm(*args)
+            return run
 
         double = torch.compile(lambda x: 2 * x, backend=backend)
         for n in (2, 3, 2):  # a static entry for length 2, then a dynamic one: both pass for length 2
@@ -249,12 +254,18 @@ def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwar
 
         def started_thread_count() -> int:  # what a newly started thread takes, as the engine's device thread does
             counts = []
-            thread = threading.Thread(target=lambda: (torch._C.init_num_threads(), counts.append(torch.get_num_threads())))
-            thread.start(), thread.join()
+
+            def start():
+                torch._C.init_num_threads()
+                counts.append(torch.get_num_threads())
+            thread = threading.Thread(target=start)
+            thread.start()
+            thread.join()
             return counts[0]
 
-        pin_memory = threading.Thread(target=torch.set_num_threads, args=(1,))
-        pin_memory.start(), pin_memory.join()
+        pin_memory = threading.Thread(target=torch.set_num_threads, args=(1,))  # as the DataLoader's does
+        pin_memory.start()
+        pin_memory.join()
         assert started_thread_count() == 1
         module.on_before_backward(torch.zeros(()))
         assert started_thread_count() == 2
@@ -268,7 +279,7 @@ def test_compile_names_a_gpu_triton_cannot_target_before_the_base_loads(tiny_mod
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla P100-PCIE-16GB")
     module = WhisperLoRA(model=tiny_model, language="mr", quantization="nf4", speed=Speed(compile=True))
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
-    with pytest.raises(ValueError, match=r"model.speed.compile: true needs a GPU that Triton supports.*P100-PCIE-16GB has 6.0"):
+    with pytest.raises(ValueError, match=r"compile: true needs a GPU that Triton supports.*P100-PCIE-16GB has 6.0"):
         module.configure_model()
     assert module.model is None
 
