@@ -210,13 +210,14 @@ class WhisperLoRA(L.LightningModule):
                 layer.compile()
             log.info("%d layers compile as the first batches arrive: the first steps take a minute or more",
                      len(layers))
-            if self.speed.gradient_checkpointing:
+            lru = getattr(torch._C._dynamo.eval_frame, "_set_lru_cache", None)  # torch >= 2.10
+            if self.speed.gradient_checkpointing and lru is not None:
                 # Backward recomputes each checkpointed layer and must run the graph its forward ran. Among the
                 # cache entries whose guards pass, dynamo runs the most recently used one, which can differ
                 # between the two: CheckpointError, "a different number of tensors was saved"
                 # (pytorch/pytorch#166926). The first entry inserted is the same for both. Process-wide, as
                 # torchtitan sets it.
-                torch._C._dynamo.eval_frame._set_lru_cache(False)
+                lru(False)
         trainable, total = self.model.get_nb_trainable_parameters()
         log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
