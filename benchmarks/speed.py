@@ -529,7 +529,7 @@ class Decode(NamedTuple):
     cuda_graph: bool = True
 
     @property
-    def decoding(self) -> Decoding:  # a new one each time: run_decode shortens its max_new_tokens for the profile
+    def decoding(self) -> Decoding:  # model.decoding for this run
         return Decoding(self.method, self.tokens, self.merge_lora, self.cuda_graph)
 
 

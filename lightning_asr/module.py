@@ -44,8 +44,10 @@ class NonFiniteLossError(RuntimeError):
 def require_triton(device: torch.device) -> None:
     """Raise before the base loads, not minutes later at the first compiled step, where inductor cannot generate
     GPU code."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (7, 0):
-        major, minor = torch.cuda.get_device_capability(device)
+    if device.type != "cuda":
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (7, 0):
         raise ValueError(f"model.speed.compile: true needs a GPU that Triton supports, compute capability 7.0 or "
                          f"newer; {torch.cuda.get_device_name(device)} has {major}.{minor}: set model.speed.compile: false")
 
@@ -292,7 +294,7 @@ class WhisperLoRA(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
-        if self.speed.compile:
+        if self.speed.compile and self.speed.gradient_checkpointing:
             # Checkpointed layers recompute on the autograd engine's device thread, which takes its intra-op
             # thread count when it starts (at the first backward) from the process's last torch.set_num_threads,
             # which on a GPU is likely the DataLoader's pin-memory thread's 1. Compiled graphs guard on it: every
