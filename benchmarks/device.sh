@@ -33,10 +33,12 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # on a GPU. Next: job 0 (starts in call 1, no assets), the shipped nf4 configs eager and compiled in one process on an
 # H200 with TORCH_LOGS=recompiles (the log should show each layer compiled once per shape, no recompile-limit warning),
 # and the bf16 config whose layers also compile under checkpointing. No WER job: nothing new to score.
+# 2026-12-07 (seventh session, H100 again): job 0 ran (results/speed-compile-guards-h100.md, recompiles-h100.md): no
+# num_threads recompile, no limit; b10 8.3x. Nothing is pending for issue 18; JOBS stays as the last one run.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "TORCH_LOGS=recompiles python3 -m benchmarks.speed --modes nf4-gc-b6-packed-dense-offload nf4-gc-b10-compile-packed-dense-offload bf16-gc-b32-compile-cudnn-packed-dense --decode --warmup 8 --steps 16 --results /tmp/res --name speed-compile-guards-h200"
+  "TORCH_LOGS=recompiles python3 -m benchmarks.speed --modes nf4-gc-b10-compile-packed-dense-offload bf16-gc-b32-compile-cudnn-packed-dense nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-compile-guards-h200"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
