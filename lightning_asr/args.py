@@ -51,8 +51,8 @@ class Speed:
             work between matmuls. On nf4 it cut a host-bound step's time by a quarter (1.35x clips/s for
             ``packed-dense-nf4-offload`` on an H100); at batch 10 it is ``packed-dense-nf4-offload-compile-b10``,
             within the WER bound (benchmarks/README.md). Layers compile at the first batch shape, again when the
-            label length first changes (then it is dynamic) and once more for a length not a multiple of 8, which
-            slows the first steps; decoding stays eager. With checkpointing, dynamo runs the
+            label length first changes (then it is dynamic) and, on a GPU, once more for a length not a multiple of 8:
+            the first steps are slower. Decoding stays eager. With checkpointing, dynamo runs the
             first matching compiled graph, not the latest, process-wide (the recompute must run the forward's).
         cudnn_attention: let attention use cuDNN's kernels: fastest when the GPU is the limit, but
             cuDNN plans every new input shape, which costs host time when batch lengths vary
