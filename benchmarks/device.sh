@@ -27,18 +27,12 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
-# 2026-12-07 (sixth session, H100): compiled nf4 at batch 10 ships (8.1x the recipe at 2.49 GiB, within the WER
-# bound: results/speed-nf4-compile-b10-h100.md, quality-nf4-compile-b10.md); the compiled modes run after the eager one
-# hit dynamo's recompile limit on `num_threads` (benchmarks/README.md), which WhisperLoRA now guards against, untested
-# on a GPU. Next: job 0 (starts in call 1, no assets), the shipped nf4 configs eager and compiled in one process on an
-# H200 with TORCH_LOGS=recompiles (the log should show each layer compiled once per shape, no recompile-limit warning),
-# and the bf16 config whose layers also compile under checkpointing. No WER job: nothing new to score.
-# 2026-12-07 (seventh session, H100 again): job 0 ran (results/speed-compile-guards-h100.md, recompiles-h100.md): no
-# num_threads recompile, no limit; b10 8.3x. Nothing is pending for issue 18; JOBS stays as the last one run.
+# JOBS now: benchmarks/tta.py, every run of its RUNS on both tasks, 3 seeds, 14 at once (results/tta.md); it validates
+# on the dev splits, so `prepare` keeps their clips.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "TORCH_LOGS=recompiles python3 -m benchmarks.speed --modes nf4-gc-b10-compile-packed-dense-offload bf16-gc-b32-compile-cudnn-packed-dense nf4-gc-b6-packed-dense-offload --decode --warmup 8 --steps 16 --results /tmp/res --name speed-compile-guards-h200"
+  "python3 -m benchmarks.tta --model $M --data-dir $D --jobs 14 --work /tmp/tta --results /tmp/res --name tta"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
@@ -51,8 +45,8 @@ status() {
     tail -2 /tmp/job$i.log 2>/dev/null
   done
   # Each training run's progress: TensorBoard logs train/loss every 25 steps (the recipe's log_every_n_steps).
-  for run in /tmp/q*/*/*/seed*; do
-    [ -d "$run" ] && echo "$run: $(cat "$run"/*/version_*/events.* 2>/dev/null | grep -ao train/loss | wc -l) losses logged$([ -f "$run/fit.json" ] && echo ', done')"
+  for run in /tmp/q*/*/*/seed* /tmp/tta/*/*/seed*; do
+    [ -d "$run" ] && echo "$run: $(cat "$run"/*/version_*/events.* 2>/dev/null | grep -ao train/loss | wc -l) losses logged, $(cat "$run"/trajectory.jsonl 2>/dev/null | wc -l) validations$([ -f "$run/fit.json" ] && echo ', done')"
   done
 }
 
@@ -60,7 +54,7 @@ collect() {
   cd /tmp/repo || return
   # All at once and time-boxed: `wait` keeps 100 s for this and the tarball, within the call's limit.
   for i in "${!JOBS[@]}"; do
-    [ -f /tmp/job$i.started ] && [ ! -f /tmp/job$i.done ] && [[ "${JOBS[$i]}" == *benchmarks.quality* ]] &&
+    [ -f /tmp/job$i.started ] && [ ! -f /tmp/job$i.done ] && [[ "${JOBS[$i]}" =~ benchmarks\.(quality|tta) ]] &&
       [[ "${JOBS[$i]}" != *--collect* ]] && { timeout 80 ${COLLECT[$i]} > /tmp/collect$i.log 2>&1 & }
   done
   wait
@@ -81,7 +75,7 @@ start() {  # launch the jobs numbered "$@" in the background, each once
 
 case ${1:-} in
 prepare)
-  ../shared/device/make-wheelhouse.sh > /dev/null
+  ../shared/device/make-wheelhouse.sh peft==0.21.2 > /dev/null  # the peft the tests run (LoRA+, rsLoRA)
   # torchao (model.speed.fp8) travels with .whl in the first call, the first payload part in a call of its own:
   # together they would pass the 64 MiB a call carries.
   mkdir -p .carry4 && .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -90,15 +84,20 @@ prepare)
   cp -r ../shared/models/whisper-base /tmp/assets/models/
   cp -r ../shared/data/cv-synth/mr ../shared/data/cv-synth/en /tmp/assets/data/cv-synth/
   cp -r ../shared/data/real/fsdd-takes5-49/en /tmp/assets/data/real/fsdd-takes5-49/
-  # The harness trains on train and scores test (cv-synth/en: test only): the other clips stay home.
-  for d in cv-synth/mr:dev cv-synth/en:dev cv-synth/en:train real/fsdd-takes5-49/en:dev; do
-    tail -n +2 "/tmp/assets/data/${d%%:*}/${d##*:}.tsv" | cut -f2 | while read -r p; do rm -f "/tmp/assets/data/${d%%:*}/clips/$p"; done
+  # The harnesses train on train, validate on dev (tta.py) and score test (cv-synth/en: test only); clips of no split
+  # (validated-only, invalidated, other) stay home too.
+  for d in cv-synth/mr:train,dev,test cv-synth/en:test real/fsdd-takes5-49/en:train,dev,test; do
+    dir=/tmp/assets/data/${d%%:*}
+    for f in $(echo "${d##*:}" | tr , ' '); do tail -n +2 "$dir/$f.tsv" | cut -f2; done | sort > /tmp/keep
+    ls "$dir/clips" | sort | comm -23 - /tmp/keep | while read -r p; do rm -f "$dir/clips/$p"; done
   done
   tar -C /tmp -cf - assets | gzip -9 > /tmp/payload.tgz
   mkdir -p .carry1 .carry2 .carry3
-  head -c 50000000 /tmp/payload.tgz > .carry1/payload.part00  # beside .whl (11 MB) and the repo: under 64 MiB
-  tail -c +50000001 /tmp/payload.tgz | head -c 59500000 > .carry2/payload.part01
-  tail -c +109500001 /tmp/payload.tgz > .carry3/payload.part02
+  # Part 0 beside .whl (11 MB) and the repo (~6 MB), the rest in two halves: each call under the 64 MiB it carries.
+  head -c 50000000 /tmp/payload.tgz > .carry1/payload.part00
+  rest=$(( $(stat -c %s /tmp/payload.tgz) - 50000000 )) half=$(( (rest + 1) / 2 ))
+  tail -c +50000001 /tmp/payload.tgz | head -c $half > .carry2/payload.part01
+  tail -c +$((50000001 + half)) /tmp/payload.tgz > .carry3/payload.part02
   ls -la .carry1 .carry2 .carry3 .carry4 ;;
 1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
      $(ls .carry4/*.whl 2>/dev/null) || exit 1

@@ -381,6 +381,13 @@ def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | No
     print("\n".join(lines))
 
 
+def use_data_dir(data: Path) -> None:
+    """Point every task at ``data`` (a folder holding cv-synth/ and real/, as the GPU machine's copy does)."""
+    for name, (corpus, *rest) in TASKS.items():
+        retained = rest[2] and (data / rest[2][0].relative_to(SHARED / "data"), *rest[2][1:])
+        TASKS[name] = (data / corpus.relative_to(SHARED / "data"), rest[0], rest[1], retained)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(SHARED / "models/whisper-base"))
@@ -415,9 +422,7 @@ def main() -> None:
         return decode_check(kind, args.model, str(data / "cv-synth"), args.merge_check or args.decoding_check, args.limit,
                             Path(args.results))
     if args.data_dir:
-        for name, (corpus, *rest) in TASKS.items():
-            retained = rest[2] and (data / rest[2][0].relative_to(SHARED / "data"), *rest[2][1:])
-            TASKS[name] = (data / corpus.relative_to(SHARED / "data"), rest[0], rest[1], retained)
+        use_data_dir(data)
     if args.override and "recipe" in names(args):
         parser.error("--override changes the configs' runs, not the guide's recipe (seed_recipe.py): name another --baseline "
                      "and leave recipe out of --configs")

@@ -29,6 +29,11 @@ class LoRA:
         encoder: adapt the encoder's layers too (the guide's recipe). ``false``: LoRA in the decoder
             only, and the encoder runs without gradients in training (no backward or recompute
             through it): faster, at a WER cost that benchmarks/quality.py measures.
+        rslora: scale the update by alpha / sqrt(r) instead of alpha / r (rsLoRA, PEFT's ``use_rslora``): a
+            larger update at the same learning rate, one that keeps its size as the rank grows.
+        loraplus_ratio: learning rate of the B matrices over ``model.learning_rate`` (LoRA+, PEFT's
+            ``create_loraplus_optimizer``; its paper uses 16): B starts at zero and moves faster; 1
+            trains A and B alike (the guide).
     """
 
     r: int = 32
@@ -38,8 +43,12 @@ class LoRA:
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: list[str] = field(default_factory=list)
     encoder: bool = True
+    rslora: bool = False
+    loraplus_ratio: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.loraplus_ratio <= 0:
+            raise ValueError(f"model.lora.loraplus_ratio: B's learning rate over A's, above 0 (1: alike); got {self.loraplus_ratio:g}")
         if not self.encoder and set(self.modules_to_save) & ENCODER_MODULES:
             raise ValueError(f"model.lora.modules_to_save: {sorted(set(self.modules_to_save) & ENCODER_MODULES)} are "
                              "encoder layers, which model.lora.encoder: false keeps frozen")
@@ -49,7 +58,7 @@ class LoRA:
         if not self.encoder:  # PEFT matches a string in full against each module's name: none under the encoder
             targets = rf"(?!(.*\.)?encoder\.)(.*\.)?({'|'.join(map(re.escape, targets))})"
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          bias=self.bias, modules_to_save=list(self.modules_to_save) or None)
+                          bias=self.bias, modules_to_save=list(self.modules_to_save) or None, use_rslora=self.rslora)
 
 
 def trainable_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import math
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -14,7 +13,6 @@ import torch
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
-from transformers import get_linear_schedule_with_warmup
 
 from lightning_asr import fp8
 from lightning_asr.adapter import adapter_info
@@ -26,6 +24,7 @@ from lightning_asr.lora import LoRA, merged, trainable_state
 from lightning_asr.loss import token_loss
 from lightning_asr.metrics import CharErrorRate, WordErrorRate
 from lightning_asr.offload import offload_saved_tensors
+from lightning_asr.optim import adamw, check_warmup, linear_schedule
 from lightning_asr.rng import rng_states, set_rng_states
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 from lightning_asr.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, train_flops
@@ -75,8 +74,11 @@ class WhisperLoRA(L.LightningModule):
             saved activations offloaded (:class:`~lightning_asr.args.Speed`).
         adapter: folder of a saved adapter to start from (``validate``/``test`` an adapter, or
             continue from one); ``None`` starts fresh.
-        learning_rate: peak AdamW learning rate.
-        warmup_steps: optimizer steps of linear warm-up, then linear decay to 0.
+        learning_rate: peak AdamW learning rate (of the A matrices, where ``lora.loraplus_ratio`` speeds up B).
+        warmup_steps: optimizer steps of linear warm-up, then linear decay to 0 at the run's end; ``null``
+            where ``warmup_share`` is set.
+        warmup_share: the warm-up as a share of the run's optimizer steps instead (0.1: a tenth), so
+            that it follows the run's length in epochs and batch size; ``null`` uses ``warmup_steps``.
         weight_decay: AdamW weight decay on adapter weights.
         validate_before_training: run a full validation before the first step, so the zero-shot WER
             is logged at step 0 next to every later value. Turn off for quick runs.
@@ -99,7 +101,8 @@ class WhisperLoRA(L.LightningModule):
         speed: Speed = Speed(),  # noqa: B008
         adapter: str | None = None,
         learning_rate: float = 1e-3,
-        warmup_steps: int = 50,
+        warmup_steps: int | None = 50,
+        warmup_share: float | None = None,
         weight_decay: float = 0.0,
         validate_before_training: bool = True,
         max_bad_steps: int = 10,
@@ -108,6 +111,7 @@ class WhisperLoRA(L.LightningModule):
         super().__init__()
         # Once, and at parse time, not after loading a 3 GB model; None: detect each clip's (auto).
         self.language = None if language == "auto" else language_code(language)
+        check_warmup(warmup_steps, warmup_share)
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
@@ -286,11 +290,10 @@ class WhisperLoRA(L.LightningModule):
             super().backward(loss, *args, **kwargs)
 
     def configure_optimizers(self) -> dict:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 10**9
-        scheduler = get_linear_schedule_with_warmup(optimizer, self.hparams.warmup_steps, max(total, 1))
+        hp = self.hparams
+        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, self.lora.loraplus_ratio)
+        scheduler = linear_schedule(optimizer, self.trainer.estimated_stepping_batches, hp.warmup_steps,
+                                    hp.warmup_share)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
