@@ -94,10 +94,10 @@ prepare)
   tar -C /tmp -cf - assets | gzip -9 > /tmp/payload.tgz
   mkdir -p .carry1 .carry2 .carry3
   # Part 0 beside .whl (11 MB) and the repo (~6 MB), the rest in two halves: each call under the 64 MiB it carries.
-  head -c 50000000 /tmp/payload.tgz > .carry1/payload.part00
-  rest=$(( $(stat -c %s /tmp/payload.tgz) - 50000000 )) half=$(( (rest + 1) / 2 ))
-  tail -c +50000001 /tmp/payload.tgz | head -c $half > .carry2/payload.part01
-  tail -c +$((50000001 + half)) /tmp/payload.tgz > .carry3/payload.part02
+  head -c 49000000 /tmp/payload.tgz > .carry1/payload.part00
+  rest=$(( $(stat -c %s /tmp/payload.tgz) - 49000000 )) half=$(( (rest + 1) / 2 ))
+  tail -c +49000001 /tmp/payload.tgz | head -c $half > .carry2/payload.part01
+  tail -c +$((49000001 + half)) /tmp/payload.tgz > .carry3/payload.part02
   ls -la .carry1 .carry2 .carry3 .carry4 ;;
 1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
      $(ls .carry4/*.whl 2>/dev/null) || exit 1
