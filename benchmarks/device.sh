@@ -32,7 +32,7 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.tta --model $M --data-dir $D --jobs 14 --work /tmp/tta --results /tmp/res --name tta"
+  "python3 -m benchmarks.tta --model $M --data-dir $D --jobs 14 --work /tmp/tta --results /tmp/res --name tta --runs packed-dense-bf16-lr2e-3 packed-dense-bf16-lr4e-3 packed-dense-bf16-loraplus packed-dense-bf16-rslora packed-dense-offload-bf16-lr2e-3 packed-dense-nf4-offload-compile-b10-lr1e-3 packed-dense-lean-bf16-lr1e-3 packed-dense-bf16-r8 packed-dense-bf16"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).

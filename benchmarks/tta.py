@@ -87,7 +87,7 @@ def schedule(train_rows: int, epochs: int, batch: int, val_windows: float) -> tu
     steps = epochs * math.ceil(train_rows / batch)
     wanted = max(1.0, val_windows / batch)
     exact = [v for v in range(1, steps + 1) if steps % v == 0 and abs(v - wanted) <= 0.3 * wanted]
-    every = min(exact, key=lambda v: abs(v - wanted)) if exact else max(1, round(wanted))
+    every = min(exact, key=lambda v: (abs(v - wanted), -v)) if exact else max(1, round(wanted))
     return every * math.ceil(steps / every), every
 
 

@@ -231,17 +231,97 @@ def test_timestamps_scores_boundaries_and_words_segment_by_segment():
 def test_device_jobs_name_modes_decodes_and_configs_that_exist():
     """benchmarks/device.sh's JOBS run on a lent GPU, where a misspelt mode costs device minutes: every name after
     --modes, --decode and --configs is one the scripts accept."""
-    from benchmarks import quality, speed
+    from benchmarks import quality, speed, tta
 
     known = {"--modes": {m.name for m in speed.MODES}, "--decode": set(speed.DECODES),
-             "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS}}
+             "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS}, "--runs": set(tta.RUNS)}
     script = (REPO / "benchmarks/device.sh").read_text()
-    words = script[script.index("JOBS=("):script.index("\nAFTER=(")].replace(";", " ").replace('"', " ").split()
+    words = script[script.index("JOBS=(") + 6:script.index("\n)\nAFTER=(")].replace(";", " ").replace('"', " ").split()
     named, flag = [], None
     for word in words:
         flag = word if word in known else None if word.startswith("--") else flag
         if flag and word != flag:
             named.append((flag, word))
-    # The parse saw both flags and names after them (a speed job may decode nothing: an empty --decode).
-    assert named and {word for word in words if word in known} >= {"--modes", "--decode"}
+    # The parse saw flags and names after them (a speed job may decode nothing: an empty --decode).
+    assert named and ({word for word in words if word in known} >= {"--modes", "--decode"} or "--runs" in words)
     assert [(flag, name) for flag, name in named if name not in known[flag]] == []
+
+
+def tta_data(root):
+    """Both tasks' folders in Common Voice layout, clips of 1-4 s (the demo model's window is 4 s)."""
+    import shutil
+
+    from tests.conftest import write_common_voice
+
+    write_common_voice(root / "cv-synth", rows_per_split=4)
+    write_common_voice(root / "digits", rows_per_split=4)
+    (root / "real/fsdd-takes5-49").mkdir(parents=True)
+    shutil.move(root / "digits" / "mr", root / "real/fsdd-takes5-49/en")
+    return root
+
+
+def test_tta_benchmark_trains_to_the_recipes_target_scores_and_projects_on_cpu(tmp_path):
+    """benchmarks/tta.py --tiny: the recipe sets the target at the end of its schedule, a lever's run is read off its
+    validations, the adapter at the target is scored on test, and the time is projected from a speed report."""
+    data = tta_data(tmp_path / "data")
+    speed = tmp_path / "speed.json"  # the recipe at 4 clips/s; packed-dense-bf16 at 60 clips/s, 3 clips a window
+    speed.write_text(json.dumps({"machine": "GPU", "commit": "abc", "train": {
+        "recipe": {"samples_per_s": 4.0}, "m": {"config": "packed-dense-bf16", "samples_per_s": 60.0, "clips_per_window": 3.0}}}))
+    command = [sys.executable, "-m", "benchmarks.tta", "--tiny", "--tasks", "cv-synth-mr", "--runs",
+               "packed-dense-bf16-loraplus", "--seeds", "1", "--jobs", "2", "--data-dir", str(data),
+               "--work", str(tmp_path / "work"), "--results", str(tmp_path), "--speed", str(speed)]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "tta-tiny.json").read_text())
+    task = report["tasks"]["cv-synth-mr"]
+    recipe, lever = task["runs"]["recipe-config"]["1"], task["runs"]["packed-dense-bf16-loraplus"]["1"]
+    # The guide's schedule: 3 epochs of the 4 training clips at batch 8 are 3 steps, validated after each.
+    assert [row["step"] for row in recipe["trajectory"]] == [1, 2, 3] and recipe["trajectory"][-1]["windows"] == 12
+    assert task["target"] == pytest.approx(recipe["trajectory"][-1]["val"]["wer_norm"] + 0.005)
+    # Windows are rows; a packed window holds several clips.
+    assert all(r["clips"] >= r["windows"] > 0 and r["train_s"] > 0 for r in lever["trajectory"])
+    for run in (recipe, lever):
+        hit = run["hit"]
+        assert hit == next((r for r in run["trajectory"] if r["val"]["wer_norm"] <= task["target"]), hit)
+        assert len(run["test"]["clip_errors"]) == run["test"]["clips"] == 4
+        assert (tmp_path / f"work/cv-synth-mr/{'recipe-config' if run is recipe else 'packed-dense-bf16-loraplus'}"
+                f"/seed1/adapters/step-{hit['step']}/test-scores.json").is_file()
+    row = task["summary"]["packed-dense-bf16-loraplus"]
+    if row["all"]:  # the projection: windows × seconds per window, against the recipe's in the same report
+        expected = (recipe["hit"]["windows"] / 4.0) / (lever["hit"]["windows"] * 3.0 / 60.0)
+        assert row["projected_vs_recipe"] == pytest.approx(expected)
+    assert "| `packed-dense-bf16-loraplus` |" in (tmp_path / "tta-tiny.md").read_text()
+    # --collect reports what --work holds, training and scoring nothing.
+    collected = subprocess.run([*command, "--collect", "--name", "c"], cwd=REPO, capture_output=True, text=True,
+                               timeout=600, check=False)
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert json.loads((tmp_path / "c.json").read_text())["tasks"]["cv-synth-mr"]["summary"] == task["summary"]
+
+
+def test_tta_schedule_validates_at_the_runs_last_step():
+    """The validation interval divides the run where one near the wanted interval does; else the run is lengthened."""
+    from benchmarks.tta import schedule
+
+    assert schedule(400, 3, 8, 100) == (150, 15)  # the guide on 400 clips: 150 steps, validated every 120 windows
+    steps, every = schedule(2100, 3, 8, 525)  # 789 steps have no divisor near 66: the run takes 3 more
+    assert (steps, every) == (792, 66) and steps % every == 0
+    assert schedule(8, 3, 8, 2) == (3, 1)
+
+
+def test_tta_target_rule_and_projection():
+    from benchmarks.tta import first_at, summarise
+
+    rows = [{"step": s, "windows": 8 * s, "clips": 8 * s, "train_s": float(s), "val": {"wer_norm": w}}
+            for s, w in [(10, 0.9), (20, 0.6), (30, 0.62)]]
+    assert first_at(rows, 0.61, recipe=False)["step"] == 20
+    assert first_at(rows, 0.5, recipe=False) is None and first_at(rows, 0.5, recipe=True)["step"] == 30
+    fast = [{"step": s, "windows": 32 * s, "clips": 96 * s, "train_s": s / 2, "val": {"wer_norm": w}}
+            for s, w in [(2, 0.8), (4, 0.55)]]
+    runs = {"recipe-config": {"7": {"trajectory": rows, "hit": rows[1]}},
+            "packed-dense-bf16-lr2e-3": {"7": {"trajectory": fast, "hit": fast[1]}}}
+    speed = {"recipe": {"s_per_window": 0.25, "recipe_s_per_window": 0.25, "report": "r"},
+             "packed-dense-bf16": {"s_per_window": 0.05, "recipe_s_per_window": 0.25, "report": "r"}}
+    row = summarise(runs, speed)["packed-dense-bf16-lr2e-3"]
+    # 160 recipe windows at 0.25 s against 128 windows at 0.05 s: 6.25x; measured 20 s against 2 s.
+    assert row["projected_vs_recipe"] == pytest.approx(160 * 0.25 / (128 * 0.05))
+    assert row["measured_vs_recipe"] == pytest.approx(10.0) and row["best_dev"] == pytest.approx(0.55)
