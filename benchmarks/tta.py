@@ -156,9 +156,10 @@ def score(args: argparse.Namespace, task: str, adapter: Path) -> dict:
 def run_all(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     rows = {task: train_rows(task, args) for task in args.tasks}
-    # The recipe first: every other run's target waits on its seeds.
-    keys = list(dict.fromkeys((task, name, seed) for name in ["recipe-config", *args.runs] for task in args.tasks
-                              for seed in args.seeds))
+    # The recipe first (every other run's target waits on its seeds), then the runs task by task: a session that ends
+    # early has finished one task's runs, not half of each.
+    keys = list(dict.fromkeys([(task, "recipe-config", seed) for task in args.tasks for seed in args.seeds]
+                              + [(task, name, seed) for task in args.tasks for name in args.runs for seed in args.seeds]))
     targets: dict[str, float] = {}
     results: dict[tuple, dict | None] = {}
 
