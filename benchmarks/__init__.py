@@ -22,7 +22,10 @@ def commit() -> str:
 
 
 def machine() -> str:
-    """The GPU a report ran on, else the CPU (platform.processor() is empty on many Linux machines)."""
+    """The GPU a report ran on, else the CPU (platform.processor() is empty on many Linux machines); ``BENCHMARK_MACHINE``
+    where set (a report collected elsewhere from a GPU machine's work folder names that machine)."""
     import torch
 
+    if os.environ.get("BENCHMARK_MACHINE"):
+        return os.environ["BENCHMARK_MACHINE"]
     return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()

@@ -212,6 +212,7 @@ def run_all(args: argparse.Namespace) -> dict:
     for task in args.tasks:
         runs = {name: {str(s): results[(t, n, s)] for t, n, s in keys if (t, n) == (task, name) and results[(t, n, s)]}
                 for name in dict.fromkeys(n for _, n, _ in keys)}
+        runs = {name: seeds for name, seeds in runs.items() if seeds}  # a run none of whose seeds finished: not_run
         report["tasks"][task] = {"target": targets.get(task), "train_rows": rows[task], "runs": runs,
                                  "summary": summarise(runs, report["speed"]) if task in targets else {}}
     report["not_run"] = [list(k) for k, v in results.items() if v is None]
@@ -294,7 +295,9 @@ def markdown(report: dict) -> str:
             lines.append(" | ".join([
                 f"| `{name}`", f"{row['reached']}/{row['seeds']}", *(fmt(row[k], ",.0f") for k in ("step", "windows", "clips")),
                 fmt(row.get("projected_vs_recipe"), ".1f", "×"), fmt(row.get("measured_vs_recipe"), ".1f", "×"),
-                f"{100 * row['test_mean']:.1f} ± {100 * row['test_sd']:.1f}" if "test_mean" in row else "–",
+                (f"{100 * row['test_mean']:.1f} ± {100 * row['test_sd']:.1f}"
+                 + (f" ({len(row['test_wer'])} scored)" if len(row["test_wer"]) < row["reached"] else "")
+                 if "test_mean" in row else "–"),
                 (f"{100 * row['test_diff']:+.1f} [{100 * row['test_diff_ci95'][0]:+.1f}, {100 * row['test_diff_ci95'][1]:+.1f}]"
                  if "test_diff" in row else "–"),
                 ("yes" if row["within_bound"] else "**no**") if "within_bound" in row else "–",
@@ -354,7 +357,7 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / (args.name or ("tta-tiny" if args.tiny else "tta"))
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    stem.with_suffix(".json").write_text(json.dumps(report, ensure_ascii=False, separators=(",", ":")))
     text = markdown(report)
     stem.with_suffix(".md").write_text(text)
     print(text)
