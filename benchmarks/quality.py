@@ -1,14 +1,16 @@
 """Does each shipped config train as well as the guide's recipe? Several seeds, confidence intervals.
 
-    python -m benchmarks.quality --model ../shared/models/whisper-base --steps 300 --seeds 7 8 9 --jobs 6
+    python -m benchmarks.quality --model ../shared/models/whisper-base --seeds 7 8 9 --jobs 6
 
 For each task (a Common Voice-layout corpus: ``cv-synth-mr``, synthetic Marathi; ``fsdd-en``, real
 recorded English digits) and seed:
 
 1. every config in ``--configs`` is trained by ``lightning-asr fit --config configs/whisper-large-v2-int8-mr.yaml
-   [--config configs/NAME.yaml]`` as shipped; only the model and data paths, the step count (and
-   ``max_epochs: -1`` so that steps decide), the seed, the output folder and the validation schedule
-   (off: every adapter is scored afterwards, the same way) are overridden;
+   [--config configs/NAME.yaml]`` as shipped; only the model and data paths, the length of the run, the seed, the
+   output folder and the validation schedule (off: every adapter is scored afterwards, the same way) are overridden.
+   The length is equal data by default: the guide's 3 epochs for every config (``--epochs``), whatever its batch
+   (a packed window holds several clips, so a packed config still sees more clips); ``--steps N`` compares at
+   equal optimizer steps instead, which gives a larger batch more data;
 2. the guide's recipe is trained by ``benchmarks/seed_recipe.py``;
 3. every adapter is scored by one routine (:func:`evaluate`): the base unquantized (fp16 on GPU),
    the adapter by plain ``PeftModel.from_pretrained``, decoded by the package's own
@@ -21,7 +23,7 @@ interval of the WER difference to the recipe over the same test clips (per-clip 
 over seeds, clips resampled). A device session too short for every run: ``--collect`` reports what
 is scored under ``--work`` and names the rest, ``--reuse REPORT.json`` takes an earlier report's runs.
 ``--tiny`` runs the whole path on CPU in a minute (a tiny random
-Whisper, 2 steps, 4 clips): the test suite does.
+Whisper, 8 training clips, 4 scored): the test suite does.
 """
 
 import argparse
@@ -45,6 +47,7 @@ from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.metrics import paired_bootstrap
 from lightning_asr.module import WhisperLoRA
+from lightning_asr.sources import common_voice_index
 from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,17 +118,18 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     }
 
 
-def fit_config(name: str, model: str, task: str, out: Path, steps: int, seed: int, tiny: bool,
+def fit_config(name: str, model: str, task: str, out: Path, length: dict, seed: int, tiny: bool,
                overrides: list[str] | None = None) -> dict:
-    """``lightning-asr fit`` with a shipped config as it is, but for paths, steps, seed and validation
-    (and ``overrides``, ``--override``'s arguments, last: they win over the config and the variant)."""
+    """``lightning-asr fit`` with a shipped config as it is, but for paths, the run's ``length`` (``{"epochs": E}`` or
+    ``{"steps": N}``), seed and validation (and ``overrides``, ``--override``'s arguments, last: they win over the
+    config and the variant)."""
     data, locale, language, _ = TASKS[task]
     own = name not in VARIANTS and name != "recipe-config"
     configs = ["--config", str(REPO / RECIPE), *(["--config", str(config_file(name))] if own else [])]
     args = [
         *lightning_asr(), "fit", *configs, f"--model.model={model}",
         f"--model.language={language}", f"--data.path={data}", f"--data.locale={locale}", "--data.train_split=train",
-        f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--seed_everything={seed}",
+        *trainer_length(length), f"--seed_everything={seed}",
         "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
         *VARIANTS.get(name, []), *(overrides or []),
@@ -142,10 +146,18 @@ def config_file(name: str) -> Path:
     return shipped if shipped.is_file() else REPO / f"benchmarks/configs/{name}.yaml"
 
 
-def fit_recipe(model: str, task: str, out: Path, steps: int, seed: int, tiny: bool) -> dict:
+def trainer_length(length: dict) -> list[str]:
+    """The fit arguments for a run of ``{"epochs": E}`` or ``{"steps": N}``."""
+    if "steps" in length:
+        return [f"--trainer.max_steps={length['steps']}", "--trainer.max_epochs=-1"]
+    return [f"--trainer.max_epochs={length['epochs']}", "--trainer.max_steps=-1"]
+
+
+def fit_recipe(model: str, task: str, out: Path, length: dict, seed: int, tiny: bool) -> dict:
     data, locale, language, _ = TASKS[task]
+    run = [f"--max-steps={length['steps']}"] if "steps" in length else [f"--epochs={length['epochs']}"]
     args = [sys.executable, "-m", "benchmarks.seed_recipe", model, str(Path(data) / locale), str(out),
-            f"--max-steps={steps}", f"--seed={seed}", f"--language={language}"] + (["--from-config", "--limit=8"] if tiny else [])
+            *run, f"--seed={seed}", f"--language={language}"] + (["--from-config", "--limit=8"] if tiny else [])
     return train_once(args, out, out / "adapter")
 
 
@@ -210,11 +222,11 @@ def zero_shot_scores(args: argparse.Namespace, task: str, cached: Path) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "steps": args.steps,
+    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "length": length(args),
               "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "overrides": args.override,
               "tiny": args.tiny, "torch": torch.__version__,
               "commit": commit(), "tasks": {}}
-    reused = {key: run for key, run in (reuse(args.reuse, args.steps, args.override) if args.reuse else {}).items()
+    reused = {key: run for key, run in (reuse(args.reuse, length(args), args.override) if args.reuse else {}).items()
               if key[0] in args.tasks and key[1] in names(args)}
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
@@ -232,8 +244,8 @@ def run(args: argparse.Namespace) -> dict:
             cached = Path(fit["adapter"]).parent / "scores.json"
             return json.loads(cached.read_text()) | {"train": fit} if cached.is_file() else None
         try:
-            fit = (fit_recipe(args.model, task, out, args.steps, seed, args.tiny) if name == "recipe"
-                   else fit_config(name, args.model, task, out, args.steps, seed, args.tiny, args.override))
+            fit = (fit_recipe(args.model, task, out, length(args), seed, args.tiny) if name == "recipe"
+                   else fit_config(name, args.model, task, out, length(args), seed, args.tiny, args.override))
             return score(args, task, fit["adapter"]) | {"train": fit}
         except RuntimeError as error:  # one failed run is reported; the others go on
             print(error, file=sys.stderr)
@@ -250,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
         finished = dict(zip(jobs, pool.map(job, jobs))) | reused
     for task in args.tasks:
         zero_shot = zero_shot_scores(args, task, work / task / "zero-shot.json")
-        result = {"zero_shot": zero_shot, "runs": {}}
+        result = {"zero_shot": zero_shot, "runs": {}, "train_rows": train_rows(task, args)}
         if "retained" in zero_shot:
             result["retained_zero_shot"] = zero_shot.pop("retained")
         for (t, name, seed), entry in sorted(finished.items(), key=lambda kv: jobs_order(kv[0], args)):
@@ -264,6 +276,13 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def train_rows(task: str, args: argparse.Namespace) -> int:
+    """The task's training clips (what an epoch holds), as the runs read them (``--tiny``: 8)."""
+    data, locale, _, _ = TASKS[task]
+    rows = len(common_voice_index(str(data), locale, "train")[0])
+    return min(rows, 8) if args.tiny else rows
+
+
 def names(args: argparse.Namespace) -> list[str]:
     """The runs, baseline first: the guide's recipe (seed_recipe.py) unless another baseline is named."""
     return [args.baseline, *(c for c in args.configs if c != args.baseline)]
@@ -274,12 +293,22 @@ def jobs_order(key: tuple[str, str, int], args: argparse.Namespace) -> tuple[int
     return (order.index(key[1]) if key[1] in order else len(order), key[2])
 
 
-def reuse(path: str, steps: int, overrides: list[str]) -> dict:
-    """Runs of an earlier report (same steps and overrides, same scoring routine), taken as they are instead
+def length(args: argparse.Namespace) -> dict:
+    """How long every run trains: ``--steps`` optimizer steps where given, else ``--epochs`` (equal data)."""
+    return {"steps": args.steps} if args.steps else {"epochs": args.epochs}
+
+
+def describe(length: dict) -> str:
+    return f"{length['steps']} steps" if "steps" in length else f"{length['epochs']} epochs"
+
+
+def reuse(path: str, length: dict, overrides: list[str]) -> dict:
+    """Runs of an earlier report (same length and overrides, same scoring routine), taken as they are instead
     of training them again: a device session too short for every run can build on the last one."""
     earlier = json.loads(Path(path).read_text())
-    if earlier["steps"] != steps:
-        raise SystemExit(f"--reuse {path}: its runs trained {earlier['steps']} steps, not {steps}")
+    before = earlier.get("length") or {"steps": earlier["steps"]}  # reports before equal-data runs counted steps
+    if before != length:
+        raise SystemExit(f"--reuse {path}: its runs trained {describe(before)}, not {describe(length)}")
     if earlier.get("overrides", []) != overrides:
         raise SystemExit(f"--reuse {path}: its runs trained with --override {earlier.get('overrides', [])}, not {overrides}")
     return {(task, name, int(seed)): scores for task, result in earlier["tasks"].items()
@@ -310,11 +339,11 @@ def markdown(report: dict, command: str) -> str:
     baseline = report.get("baseline", "recipe")
     against = "the guide's recipe" if baseline == "recipe" else f"`{baseline}`"
     overrides = f", every run with `{' '.join(report['overrides'])}`" if report.get("overrides") else ""
-    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {report['steps']} steps{overrides}, seeds {report['seeds']}", "",
+    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {describe(report['length'])}{overrides}, seeds {report['seeds']}", "",
              f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
              "Normalised WER on each task's test split, every adapter scored by the same routine "
              f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
-             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean. Windows seen: steps × batch "
+             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean. Windows seen: steps × batch, or epochs × training clips "
              "(a packed window, data.pack_share, holds several clips)."]
     for task, result in report["tasks"].items():
         zero = result["zero_shot"]
@@ -330,7 +359,9 @@ def markdown(report: dict, command: str) -> str:
                                                  f"{100 * row['diff_ci95'][1]:+.1f}]")
             bound = "–" if name == baseline else ("yes" if row["within_bound"] else "**no**")
             title = "the guide's recipe (seed_recipe.py)" if name == "recipe" else f"`{name}`"
-            line = f"| {title} | {report['steps'] * batch_size(name):,} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
+            seen = (report["length"]["steps"] * batch_size(name) if "steps" in report["length"]
+                    else report["length"]["epochs"] * result.get("train_rows", 0))
+            line = f"| {title} | {seen:,} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
             if retained:
                 line += f" {100 * row.get('retained_wer_norm_mean', float('nan')):.1f} |"
             lines.append(line)
@@ -339,7 +370,7 @@ def markdown(report: dict, command: str) -> str:
     if report.get("failed"):
         lines += ["", "Failed (see each run's fit.log): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"]) + "."]
     if report.get("reused"):
-        lines += ["", f"Runs taken from `{report['reused']}` (same steps, same scoring): "
+        lines += ["", f"Runs taken from `{report['reused']}` (same length, same scoring): "
                   + ", ".join(report["reused_runs"]) + "."]
     return "\n".join(lines) + "\n"
 
@@ -394,7 +425,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
                         help="runs beside the baseline (`recipe`: the guide's, seed_recipe.py)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=3, help="every run's length: the guide's 3 epochs (equal data)")
+    parser.add_argument("--steps", type=int, default=None, help="every run's length in optimizer steps instead (equal steps)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--baseline", default="recipe", choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
                         help="the run every other is compared with (default: the guide's recipe, seed_recipe.py)")
@@ -406,8 +438,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test clips (smoke runs)")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--name", default=None, help="results file stem (default quality)")
-    parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 2 steps, 4 clips")
-    parser.add_argument("--reuse", metavar="REPORT.json", help="take the runs of an earlier report (same steps) "
+    parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 8 clips, 4 scored")
+    parser.add_argument("--reuse", metavar="REPORT.json", help="take the runs of an earlier report (same length) "
                         "instead of training them again")
     parser.add_argument("--collect", action="store_true", help="train nothing: report the runs already scored under --work")
     parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
@@ -427,7 +459,7 @@ def main() -> None:
         parser.error("--override changes the configs' runs, not the guide's recipe (seed_recipe.py): name another --baseline "
                      "and leave recipe out of --configs")
     if args.tiny:
-        args.model, args.steps, args.limit = str(REPO / "demo/whisper-tiny-random"), args.steps if args.steps != 300 else 2, args.limit or 4
+        args.model, args.limit = str(REPO / "demo/whisper-tiny-random"), args.limit or 4
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     THREADS.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     report = run(args)

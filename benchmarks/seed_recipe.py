@@ -9,7 +9,7 @@ What changed from the guide, and why (everything else is as it was):
 - Its evaluation fed label tokens to the decoder; evaluation lives in ``quality.py``, generating from
   the audio alone for both recipes.
 
-Usage: ``python -m benchmarks.seed_recipe MODEL LOCALE_FOLDER OUT --max-steps N [--language English]``
+Usage: ``python -m benchmarks.seed_recipe MODEL LOCALE_FOLDER OUT [--epochs 3 | --max-steps N] [--language English]``
 (GPU) writes the adapter to ``OUT/adapter`` and ``OUT/metrics.json`` (wall time, steps).
 """
 
@@ -89,7 +89,8 @@ def prepare(processor, rows: list[dict], num_proc: int | None = None):
     return dataset.map(prepare_dataset, remove_columns=dataset.column_names, num_proc=num_proc)
 
 
-def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed: int = 42, callbacks=None):
+def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed: int = 42, callbacks=None,
+                 epochs: int = 3):
     """The guide's ``Seq2SeqTrainingArguments`` (fp16 where a GPU is present)."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
@@ -99,7 +100,7 @@ def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed:
         gradient_accumulation_steps=1,
         learning_rate=1e-3,
         warmup_steps=50,
-        num_train_epochs=3,
+        num_train_epochs=epochs,
         max_steps=max_steps,
         fp16=torch.cuda.is_available(),
         per_device_eval_batch_size=8,
@@ -122,7 +123,7 @@ def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed:
 
 
 def train(model_name: str, data: str, out: str, language: str = "Marathi", max_steps: int = -1, seed: int = 42,
-          from_config: bool = False, limit: int | None = None) -> dict:
+          from_config: bool = False, limit: int | None = None, epochs: int = 3) -> dict:
     from transformers import WhisperProcessor
 
     from lightning_asr.sources import common_voice_index
@@ -132,7 +133,7 @@ def train(model_name: str, data: str, out: str, language: str = "Marathi", max_s
     # ``data`` is the locale folder itself, which common_voice_index takes whatever the locale.
     dataset = prepare(processor, common_voice_index(data, "", "train")[0].to_pylist()[:limit])
     model = build_model(model_name, from_config)
-    trainer = make_trainer(model, processor, dataset, out, max_steps, seed)
+    trainer = make_trainer(model, processor, dataset, out, max_steps, seed, epochs=epochs)
     train_start = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - train_start
@@ -149,11 +150,12 @@ if __name__ == "__main__":
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("out")
-    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; -1: --epochs decide")
+    parser.add_argument("--epochs", type=int, default=3, help="the guide's 3 epochs")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--language", default="Marathi")
     parser.add_argument("--from-config", action="store_true", help="a random base from the model folder's config")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N clips only")
     args = parser.parse_args()
     print(json.dumps(train(args.model, args.data, args.out, args.language, args.max_steps, args.seed, args.from_config,
-                           args.limit), indent=2))
+                           args.limit, args.epochs), indent=2))

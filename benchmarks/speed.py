@@ -686,9 +686,11 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
              f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
              f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
              f"Command: `{report.get('command', 'python -m benchmarks.speed')}`.{split} MFU: against {peak} measured on one large matrix "
-             "product in this run. WER within bound: the config's result in the first quality report that measured it "
-             f"({', then '.join(p.name for p in QUALITY_REPORTS)}; 3 seeds, both tasks).", "",
-             "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe | WER within bound | trade-off |",
+             "product in this run. Throughput, not time to accuracy (benchmarks/tta.py): × recipe is clips a second. WER "
+             "within bound at equal steps: the config's result in the first quality report that measured it, at 300 "
+             f"optimizer steps, which give a larger batch more data ({', then '.join(p.name for p in QUALITY_REPORTS)}; "
+             "3 seeds, both tasks).", "",
+             "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe, clips/s | WER within bound at 300 steps | trade-off |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["train"].items():
         if "samples_per_s" not in r:

@@ -163,14 +163,14 @@ def test_quality_override_reaches_every_config_run_and_keeps_reports_apart(tmp_p
 
     commands = []
     monkeypatch.setattr(quality, "train_once", lambda args, out, adapter: commands.append(args) or {})
-    quality.fit_config("noise", "base", "fsdd-en", tmp_path, 900, 7, False, ["--model.quantization=none"])
+    quality.fit_config("noise", "base", "fsdd-en", tmp_path, {"steps": 900}, 7, False, ["--model.quantization=none"])
     assert commands[0][-1] == "--model.quantization=none" and "--data.augment.noise_prob=0.5" in commands[0]
     assert "--trainer.max_steps=900" in commands[0]
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"steps": 900, "tasks": {}}))  # a report from before --override existed
-    assert quality.reuse(str(earlier), 900, []) == {}
+    assert quality.reuse(str(earlier), {"steps": 900}, []) == {}
     with pytest.raises(SystemExit, match=r"--override \[\], not \['--model.quantization=none'\]"):
-        quality.reuse(str(earlier), 900, ["--model.quantization=none"])
+        quality.reuse(str(earlier), {"steps": 900}, ["--model.quantization=none"])
     refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "noise",
                               "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
                              cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -184,8 +184,12 @@ def test_quality_harness_measures_every_shipped_config_by_its_file(tmp_path, mon
     assert {"packed", "augment", "fast-bf16"} <= set(quality.CONFIGS) and not {"demo", "ddp"} & set(quality.CONFIGS)
     commands = []
     monkeypatch.setattr(quality, "train_once", lambda args, out, adapter: commands.append(args) or {})
-    quality.fit_config("packed", "base", "fsdd-en", tmp_path, 300, 7, False)
+    quality.fit_config("packed", "base", "fsdd-en", tmp_path, {"epochs": 3}, 7, False)
     assert str(REPO / "configs/packed.yaml") in commands[0] and not any("pack_share" in arg for arg in commands[0])
+    # Equal data by default: the guide's 3 epochs for every config, whatever its batch; the recipe (seed_recipe.py) too.
+    assert {"--trainer.max_epochs=3", "--trainer.max_steps=-1"} <= set(commands[0])
+    quality.fit_recipe("base", "fsdd-en", tmp_path, {"epochs": 3}, 7, False)
+    assert "--epochs=3" in commands[1] and not any(arg.startswith("--max-steps") for arg in commands[1])
     # The choice is accepted (the run is then refused for --override beside the guide's recipe, exit 2, nothing trained).
     refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "packed",
                               "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
