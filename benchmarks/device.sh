@@ -27,12 +27,15 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # A speed run needs the GPU to itself: run it first, or AFTER every other job (each mode's row is written as it finishes; 2026-12-03's
 # three modes and the recipe took 5.7 min). Where machine starts keep failing (each costs 1.5-3 min of the session's
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
-# JOBS now: benchmarks/tta.py, every run of its RUNS on both tasks, 3 seeds, 14 at once (results/tta.md); it validates
-# on the dev splits, so `prepare` keeps their clips.
+# benchmarks/tta.py's job (every run of its RUNS, both tasks, 3 seeds, 14 at once: results/tta.md, 2026-12-07) ran
+# ~12 minutes on an H100 with its scoring; the dev splits it validates on travel (`prepare` keeps their clips).
+# JOBS now: issue 45's equal-data check, the packed configs at the guide's 3 epochs against the recipe config on the
+# same unquantized base (the int8 recipe runs ~6x slower on whisper-base), layers eager (14 processes compiling at once
+# cost more than they train).
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "python3 -m benchmarks.tta --model $M --data-dir $D --jobs 14 --work /tmp/tta --results /tmp/res --name tta --runs packed-dense-bf16-lr2e-3 packed-dense-bf16-lr4e-3 packed-dense-bf16-loraplus packed-dense-bf16-rslora packed-dense-offload-bf16-lr2e-3 packed-dense-nf4-offload-compile-b10-lr1e-3 packed-dense-lean-bf16-lr1e-3 packed-dense-bf16-r8 packed-dense-bf16"
+  "$QUALITY --baseline recipe-unquantized --configs packed-dense-bf16 packed-dense-lean-bf16 packed-dense-offload-bf16 packed-dense-nf4-offload-compile-b10 packed-dense-nf4-offload packed-bf16 packed --override=--model.speed.compile=false --jobs 14 --work /tmp/qa --results /tmp/res --name quality-equal-data"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).

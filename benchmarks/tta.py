@@ -158,7 +158,7 @@ def score(args: argparse.Namespace, task: str, adapter: Path) -> dict:
 
 def run_all(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    rows = {task: train_rows(task, args) for task in args.tasks}
+    rows = {task: quality.train_rows(task, args) for task in args.tasks}
     # The recipe first (every other run's target waits on its seeds), then the runs task by task: a session that ends
     # early has finished one task's runs, not half of each.
     keys = list(dict.fromkeys([(task, "recipe-config", seed) for task in args.tasks for seed in args.seeds]
@@ -260,14 +260,6 @@ def reach(seeds: dict[str, dict]) -> dict:
     for key in ("step", "windows", "clips", "train_s"):
         row[key] = statistics.mean(h[key] for h in hits) if hits else None
     return row
-
-
-def train_rows(task: str, args: argparse.Namespace) -> int:
-    from lightning_asr.sources import common_voice_index
-
-    data, locale, _, _ = TASKS[task]
-    rows = len(common_voice_index(str(data), locale, "train")[0])
-    return min(rows, 8) if args.tiny else rows
 
 
 HEADER = ("| run | reached | steps | windows | clips | × recipe, large-v2 | × recipe, measured | test WER % | "

@@ -2,6 +2,11 @@
 
 import logging
 
+# peft imports torchao where it is installed (the [fp8] extra), and torchao then names every optional kernel library
+# the machine cannot load, and torch each of its enums: on every command, about nothing lightning-asr uses or a user
+# can act on. model.speed.fp8 checks what it needs itself (fp8.require).
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").addFilter(lambda record: "is an Enum subclass" not in str(record.msg))
 # bitsandbytes notes on CPU that an optional kernel package is absent: true, and not actionable.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # ... and logs, on every int8 matmul with fp32 inputs, that they are cast to fp16: true, expected,

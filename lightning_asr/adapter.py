@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
+import torch
 from safetensors import safe_open
 
 from lightning_asr.whisper import resolve_model
@@ -67,17 +68,36 @@ def adapter_info(adapter: str) -> dict:
         raise FileNotFoundError(f"{adapter}: not an adapter folder (no adapter_config.json)")
     config = _read_json(config_file)
     if weights.is_file():
-        try:
-            with safe_open(weights, "pt"):  # checks that the header's offsets cover the file
-                pass
-        except Exception as err:  # safetensors raises its own error types, and OSError
-            raise ValueError(f"{weights}: not a readable safetensors file ({err}); save the adapter again") from None
+        check_weights(weights)
     elif not (folder / "adapter_model.bin").is_file():
         raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors")
     info_file = folder / "lightning_asr.json"
     if info_file.is_file():
         return _read_json(info_file)
     return {"base_model": config.get("base_model_name_or_path")}
+
+
+# A trained LoRA weight is of order 0.01-1: a value past this is a damaged file, not a training's outcome.
+LARGEST_WEIGHT = 1e4
+
+
+def check_weights(weights: Path) -> None:
+    """Raise where ``weights`` cannot be read whole, or holds values no training writes (random bytes over part of the
+    file still parse: its header and offsets survive)."""
+    try:
+        with safe_open(weights, "pt") as f:  # checks that the header's offsets cover the file
+            for name in f.keys():
+                tensor = f.get_tensor(name).float()
+                bad = int((~torch.isfinite(tensor)).sum())
+                largest = float(tensor.nan_to_num(0.0, 0.0, 0.0).abs().max()) if tensor.numel() else 0.0
+                if bad or largest > LARGEST_WEIGHT:
+                    what = f"{bad} non-finite values" if bad else f"values up to {largest:.3g}"
+                    raise ValueError(f"{weights}: {name} holds {what}, which no training writes: the file is "
+                                     "damaged; use another checkpoint of the run or save the adapter again")
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors raises its own error types, and OSError
+        raise ValueError(f"{weights}: not a readable safetensors file ({err}); save the adapter again") from None
 
 
 def _read_json(path: Path) -> dict:

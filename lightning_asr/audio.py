@@ -1,11 +1,15 @@
 """Every audio decode: a file or its bytes to 16 kHz mono, the checks a clip must pass, the
 decoded-audio cache, and Whisper's log-mel features."""
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import struct
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,10 +86,11 @@ def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None
             raise AudioError(path, "empty", "0 bytes")
     name = name or path
     try:
-        if span is None:
-            audio, rate = sf.read(path if data is None else io.BytesIO(data), dtype="float32", always_2d=True)
-        else:
-            audio, rate = _read_span(path, *span, name)
+        with decoder_notes(name):
+            if span is None:
+                audio, rate = sf.read(path if data is None else io.BytesIO(data), dtype="float32", always_2d=True)
+            else:
+                audio, rate = _read_span(path, *span, name)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         # libsndfile says "does not exist or is not a regular file" for any stream it cannot parse.
         raise AudioError(name, "undecodable", f"not a readable audio stream: {type(err).__name__}") from None
@@ -98,6 +103,30 @@ def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None
     if rate != sampling_rate:
         audio = soxr.resample(audio, rate, sampling_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def decoder_notes(name: str) -> Iterator[None]:
+    """What the C decoders write to the process's standard error while decoding (libmpg123's "warning: Cannot read
+    next header …" on a damaged MP3), logged as one warning that names the clip instead of a line that names nothing."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no standard error to borrow
+        yield
+        return
+    notes = tempfile.TemporaryFile()
+    os.dup2(notes.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        notes.seek(0)
+        said = " ".join(notes.read(4096).decode(errors="replace").split())
+        notes.close()
+        if said:
+            log.warning("%s: the decoder says: %s", name, said)
 
 
 def _read_span(path: str, offset: float, duration: float | None, name: str) -> tuple[np.ndarray, int]:
@@ -178,17 +207,57 @@ def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: boo
     if cache_dir is None:
         return decode()
     cached = Path(cache_dir) / (hashlib.sha1(name.encode()).hexdigest() + ".npy")
+    cache_dir = str(cached.parent)
     if cached.is_file():
         try:
             return np.load(cached).astype(np.float32)
         except (OSError, ValueError, EOFError) as err:  # a cut or garbled entry: decode it again
             log.warning("data.cache_dir: %s (cache of %s) is unreadable (%s): decoding the clip again", cached, audio, err)
-    waveform = decode()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, waveform.astype(np.float16))
-    os.replace(tmp, cached)  # atomic: another worker never reads half a file
+    # As the cache keeps it (float16): a clip sounds the same decoded or cached, so a run's transcripts and WER do
+    # not depend on what an earlier run left in the cache (the demo's step-0 WER moved between runs).
+    waveform = decode().astype(np.float16).astype(np.float32)
+    if cache_dir not in UNWRITABLE:
+        store(cached, waveform)
     return waveform
+
+
+def usable_cache(cache_dir: str | None) -> str | None:
+    """``cache_dir`` where a file can be written into it; else ``None``, with one warning: a read-only or full disk
+    costs the cache, not the run."""
+    if cache_dir is None:
+        return None
+    probe = Path(cache_dir) / f".probe.{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(bytes(65536))  # a clip's worth: a disk with a few bytes left is as good as full
+        probe.unlink()
+        return cache_dir
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        log.warning("data.cache_dir: cannot write to %s (%s): training without the decoded-audio cache", cache_dir,
+                    err.strerror or err)
+        return None
+
+
+# Cache folders this process failed to write to (a full or read-only disk): decoding goes on without them.
+UNWRITABLE: set[str] = set()
+
+
+def store(cached: Path, waveform: np.ndarray) -> None:
+    """``waveform`` into the cache, whole or not at all: a failed write (disk full, folder read-only) leaves no
+    partial file and turns this process's caching into that folder off, with one warning."""
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, waveform.astype(np.float16))
+        os.replace(tmp, cached)  # atomic: another worker never reads half a file
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        UNWRITABLE.add(str(cached.parent))
+        log.warning("data.cache_dir: cannot write to %s (%s): decoding without the cache from here on", cached.parent,
+                    err.strerror or err)
 
 
 def _checked(path: str, labelled: bool) -> np.ndarray:

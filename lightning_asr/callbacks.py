@@ -1,9 +1,12 @@
 """Callbacks: adapter-only checkpoints (the format lives in ``adapter``), throughput in samples and
 audio frames, and a progress bar that counts the steps toward ``max_steps``."""
 
+import contextlib
 import logging
 import shutil
 import signal
+import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_asr.adapter import save_adapter
 from lightning_asr.audio import FRAMES_PER_SECOND
 from lightning_asr.dataset import Batch
+from lightning_asr.text import score_metric
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +30,20 @@ class AdapterCheckpoint(L.Callback):
 
     Args:
         dirpath: folder for the adapters; ``None`` puts them in the logger's run folder (``adapters/``).
-        monitor: logged metric that ranks adapters.
+        monitor: logged metric that ranks adapters; ``auto`` is the normalised WER (``val/wer_norm``: an
+            all-caps corpus scored case-sensitively ranks its adapters by case), or CER (``val/cer``) for a
+            language written without spaces.
         mode: ``min`` when lower is better (WER), ``max`` otherwise.
         save_top_k: ranked adapters kept as ``step-N/`` (``best/`` is always the top one); 0 keeps none.
         overwrite: let a new run (not a resumed one) write into a folder that already holds
             another run's adapters. Off, such a run stops before it trains.
     """
 
-    def __init__(self, dirpath: str | None = None, monitor: str = "val/wer", mode: Literal["min", "max"] = "min",
+    def __init__(self, dirpath: str | None = None, monitor: str = "auto", mode: Literal["min", "max"] = "min",
                  save_top_k: int = 1, overwrite: bool = False) -> None:
         self.dirpath, self.monitor, self.mode, self.save_top_k = dirpath, monitor, mode, save_top_k
         self.overwrite = overwrite
+        self._created = time.time()  # files of the run folder older than this are not this command's
         self.ranked: list[tuple[float, str]] = []
         self._last_step: int | None = None
         self._root: Path | None = None
@@ -54,6 +61,13 @@ class AdapterCheckpoint(L.Callback):
         # The CLI asks before the model loads (ASRCLI.before_fit); this catches a plain trainer.fit().
         self._root = None  # a new fit may log to a new version folder
         self.check_not_taken(trainer, resuming=bool(trainer.ckpt_path))
+        if self.monitor == "auto":
+            self.monitor = score_metric(getattr(pl_module, "language", None))
+        rank_zero_info(f"adapter: best/ is the adapter of the lowest {self.monitor}" if self.mode == "min" else
+                       f"adapter: best/ is the adapter of the highest {self.monitor}")
+        for callback in trainer.checkpoint_callbacks:  # marks the run folder as a training run (--ckpt_path last)
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.is_global_zero:
+                Path(callback.dirpath).mkdir(parents=True, exist_ok=True)
 
     def check_not_taken(self, trainer: L.Trainer, resuming: bool) -> None:
         """Refuse a new run whose folder already holds another run's adapters."""
@@ -99,6 +113,8 @@ class AdapterCheckpoint(L.Callback):
             trainer._signal_connector.received_sigterm = True  # the flag Lightning stops on at this step's end
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step == 0 and not trainer.ckpt_path:
+            remove_unused_run_folder(trainer, self._created)
         # SIGTERM is what kill, SLURM, Kubernetes and a spot instance's notice send: Lightning stops at the end of
         # the step, a consistent point, so the steps since the last periodic checkpoint are kept. Ctrl-C is not
         # handled: it can land inside the optimizer step.
@@ -145,6 +161,24 @@ class AdapterCheckpoint(L.Callback):
         self.ranked = [tuple(x) for x in state_dict.get("ranked", [])]
 
 
+@rank_zero_only
+def remove_unused_run_folder(trainer: L.Trainer, since: float) -> None:
+    """A command that failed before its first step (a missing file, a bad knob) leaves no ``version_N`` behind: the
+    run folder goes if all it holds is what this command wrote there (config, hyperparameters, empty logs) and no
+    checkpoint or adapter; ``--ckpt_path last`` then finds the run before it."""
+    folder = Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
+    if folder is None or not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    ours = all(p.stat().st_mtime >= since and (p.name in ("config.yaml", "hparams.yaml")
+                                               or p.name.startswith("events.out.tfevents.")) for p in files)
+    if ours:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # runs/<name>/ too, where that run was its only one
+            folder.parent.rmdir()
+        log.info("removed %s: the run stopped before its first step", folder)
+
+
 def _batch_size(batch: Batch) -> int:
     # Clips, not rows: a packed window (data.pack_share) trains on each of its clips.
     return batch.get("clips", len(batch["paths"]))
@@ -177,7 +211,11 @@ class SpeechThroughput(ThroughputMonitor):
 
 class StepProgressBar(RichProgressBar):
     """Lightning's rich progress bar, counting optimizer steps toward ``trainer.max_steps`` when it
-    is set (one bar for the whole run, labelled with the epoch) instead of restarting every epoch."""
+    is set (one bar for the whole run, labelled with the epoch) instead of restarting every epoch.
+    Where the output is not a terminal (a log file, a batch job), where a bar shows nothing until the end, a line
+    every ``trainer.log_every_n_steps`` steps says the step, epoch and the bar's metrics instead."""
+
+    _line_step = -1
 
     def _steps(self) -> int:
         return max(0, self.trainer.max_steps)
@@ -200,3 +238,10 @@ class StepProgressBar(RichProgressBar):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._steps():
             self._update(self.train_progress_bar_id, trainer.global_step)
+        step = trainer.global_step
+        if not sys.stdout.isatty() and step % max(trainer.log_every_n_steps, 1) == 0 and step != self._line_step:
+            self._line_step = step
+            of = f"/{self._steps()}" if self._steps() else ""
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num")
+            rank_zero_info(f"step {step}{of} (epoch {trainer.current_epoch}){': ' + shown if shown else ''}")

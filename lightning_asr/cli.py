@@ -1,7 +1,6 @@
 """The ``lightning-asr`` command: LightningCLI for fit/validate/test/predict, plus transcribe and export."""
 
 import logging
-import re
 import signal
 import sys
 import warnings
@@ -10,9 +9,11 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_asr.callbacks import AdapterCheckpoint, SpeechThroughput, StepProgressBar
+from lightning_asr.checkpoint import AtomicCheckpointIO, resume_last
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.module import WhisperLoRA
 
@@ -51,39 +52,10 @@ class ASRCLI(LightningCLI):
         given = [*(config.get("callbacks") or []), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, StepProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
-
-
-def resume_last(config) -> None:
-    """Point ``--ckpt_path last`` at the newest ``last*.ckpt`` and the logger at the run that wrote it.
-
-    Lightning looks for ``last`` in the checkpoint folder of the logger's *next* version, which a
-    new process has just opened empty: it would warn, train from step 0 into a new folder, and exit 0.
-    """
-    logger = config.trainer.logger
-    logger = logger[0] if isinstance(logger, list) and logger else logger
-    args = getattr(logger, "init_args", None)
-    root = None
-    if args is not None and args.get("save_dir") is not None:
-        root = Path(args.save_dir) / str(args.get("name") or "")
-    runs = sorted(((int(m.group(1)), p) for p in (root.glob("version_*") if root else [])
-                   if (m := re.fullmatch(r"version_(\d+)", p.name))), reverse=True)
-    places = [run / "checkpoints" for _, run in runs]
-    for callback in config.trainer.callbacks or []:
-        if str(getattr(callback, "class_path", "")).endswith("ModelCheckpoint") and callback.init_args.get("dirpath"):
-            places.insert(0, Path(callback.init_args.dirpath))
-    found = sorted((p for place in places for p in place.glob("last*.ckpt")), key=lambda p: p.stat().st_mtime)
-    if not found:
-        searched = ", ".join(map(str, places[:4])) or f"{root or 'the logger folder'}/version_*/checkpoints"
-        raise SystemExit(
-            f"--ckpt_path last: no last.ckpt in {searched}: nothing to resume. Train without --ckpt_path, pass a "
-            "checkpoint file, or add a ModelCheckpoint with save_last: true (configs/demo.yaml and the recipe have one)."
-        )
-    config.ckpt_path = str(found[-1])
-    run = next((n for n, folder in runs if folder in found[-1].parents), runs[0][0] if runs else None)
-    if run is not None and args is not None and args.get("version") is None:
-        args.version = run
-    log.info("resuming %s%s", found[-1], f" in {root}/version_{run}" if run is not None else "")
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's own
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 def _tool(name: str):
@@ -114,17 +86,13 @@ def tool_parser(name: str) -> ArgumentParser:
 def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] in ("transcribe", "export"):
-        config = tool_parser(argv[0]).parse_args(argv[1:])
-        try:
-            failed = _tool(argv[0])(**config.as_dict())
-        except (FileExistsError, FileNotFoundError, ValueError) as err:  # named, with what to do: no traceback
-            print(f"lightning-asr {argv[0]}: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        if failed:
-            sys.exit(1)
-        return
+    command = f"lightning-asr {argv[0] if argv else ''}".strip()
     try:
+        if argv and argv[0] in ("transcribe", "export"):
+            config = tool_parser(argv[0]).parse_args(argv[1:])
+            if _tool(argv[0])(**config.as_dict()):
+                sys.exit(1)
+            return
         ASRCLI(
             WhisperLoRA,
             SpeechDataModule,
@@ -134,6 +102,23 @@ def main(args: list[str] | None = None) -> None:
         )
     except SIGTERMException:  # saved by AdapterCheckpoint; a SystemExit without a code would report success
         sys.exit(128 + signal.SIGTERM)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        if not raised_here(err):
+            raise
+        print(f"{command}: error: {err}", file=sys.stderr)  # it names the field or file, and what to do
+        sys.exit(2)
+
+
+def raised_here(err: BaseException) -> bool:
+    """Whether this package raised ``err`` itself (a check of the user's input, whose message says what to do), not a
+    library underneath it: those keep their traceback."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
+
+
+PACKAGE = Path(__file__).resolve().parent
 
 
 if __name__ == "__main__":

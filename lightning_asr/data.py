@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import WhisperProcessor
 
 from lightning_asr.args import as_dict
-from lightning_asr.audio import AudioError, Skipped, clip_name
+from lightning_asr.audio import AudioError, Skipped, clip_name, usable_cache
 from lightning_asr.augment import AudioAugment
 from lightning_asr.dataset import Batch, SpeechDataset, collate
 from lightning_asr.sampling import ShardSampler
@@ -173,13 +173,14 @@ class SpeechDataModule(L.LightningDataModule):
         except ValueError as err:  # a noise folder is checked at parse time, not an hour into the first epoch
             raise DataConfigError(str(err)) from None
         # Resolved once, and here, not after loading a model.
-        self.language = None if language == "auto" else language_code(language)  # auto: predict only
-        self.retain_language = language_code(self.retain.language) if self.retain else None
+        self.language = None if language == "auto" else language_code(language, "data.language")  # auto: predict only
+        self.retain_language = language_code(self.retain.language, "data.retain.language") if self.retain else None
         self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
         self._skipped: dict[tuple[str, str], Skipped] = {}
         self._resume: dict | None = None
         self._clip_lengths: dict[str, np.ndarray] = {}
+        self._cache_dir: str | None = None  # data.cache_dir once checked writable ("" when it is not)
         self.processor = processor
 
     # -- rows ------------------------------------------------------------------------------------
@@ -258,6 +259,8 @@ class SpeechDataModule(L.LightningDataModule):
         if self.retain is not None and stage in ("fit", "validate"):
             splits["retain"] = self.retain.split
         max_tokens = max_target_positions(hp.model)
+        if self._cache_dir is None:
+            self._cache_dir = usable_cache(hp.cache_dir) or ""
         for name, split in splits.items():
             labelled = name != "predict"
             if name not in self.datasets:
@@ -267,7 +270,7 @@ class SpeechDataModule(L.LightningDataModule):
                     max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
                     max_label_tokens=max_tokens,
                     strict=hp.strict,
-                    cache_dir=hp.cache_dir,
+                    cache_dir=self._cache_dir or None,
                     with_labels=labelled,
                     min_duration_s=hp.min_duration_s,
                     language=self.retain_language if name == "retain" else self.language,

@@ -28,7 +28,7 @@ from lightning_asr.lora import merge
 from lightning_asr.metrics import error_rates
 from lightning_asr.module import WhisperLoRA
 from lightning_asr.tools import decoder_module
-from lightning_asr.whisper import Quantization, load_base, load_processor
+from lightning_asr.whisper import Quantization, language_code, load_base, load_processor
 
 log = logging.getLogger(__name__)
 Format = Literal["transformers", "ct2"]
@@ -90,8 +90,10 @@ def export(
         accelerator: ``auto``, ``cpu`` or ``gpu``, for both sides.
     """
     target = Path(output)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(f"export: {output} already exists and is not empty; choose another folder or pass --overwrite true")
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"export: {output} is a file, not a folder; choose another output folder")
+    if target.exists() and not overwrite and any(target.iterdir()):
+        raise FileExistsError(f"export: {output} already holds files; choose another folder or pass --overwrite true")
     if tolerance < 0:
         raise ValueError(f"export: --tolerance is a number of WER points, 0 or more; got {tolerance:g}")
     if format == "ct2":
@@ -133,8 +135,15 @@ def _save_merged(adapter: str, info: dict, base: str, dtype: str, folder: Path) 
     model = load_base(base, "none", "cpu", getattr(torch, dtype), info.get("from_config", False), info.get("init_seed", 0))
     merged = merge(PeftModel.from_pretrained(model, adapter))
     merged.config.use_cache = True
-    merged.save_pretrained(folder)
     language = info.get("language")
+    # The exported model decodes as validation did, without arguments (the README's pipeline line passes none):
+    # in the adapter's language and task, greedily (transformers 5's pipeline otherwise searches 5 beams, and
+    # without a language loops on some clips: "Americans Americans …" to the token limit).
+    generation = merged.generation_config
+    generation.language = language_code(language) if language else None
+    generation.task = info.get("task", "transcribe") if language else None
+    generation.num_beams = 1
+    merged.save_pretrained(folder)
     processor = load_processor(adapter, language, info.get("task", "transcribe")) if language else None
     processor = processor or load_processor(base, "en", "transcribe")
     processor.save_pretrained(folder)
@@ -174,7 +183,7 @@ def parity(adapter: str, exported: str, format: Format, data: str, base: str | N
     if format == "ct2":
         theirs, runtime = _faster_whisper(exported, [waveforms[n] for n in names], code, task, max_new_tokens, device, compute_type)
     else:
-        theirs, runtime = _pipeline(exported, [waveforms[n] for n in names], code, task, max_new_tokens, device, batch_size)
+        theirs, runtime = _pipeline(exported, [waveforms[n] for n in names], max_new_tokens, device, batch_size)
     ours_scores, theirs_scores = error_rates(refs, ours, code), error_rates(refs, theirs, code)
     delta = {k: 100 * (theirs_scores[k] - ours_scores[k]) for k in ("wer", "wer_norm")}
     differ = [(n, r, o, t) for n, r, o, t in zip(names, refs, ours, theirs) if o.strip() != t.strip()]
@@ -250,16 +259,15 @@ def _faster_whisper(folder: str, waveforms: list, language: str, task: str, max_
     return texts, runtime
 
 
-def _pipeline(folder: str, waveforms: list, language: str, task: str, max_new_tokens: int, device: str,
-              batch_size: int) -> tuple[list[str], str]:
-    """transformers' ASR pipeline on the exported folder, as users load it."""
+def _pipeline(folder: str, waveforms: list, max_new_tokens: int, device: str, batch_size: int) -> tuple[list[str], str]:
+    """transformers' ASR pipeline on the exported folder, as users load it (the README's line)."""
     from transformers import pipeline
 
     dtype = torch.float32 if device == "cpu" else None  # the folder's own dtype on GPU
     asr = pipeline("automatic-speech-recognition", model=folder, device=device, dtype=dtype)
     inputs = [{"raw": w, "sampling_rate": 16_000} for w in waveforms]
-    # Greedy, as validation decodes: transformers 5's pipeline otherwise searches 5 beams (openai's default).
-    kwargs = {"language": language, "task": task, "max_new_tokens": max_new_tokens, "num_beams": 1}
+    # As the README's line loads it: language, task and greedy search come from the folder's generation config.
+    kwargs = {"max_new_tokens": max_new_tokens}
     texts = [out["text"].strip() for out in tqdm(asr(inputs, batch_size=batch_size, generate_kwargs=kwargs),
                                                  total=len(inputs), desc="pipeline", unit="clip")]
     import transformers

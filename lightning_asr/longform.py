@@ -6,6 +6,7 @@ window, where every segment ended). Only one window of audio is ever decoded and
 seek into the file, so an hour costs the memory of 30 s.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,33 +99,59 @@ def _windows(module, path: str, language: str | None, start: float, end: float |
         if language is None:
             language = detect_languages(whisper, features, tokenizer)[0]
         ids = module.model.generate(input_features=features, language=language, task=module.hparams.task,
-                                    return_timestamps=True, max_new_tokens=module.decoding.max_new_tokens,
+                                    return_timestamps=True, max_new_tokens=token_budget(module, seconds),
                                     **FALLBACK)[0].tolist()
-        done, tail = in_order(*parse_segments(ids, tokenizer), seconds)
+        done, tail, cut = in_order(*parse_segments(ids, tokenizer), seconds)
         segments += [Segment(round(position + s, 2), round(position + e, 2), clean_transcript(t)) for s, e, t in done]
-        last = position + seconds >= end - TIME_STEP_S
-        if tail is not None and not last and 0 < tail[0] < seconds:  # resume where the unfinished segment began
-            position += tail[0]
-            continue
-        if tail is not None and tail[0] < seconds:  # the file's end, or a window without usable timestamps
-            segments.append(Segment(round(position + tail[0], 2), round(position + seconds, 2), clean_transcript(tail[1])))
-        position += seconds
+        position, finished = next_position(position, seconds, end, done, tail, cut)
+        if finished is not None:
+            segments.append(Segment(round(finished[0], 2), round(finished[1], 2), clean_transcript(tail[1])))
     return [s for s in segments if s.text], language
 
 
+def token_budget(module, seconds: float) -> int:
+    """A window's token budget: ``max_new_tokens``, and no more than speech of its length holds. A decode that loops
+    runs to its budget at every fallback temperature: a 4 s window of a barely trained adapter took minutes at 444."""
+    return max(1, min(module.decoding.max_new_tokens, math.ceil(seconds * MAX_TOKENS_PER_SECOND)))
+
+
+# Whisper's byte-level tokens run to ~12 a second in fast Marathi speech (328 in a 28 s window); 20 leaves room.
+MAX_TOKENS_PER_SECOND = 20
+
+
+def next_position(position: float, seconds: float, end: float, done: list, tail: tuple[float, str] | None,
+                  cut: bool) -> tuple[float, tuple[float, float] | None]:
+    """Where the next window starts, and the span of the unfinished segment to keep as it is, if any (Whisper's
+    scheme, as openai/whisper's ``transcribe`` seeks): after complete segments, where the last one ended (the
+    unfinished one, or what followed a decode that jumped back, is decoded again from there); without any, or at the
+    file's end, after the window, the unfinished text kept whole."""
+    last = position + seconds >= end - TIME_STEP_S
+    if done and not last and (cut or tail is not None):
+        resume = tail[0] if tail is not None else done[-1][1]
+        if resume >= MIN_ADVANCE_S:
+            return position + resume, None
+    finished = (position + tail[0], position + seconds) if tail is not None and tail[0] < seconds else None
+    return position + seconds, finished
+
+
+# A window moves the position on by at least this much: one that ends its segments sooner decodes its tail again
+# in the next window rather than creep through the file a few tokens at a time.
+MIN_ADVANCE_S = 1.0
+
+
 def in_order(done: list[tuple[float, float, str]], tail: tuple[float, str] | None,
-             seconds: float) -> tuple[list[tuple[float, float, str]], tuple[float, str] | None]:
-    """A window's segments as far as their times run forward inside its ``seconds`` of audio: a
-    decode that jumps back in time (a loop) or past the audio stops there; ends are clamped to it."""
+             seconds: float) -> tuple[list[tuple[float, float, str]], tuple[float, str] | None, bool]:
+    """A window's segments as far as their times run forward inside its ``seconds`` of audio, and whether the decode
+    was cut there: one that jumps back in time (a loop) or past the audio stops at that point; ends are clamped."""
     kept, last = [], 0.0
     for start, end, text in done:
-        if start < last - TIME_STEP_S or start >= seconds:
-            return kept, None
+        if start < last - TIME_STEP_S or start >= seconds or end < start - TIME_STEP_S:
+            return kept, None, True
         kept.append((start, min(end, seconds), text))
         last = end
     if tail is not None and (tail[0] < last - TIME_STEP_S or tail[0] >= seconds):
-        tail = None
-    return kept, tail
+        return kept, None, True
+    return kept, tail, False
 
 
 def _clock(seconds: float, separator: str) -> str:

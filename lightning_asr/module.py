@@ -16,7 +16,7 @@ from torchmetrics import MeanMetric
 
 from lightning_asr import fp8
 from lightning_asr.adapter import adapter_info
-from lightning_asr.args import Decoding, Speed, as_dict
+from lightning_asr.args import Decoding, Speed, as_dict, check_knobs
 from lightning_asr.augment import SpecAugment, audio_mask
 from lightning_asr.dataset import Batch
 from lightning_asr.decode import detect_languages, graphed, greedy, prompt_ids
@@ -110,27 +110,12 @@ class WhisperLoRA(L.LightningModule):
     ) -> None:
         super().__init__()
         # Once, and at parse time, not after loading a 3 GB model; None: detect each clip's (auto).
-        self.language = None if language == "auto" else language_code(language)
+        self.language = None if language == "auto" else language_code(language, "model.language")
         check_warmup(warmup_steps, warmup_share)
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
-        if self.speed.compile and quantization == "int8":
-            raise ValueError("model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
-                             "outlier split picks its columns from each input, a data-dependent shape in every matmul")
-        if self.speed.fp8 and quantization != "none":
-            raise ValueError(f"model.speed.fp8: true needs model.quantization: none (got {quantization!r}): FP8 "
-                             "matrix products take the base's own bf16 weights, a k-bit base has none")
-        if self.decoding.merge_lora and quantization != "none":
-            raise ValueError(f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
-                             "a LoRA update cannot be merged into k-bit weights without requantizing them")
-        if self.speed.offload_encoder and not self.lora.encoder:
-            log.warning("model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "
-                        "without autograd and saves nothing for backward)")
-        elif self.speed.offload_encoder and not self.speed.gradient_checkpointing:
-            log.warning("model.speed.offload_encoder without model.speed.gradient_checkpointing copies every activation "
-                        "of every encoder layer to host memory and back each step, not just each layer's input: "
-                        "slow, and most of the host RAM it pins is not needed with checkpointing on")
+        check_knobs(quantization, self.lora, self.decoding, self.speed)
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints carry only the adapter, not the frozen base
         self.model: PeftModel | None = None
@@ -403,11 +388,13 @@ class WhisperLoRA(L.LightningModule):
             raise ValueError(f"model.language: auto only transcribes (predict); {stage} needs the transcripts' language")
 
     def _log_metrics(self, stage: str) -> None:
+        # fit's validation scores reach the logger from on_validation_end, at the step the adapters record.
+        direct = not (stage == "val" and self.trainer.state.fn == "fit")
         for name, metric in self.scores.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer", add_dataloader_idx=False)
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer", add_dataloader_idx=False, logger=direct)
         if stage == "val" and self.retained["wer"].update_called:
             for name, metric in self.retained.items():
-                self.log(f"val_retain/{name}", metric, add_dataloader_idx=False)
+                self.log(f"val_retain/{name}", metric, add_dataloader_idx=False, logger=direct)
         if not self.trainer.sanity_checking:
             self._log_examples(stage)
 
@@ -418,9 +405,15 @@ class WhisperLoRA(L.LightningModule):
         self._log_metrics("test")
 
     def on_validation_end(self) -> None:
-        if not self.trainer.sanity_checking and "val/wer" in self.trainer.callback_metrics:
-            metrics = self.trainer.callback_metrics
-            self.history.append((self.global_step, float(metrics["val/wer"]), float(metrics["val/cer"])))
+        if self.trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "val_retain/"))}
+        if "val/wer" in metrics:
+            self.history.append((self.global_step, metrics["val/wer"], metrics["val/cer"]))
+        # At the optimizer steps taken, as the adapter saved now records them: Lightning's own logging step is
+        # one less when validation runs mid-epoch (TensorBoard said 16 where the adapter said 17).
+        if metrics and self.trainer.state.fn == "fit" and self.logger is not None and self.trainer.is_global_zero:
+            self.logger.log_metrics(metrics, step=self.global_step)
 
     def _log_examples(self, stage: str) -> None:
         examples, self.examples = self.examples, []
@@ -443,14 +436,16 @@ class WhisperLoRA(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint holds the trainable (adapter) tensors and the RNG states; the frozen base
-        is rebuilt from ``model``, the data position comes from the DataModule."""
+        """A checkpoint holds the trainable (adapter) tensors, the RNG states and the WER history; the frozen
+        base is rebuilt from ``model``, the data position comes from the DataModule."""
         checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
         checkpoint["rng_states"] = rng_states()
+        checkpoint["wer_history"] = list(self.history)  # the run's WER line spans its resumes
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        self.history = [tuple(row) for row in checkpoint.get("wer_history", [])]
 
     def language_name(self) -> str | None:
         return LANGUAGES[self.language] if self.language else None

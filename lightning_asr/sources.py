@@ -124,7 +124,7 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
 
     ``root`` is the release folder holding ``<locale>/`` or the locale folder itself. Old (10-column)
     and new (13-column) headers both work: only ``path`` and ``sentence`` are read. A ``path`` that
-    would resolve outside ``clips/`` is dropped and named.
+    would resolve outside ``clips/``, or names a link to a file outside ``root``, is dropped and named.
     """
     base = common_voice_folder(root, locale)
     tables, skipped = [], []
@@ -137,12 +137,28 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
         skipped += bad
         clips = str(base / "clips") + os.sep
         escapes = pc.match_substring_regex(table["path"], _ESCAPES)
+        outside = links_outside(base / "clips", Path(root).expanduser())
+        if outside:
+            escapes = pc.or_(escapes, pc.is_in(table["path"], value_set=pa.array(sorted(outside))))
         if pc.any(escapes).as_py():
             for path in table["path"].filter(escapes).to_pylist():
-                skipped.append(Skipped(clips + path, "outside_clips", f"{tsv.name} names {path!r}, which is not inside {clips}"))
+                detail = (f"a link to a file outside {root}" if path in outside else
+                          f"{tsv.name} names {path!r}, which is not inside {clips}")
+                skipped.append(Skipped(clips + path, "outside_clips", detail))
             table = table.filter(pc.invert(escapes))
         tables.append(pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]}))
     return pa.concat_tables(tables), skipped
+
+
+def links_outside(clips: Path, root: Path) -> set[str]:
+    """Names in ``clips`` that are symbolic links to a file outside ``root`` (a release unpacked from a hostile
+    archive can hold ``clips/x.mp3 -> /etc/passwd``). One directory scan; links are rare, only they are resolved."""
+    try:
+        entries = [e for e in os.scandir(clips) if e.is_symlink()]
+    except OSError:
+        return set()
+    inside = root.resolve()
+    return {e.name for e in entries if not Path(e.path).resolve().is_relative_to(inside)}
 
 
 def common_voice_folder(root: str, locale: str) -> Path:

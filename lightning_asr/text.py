@@ -44,6 +44,17 @@ def normalize(text: str, language: str | None = None) -> str:
     return _SPACES.sub(" ", "".join(kept)).strip()
 
 
+# Languages written without spaces between words (Whisper codes): a "word" there is a whole phrase, so their
+# adapters are compared by CER.
+UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "km", "my", "bo"})
+
+
+def score_metric(language: str | None) -> str:
+    """The metric that ranks adapters for ``language``: normalised WER (case and punctuation are the writer's style,
+    not recognition), or CER for a language written without spaces."""
+    return "val/cer" if language in UNSPACED else "val/wer_norm"
+
+
 def is_degenerate(token_ids: list[int], max_new_tokens: int, ngram: int = 4, repeats: int = 3) -> bool:
     """True when a generated sequence looks like a decoding collapse.
 

@@ -1,10 +1,12 @@
 """``lightning-asr transcribe``: using a trained adapter (``export.py`` writes it out for other runtimes)."""
 
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -110,6 +112,9 @@ def transcribe(
         subtitles: a folder to write each input's segments into as ``NNNN_<name>.srt`` and ``.vtt``
             (implies ``timestamps``).
     """
+    for folder, flag in ((Path(output).parent, "--output"), (Path(subtitles) if subtitles else None, "--subtitles")):
+        if folder is not None:
+            check_writable(folder, flag)  # before any decoding, not after an hour of it
     module = decoder_module(adapter, base, language, task, quantization, max_new_tokens, decoding)
     manifest, cells, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
     order = [clip_name(cell) for cell in cells]
@@ -120,6 +125,17 @@ def transcribe(
         if timestamps and "error" not in row or row.get("error", "").startswith("too_long"):
             rows[i] = _long_form(module.to(device).eval(), row, cell, timestamps, subtitles, i)
     return _report(rows, output)
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Raise, naming ``flag``, where no file can be written into ``folder`` (made if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose another "
+                         "folder") from None
 
 
 def _report(rows: list[dict], output: str) -> int:
@@ -157,9 +173,22 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
             processor=module.processor,
         )
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
-        batches = trainer.predict(module, datamodule=data)
+        # Inputs longer than a window are transcribed window by window afterwards (_long_form): not skipped.
+        with _quiet(logging.getLogger("lightning_asr.data"), "too_long"):
+            batches = trainer.predict(module, datamodule=data)
         cells = data.datasets["predict"].rows["audio"].to_pylist()
     return manifest, cells, [r for b in batches for r in b], data.skipped_clips()
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger, reason: str) -> Iterator[None]:
+    """``logger`` without its records that name ``reason`` (a skip that is not one here)."""
+    drop = lambda record: reason not in record.getMessage()  # noqa: E731
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def decoder_module(adapter: str | None, base: str | None, language: str | None, task: str | None,
@@ -180,7 +209,7 @@ def decoder_module(adapter: str | None, base: str | None, language: str | None, 
     recorded = info.get("language")
     if language is None:
         language = recorded or "auto"
-    elif recorded and language != "auto" and language_code(language) != language_code(recorded):
+    elif recorded and language != "auto" and language_code(language, "--language") != language_code(recorded):
         log.warning("transcribe: the adapter was trained for %s; transcribing as %s, as --language asks",
                     LANGUAGES[language_code(recorded)].title(), LANGUAGES[language_code(language)].title())
     module = WhisperLoRA(
@@ -213,8 +242,9 @@ def _long_form(module: WhisperLoRA, row: dict, cell, timestamps: bool, subtitles
     if subtitles is not None:
         stem = Path(subtitles) / f"{index:04d}_{Path(row['path'].split('#')[0]).stem}"
         stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".srt").write_text(longform.srt(segments))
-        stem.with_suffix(".vtt").write_text(longform.vtt(segments))
+        # Suffixes added, not swapped: talk.v2.flac gives 0000_talk.v2.srt, not 0000_talk.srt.
+        stem.with_name(stem.name + ".srt").write_text(longform.srt(segments))
+        stem.with_name(stem.name + ".vtt").write_text(longform.vtt(segments))
     return out
 
 

@@ -23,15 +23,15 @@ Quantization = Literal["int8", "nf4", "none"]
 GENERATION_KEYS = ("lang_to_id", "task_to_id", "is_multilingual", "no_timestamps_token_id")
 
 
-def language_code(language: str) -> str:
-    """``Marathi``, ``marathi`` or ``mr`` -> ``mr``; anything else is a clear error."""
+def language_code(language: str, field: str = "language") -> str:
+    """``Marathi``, ``marathi`` or ``mr`` -> ``mr``; anything else is a clear error naming ``field``."""
     key = language.strip().lower().strip("<|>")
     if key in LANGUAGES:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
     raise ValueError(
-        f"language {language!r} is not one Whisper knows; use a name or code such as "
+        f"{field}: {language!r} is not a language Whisper knows; use a name or code such as "
         f"'Marathi'/'mr' (all: {', '.join(sorted(LANGUAGES))})"
     )
 

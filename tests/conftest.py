@@ -222,3 +222,17 @@ def demo_args(tmp_path: Path, *extra: str) -> list[str]:
         f"--adapter_checkpoint.dirpath={tmp_path}/adapters", f"--trainer.default_root_dir={tmp_path}",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The demo command, shortened: its folder and output. Its adapter serves the later commands."""
+    tmp = tmp_path_factory.mktemp("demo-run")
+    out = run(demo_args(tmp, "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--data.max_samples=8",
+                        "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp)
+    return tmp, out
+
+
+@pytest.fixture(scope="session")
+def demo_adapter(demo_run) -> Path:
+    return demo_run[0] / "adapters" / "last"

@@ -99,3 +99,18 @@ def test_throughput_accepts_batches_of_clips_shorter_than_a_second():
     for step in (1, 2):
         throughput.update(time=float(step), batches=step, samples=8 * step, lengths=frames * step)
     assert throughput.compute()["device/items_per_sec"] == frames == 228  # 100 x each duration, rounded
+
+
+@pytest.mark.parametrize("language, metric", [("en", "val/wer_norm"), ("zh", "val/cer")])
+def test_best_is_ranked_by_normalised_wer_or_by_cer_where_words_have_no_spaces(tmp_path, trained, language, metric):
+    """An all-caps corpus scored case-sensitively ranks adapters by case: the one that writes the right words in lower
+    case (normalised WER 0.1, orthographic 1.0) must be kept as best/, not the one that writes fewer of them in caps."""
+    callback = AdapterCheckpoint(dirpath=str(tmp_path))
+    callback.on_fit_start(SimpleNamespace(ckpt_path=None, checkpoint_callbacks=[]), SimpleNamespace(language=language))
+    assert callback.monitor == metric
+    for step, wer, wer_norm, cer in [(10, 1.0, 0.1, 0.05), (20, 0.6, 0.5, 0.4)]:
+        trainer = SimpleNamespace(global_step=step, callback_metrics={
+            "val/wer": torch.tensor(wer), "val/wer_norm": torch.tensor(wer_norm), "val/cer": torch.tensor(cer)})
+        trained._trainer = None
+        callback._save(trainer, trained)
+    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(1.0)

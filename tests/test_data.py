@@ -149,7 +149,7 @@ def test_config_errors_name_the_field(tmp_path, tiny_model):
     (root / "mr" / "test.tsv").write_text("client_id\tpath\ttext\nc\ta.wav\thello\n")
     with pytest.raises(DataConfigError, match=r"test.tsv: missing column\(s\) \['sentence'\]"):
         module(tiny_model, path=str(root)).setup("test")
-    with pytest.raises(ValueError, match="language 'Klingon'"):
+    with pytest.raises(ValueError, match="data.language: 'Klingon' is not a language"):
         module(tiny_model, path=str(root), language="Klingon").setup("test")
 
 

@@ -107,7 +107,7 @@ def test_outdated_generation_config_is_a_clear_error(tmp_path):
 
 
 def test_unknown_language_fails_before_loading():
-    with pytest.raises(ValueError, match="language 'Elvish'"):
+    with pytest.raises(ValueError, match="model.language: 'Elvish' is not a language Whisper knows"):
         WhisperLoRA(model="does/not-matter", language="Elvish")
 
 

@@ -108,7 +108,7 @@ def test_offload_encoder_warns_where_it_costs_more_or_does_nothing(speed, lora_e
     from lightning_asr.lora import LoRA
     from lightning_asr.module import WhisperLoRA
 
-    with caplog.at_level("WARNING", logger="lightning_asr.module"):
+    with caplog.at_level("WARNING", logger="lightning_asr.args"):
         WhisperLoRA(model=str(DEMO_MODEL), language="mr", quantization="none", speed=speed, lora=LoRA(encoder=lora_encoder))
     offload_warnings = [r.getMessage() for r in caplog.records if "offload_encoder" in r.getMessage()]
     assert len(offload_warnings) == (says is not None)
