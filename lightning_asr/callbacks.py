@@ -113,7 +113,7 @@ class AdapterCheckpoint(L.Callback):
             trainer._signal_connector.received_sigterm = True  # the flag Lightning stops on at this step's end
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step == 0 and not trainer.ckpt_path:
+        if isinstance(exception, Exception) and trainer.global_step == 0 and not trainer.ckpt_path:  # not a kill
             remove_unused_run_folder(trainer, self._created)
         # SIGTERM is what kill, SLURM, Kubernetes and a spot instance's notice send: Lightning stops at the end of
         # the step, a consistent point, so the steps since the last periodic checkpoint are kept. Ctrl-C is not
