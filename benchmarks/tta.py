@@ -70,7 +70,8 @@ RUNS = {
     "packed-dense-bf16-lr4e-3": Run("packed-dense-bf16", args=lever(4e-3)),  # linear in the batch's growth
     "packed-dense-bf16-loraplus": Run("packed-dense-bf16", args=lever(1e-3, 0.1, "--model.lora.loraplus_ratio=16")),
     "packed-dense-bf16-rslora": Run("packed-dense-bf16", args=lever(1e-3, 0.1, "--model.lora.rslora=true")),
-    "packed-dense-bf16-r8": Run("packed-dense-bf16", args=lever(2e-3, 0.1, "--model.lora.r=8", "--model.lora.alpha=16")),
+    "packed-dense-bf16-r8": Run("packed-dense-bf16",
+                                args=lever(2e-3, 0.1, "--model.lora.r=8", "--model.lora.alpha=16")),
     "packed-dense-lean-bf16-lr1e-3": Run("packed-dense-lean-bf16", args=lever(1e-3)),
     "packed-dense-offload-bf16-lr2e-3": Run("packed-dense-offload-bf16", args=lever(2e-3)),
     "packed-dense-nf4-offload-compile-b10-lr1e-3": Run("packed-dense-nf4-offload-compile-b10", args=lever(1e-3)),
@@ -209,6 +210,12 @@ def run_all(args: argparse.Namespace) -> dict:
                 scored.append(scorers.submit(test, key))
         for future in scored:
             future.result()
+    return report_of(args, keys, results, targets, rows)
+
+
+def report_of(args: argparse.Namespace, keys: list[tuple], results: dict, targets: dict[str, float],
+              rows: dict[str, int]) -> dict:
+    """The report: the machine and command, and per task its target, runs and summary."""
     report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
               "command": "python -m benchmarks.tta " + " ".join(sys.argv[1:]), "seeds": args.seeds, "jobs": args.jobs,
               "val_share": args.val_share, "speed": speed_rows(args.speed), "tasks": {}}

@@ -81,15 +81,13 @@ def transcribe(
 ) -> int:
     """Transcribe audio files with a base Whisper and (optionally) a trained adapter.
 
-    Writes one row per input, in input order: ``<output>.txt`` (``path<TAB>text``) and
-    ``<output>.jsonl`` (``path``, ``text``, ``duration``; ``error`` instead for an input that could
-    not be read). Returns the number of such inputs; the command exits 1 when there are any.
-    Inputs longer than 30 s are transcribed window by window (``longform.py``), any length.
+    Writes one row per input, in input order: ``<output>.txt`` (``path<TAB>text``) and ``<output>.jsonl`` (``path``,
+    ``text``, ``duration``; ``error`` instead for an input that could not be read). Returns the number of such
+    inputs; the command exits 1 when there are any. Inputs longer than 30 s go window by window (``longform.py``).
 
     Args:
         inputs: audio files (mp3/wav/flac/ogg), or one manifest (.csv/.tsv/.jsonl) with an audio column.
-        adapter: adapter folder written by training; its base, language, task and quantization are
-            used unless given here.
+        adapter: adapter folder written by training; its base, language, task and quantization are used unless given.
         output: path of the outputs without their suffix.
         base: base model id or folder (default: the adapter's).
         language: transcript language (default: the adapter's); ``auto`` (the default without an
@@ -112,9 +110,7 @@ def transcribe(
         subtitles: a folder to write each input's segments into as ``NNNN_<name>.srt`` and ``.vtt``
             (implies ``timestamps``).
     """
-    for folder, flag in ((Path(output).parent, "--output"), (Path(subtitles) if subtitles else None, "--subtitles")):
-        if folder is not None:
-            check_writable(folder, flag)  # before any decoding, not after an hour of it
+    check_writable(Path(output).parent, "--output", subtitles)  # before any decoding, not after an hour of it
     module = decoder_module(adapter, base, language, task, quantization, max_new_tokens, decoding)
     manifest, cells, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
     order = [clip_name(cell) for cell in cells]
@@ -127,8 +123,9 @@ def transcribe(
     return _report(rows, output)
 
 
-def check_writable(folder: Path, flag: str) -> None:
-    """Raise, naming ``flag``, where no file can be written into ``folder`` (made if missing)."""
+def check_writable(folder: Path, flag: str, subtitles: str | None = None) -> None:
+    """Raise, naming ``flag``, where no file can be written into ``folder`` (made if missing); then the same for the
+    ``subtitles`` folder, if any."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -136,6 +133,8 @@ def check_writable(folder: Path, flag: str) -> None:
     except OSError as err:
         raise ValueError(f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose another "
                          "folder") from None
+    if subtitles is not None:
+        check_writable(Path(subtitles), "--subtitles")
 
 
 def _report(rows: list[dict], output: str) -> int:
