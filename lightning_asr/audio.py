@@ -207,7 +207,6 @@ def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: boo
     if cache_dir is None:
         return decode()
     cached = Path(cache_dir) / (hashlib.sha1(name.encode()).hexdigest() + ".npy")
-    cache_dir = str(cached.parent)
     if cached.is_file():
         try:
             return np.load(cached).astype(np.float32)
@@ -216,7 +215,7 @@ def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: boo
     # As the cache keeps it (float16): a clip sounds the same decoded or cached, so a run's transcripts and WER do
     # not depend on what an earlier run left in the cache (the demo's step-0 WER moved between runs).
     waveform = decode().astype(np.float16).astype(np.float32)
-    if cache_dir not in UNWRITABLE:
+    if str(cached.parent) not in UNWRITABLE:
         store(cached, waveform)
     return waveform
 

@@ -127,6 +127,7 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
     would resolve outside ``clips/``, or names a link to a file outside ``root``, is dropped and named.
     """
     base = common_voice_folder(root, locale)
+    outside = links_outside(base / "clips", Path(root).expanduser())  # one scan for every split
     tables, skipped = [], []
     for name in split.split("+"):
         tsv = base / f"{name}.tsv"
@@ -137,7 +138,6 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
         skipped += bad
         clips = str(base / "clips") + os.sep
         escapes = pc.match_substring_regex(table["path"], _ESCAPES)
-        outside = links_outside(base / "clips", Path(root).expanduser())
         if outside:
             escapes = pc.or_(escapes, pc.is_in(table["path"], value_set=pa.array(sorted(outside))))
         if pc.any(escapes).as_py():

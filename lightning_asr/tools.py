@@ -110,7 +110,7 @@ def transcribe(
         subtitles: a folder to write each input's segments into as ``NNNN_<name>.srt`` and ``.vtt``
             (implies ``timestamps``).
     """
-    check_writable(Path(output).parent, "--output", subtitles)  # before any decoding, not after an hour of it
+    check_writable({"--output": Path(output).parent, "--subtitles": subtitles})  # before any decoding
     module = decoder_module(adapter, base, language, task, quantization, max_new_tokens, decoding)
     manifest, cells, predictions, skipped = _predict(module, inputs, audio_column, batch_size, num_workers, accelerator)
     order = [clip_name(cell) for cell in cells]
@@ -123,18 +123,18 @@ def transcribe(
     return _report(rows, output)
 
 
-def check_writable(folder: Path, flag: str, subtitles: str | None = None) -> None:
-    """Raise, naming ``flag``, where no file can be written into ``folder`` (made if missing); then the same for the
-    ``subtitles`` folder, if any."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ValueError(f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose another "
-                         "folder") from None
-    if subtitles is not None:
-        check_writable(Path(subtitles), "--subtitles")
+def check_writable(folders: dict[str, Path | str | None]) -> None:
+    """Raise, naming the flag, where no file can be written into its folder (made if missing); ``None``: not asked."""
+    for flag, folder in folders.items():
+        if folder is None:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise ValueError(f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose "
+                             "another folder") from None
 
 
 def _report(rows: list[dict], output: str) -> int:
@@ -182,7 +182,7 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
 @contextlib.contextmanager
 def _quiet(logger: logging.Logger, reason: str) -> Iterator[None]:
     """``logger`` without its records that name ``reason`` (a skip that is not one here)."""
-    drop = lambda record: reason not in record.getMessage()  # noqa: E731
+    drop = lambda record: reason not in record.getMessage()
     logger.addFilter(drop)
     try:
         yield
