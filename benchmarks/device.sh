@@ -2,11 +2,12 @@
 # Benchmark runs on a lent GPU machine without network (the team's `run` device tool): wheels and the shared
 # assets travel as git-ignored folders of at most ~60 MB each, one per call, and the jobs below run on the device.
 #
-#   here:        bash benchmarks/device.sh prepare          # .whl/ and .carry1-3/ (model + data, dev clips left out)
+#   here:        bash benchmarks/device.sh prepare          # .whl/, .carry1-3/ and .carry5/ (model + data, no unused clips)
 #   device call: bash benchmarks/device.sh 1 COMMIT         # carry [".whl", ".carry1"]: installs, copies the repo
-#                (with torchao: carry [".whl", ".carry4"], then `bash /tmp/device.sh 1b` with carry [".carry1"])
-#   device call: bash /tmp/device.sh 2                      # carry [".carry2"]
-#   device call: bash /tmp/device.sh 3                      # carry [".carry3"]: unpacks, starts JOBS in the background
+#                (with torchao: carry [".whl", ".carry4"], then `bash /tmp/device.sh part 1` with carry [".carry1"])
+#   device call: bash /tmp/device.sh part 2                 # carry [".carry2"]
+#   device call: bash /tmp/device.sh part 3                 # carry [".carry3"]
+#   device call: bash /tmp/device.sh part 5 && bash /tmp/device.sh unpack   # carry [".carry5"]: starts JOBS
 #   (a speed job needs no assets: `bash benchmarks/device.sh 1 COMMIT && bash /tmp/device.sh start 0` starts it at once)
 #   device call: bash /tmp/device.sh wait 540               # until the jobs end or ~540 s; /tmp/res + logs into $OUT/res.tgz
 # To stop a running job early: `pkill -f '^python3 -m benchmarks'; touch /tmp/jobN.done` (a pattern that matches the
@@ -31,7 +32,8 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # ~12 minutes on an H100 with its scoring; the dev splits it validates on travel (`prepare` keeps their clips).
 # JOBS now: issue 45's equal-data check, the packed configs at the guide's 3 epochs against the recipe config on the
 # same unquantized base (the int8 recipe runs ~6x slower on whisper-base), layers eager (14 processes compiling at once
-# cost more than they train).
+# cost more than they train). 48 runs and their scoring took 22 min on an H100 (2026-12-07); the int8 `packed` runs on
+# the digits came last.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
@@ -95,23 +97,24 @@ prepare)
     ls "$dir/clips" | sort | comm -23 - /tmp/keep | while read -r p; do rm -f "$dir/clips/$p"; done
   done
   tar -C /tmp -cf - assets | gzip -9 > /tmp/payload.tgz
-  mkdir -p .carry1 .carry2 .carry3
-  # Part 0 beside .whl (11 MB) and the repo (~6 MB), the rest in two halves: each call under the 64 MiB it carries.
+  rm -rf .carry1 .carry2 .carry3 .carry5 && mkdir -p .carry1 .carry2 .carry3 .carry5
+  # Part 0 beside .whl (11 MB), the rest in three: every call also carries the repo (~6.4 MB) within its 64 MiB
+  # (two halves of ~60.6 MB were refused on 2026-12-07 once the repo had grown).
   head -c 49000000 /tmp/payload.tgz > .carry1/payload.part00
-  rest=$(( $(stat -c %s /tmp/payload.tgz) - 49000000 )) half=$(( (rest + 1) / 2 ))
-  tail -c +49000001 /tmp/payload.tgz | head -c $half > .carry2/payload.part01
-  tail -c +$((49000001 + half)) /tmp/payload.tgz > .carry3/payload.part02
-  ls -la .carry1 .carry2 .carry3 .carry4 ;;
+  tail -c +49000001 /tmp/payload.tgz | split -b 40500000 -d -a 2 --numeric-suffixes=1 - /tmp/payload.part
+  mv /tmp/payload.part01 .carry2/ && mv /tmp/payload.part02 .carry3/ && mv /tmp/payload.part03 .carry5/ || exit 1
+  [ ! -e /tmp/payload.part04 ] || { echo "payload over 4 parts: add a carry"; exit 1; }
+  ls -la .carry1 .carry2 .carry3 .carry4 .carry5 ;;
 1) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
      $(ls .carry4/*.whl 2>/dev/null) || exit 1
    rm -rf /tmp/repo && mkdir -p /tmp/repo && tar --exclude=./.whl --exclude='./.carry*' -cf - . | tar -C /tmp/repo -xf -
    echo "${2:-unknown}" > /tmp/commit; cp benchmarks/device.sh /tmp/device.sh
-   [ -f .carry1/payload.part00 ] && cp .carry1/payload.part00 /tmp/p00
+   rm -f /tmp/payload.part*; [ -f .carry1/payload.part00 ] && cp .carry1/payload.part00 /tmp/
    nvidia-smi --query-gpu=name,memory.total --format=csv; nproc
    python3 -c "import bitsandbytes, jsonargparse, soundfile, soxr, jiwer, datasets, lightning_asr.cli; print('imports ok')" ;;
-1b) cp .carry1/payload.part00 /tmp/p00 && ls -la /tmp/p0* ;;  # carry [".carry1"] where call 1 carried .carry4
-2) cp .carry2/payload.part01 /tmp/p01 && ls -la /tmp/p0* ;;
-3) cp .carry3/payload.part02 /tmp/p02 && cat /tmp/p00 /tmp/p01 /tmp/p02 | tar -C /tmp -xzf - && rm -f /tmp/p0* || exit 1
+part) cp ".carry$2"/payload.part* /tmp/ && ls -la /tmp/payload.part* ;;  # one carried part of the payload
+unpack) [ "$(ls /tmp/payload.part* | wc -l)" = 4 ] || { echo "payload parts missing: $(ls /tmp/payload.part*)"; exit 1; }
+   cat /tmp/payload.part* | tar -C /tmp -xzf - && rm -f /tmp/payload.part* || exit 1
    start "${!JOBS[@]}"; sleep 20; status ;;
 start) shift; start "$@" ;;  # device: these jobs now, before the assets are here (speed runs need none)
 wait) end=$((SECONDS + ${2:-540} - 100))
