@@ -23,4 +23,8 @@ test: $(VENV)/.installed
 test-benchmarks: $(VENV)/.installed
 	$(PY) -m pytest -q -m benchmarks --durations=5
 
-.PHONY: install demo test test-benchmarks
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: install demo test test-benchmarks lint

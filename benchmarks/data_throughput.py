@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from benchmarks.speed import write_processor
-from lightning_asr.augment import AudioAugment
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.data.transforms import AudioAugment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,8 +97,8 @@ def validation_batch(model: str, clips: int = 256) -> dict:
     import torch
 
     from benchmarks.speed import make_clips
-    from lightning_asr.audio import log_mel, read_clip
-    from lightning_asr.metrics import CharErrorRate, WordErrorRate
+    from lightning_asr.data.audio import log_mel, read_clip
+    from lightning_asr.model.metrics import CharErrorRate, WordErrorRate
     from lightning_asr.text import clean_transcript, is_degenerate, normalize
 
     work = Path(tempfile.mkdtemp())
@@ -159,7 +159,7 @@ def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
     # Then the lengths group_by_length needs, both ways: from clip_durations.tsv, and from file sizes.
     code = (f"import time, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
             "from pathlib import Path\n"
-            "from lightning_asr.data import SpeechDataModule\nfrom lightning_asr.sources import clip_lengths\n"
+            "from lightning_asr.data import SpeechDataModule\nfrom lightning_asr.data.sources import clip_lengths\n"
             f"dm = SpeechDataModule(path={str(root)!r}, model={model!r}, language='mr', train_split='train', num_workers=0)\n"
             "t = time.perf_counter(); dm.setup('fit'); s = time.perf_counter() - t\n"
             "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"

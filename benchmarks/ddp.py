@@ -31,7 +31,7 @@ from benchmarks.speed import (
     peak_gib,
     quiet_trainer,
 )
-from lightning_asr.args import Decoding
+from lightning_asr.model.knobs import Decoding
 
 REPO = Path(__file__).resolve().parents[1]
 

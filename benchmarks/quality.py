@@ -43,11 +43,11 @@ import lightning as L
 import torch
 
 from benchmarks import commit, lightning_asr, machine
-from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.metrics import paired_bootstrap
-from lightning_asr.module import WhisperLoRA
-from lightning_asr.sources import common_voice_index
+from lightning_asr.data.sources import common_voice_index
+from lightning_asr.model.knobs import Decoding
+from lightning_asr.model.metrics import paired_bootstrap
+from lightning_asr.model.module import WhisperLoRA
 from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]

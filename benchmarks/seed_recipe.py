@@ -49,7 +49,7 @@ def build_model(model_name: str, from_config: bool = False):
 
     device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     if from_config:
-        from lightning_asr.whisper import load_base
+        from lightning_asr.model.whisper import load_base
 
         model = load_base(model_name, "int8", "cuda:0" if torch.cuda.is_available() else "cpu", from_config=True)
     else:
@@ -77,7 +77,7 @@ def prepare(processor, rows: list[dict], num_proc: int | None = None):
     """
     import datasets
 
-    from lightning_asr.audio import load_audio
+    from lightning_asr.data.audio import load_audio
 
     def prepare_dataset(batch):
         audio = load_audio(batch["audio"])
@@ -126,7 +126,7 @@ def train(model_name: str, data: str, out: str, language: str = "Marathi", max_s
           from_config: bool = False, limit: int | None = None, epochs: int = 3) -> dict:
     from transformers import WhisperProcessor
 
-    from lightning_asr.sources import common_voice_index
+    from lightning_asr.data.sources import common_voice_index
 
     start = time.perf_counter()
     processor = WhisperProcessor.from_pretrained(model_name, language=language, task="transcribe")

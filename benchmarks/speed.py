@@ -31,12 +31,12 @@ import torch
 from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
 from benchmarks import commit
-from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.decode import graphed
-from lightning_asr.lora import LoRA
-from lightning_asr.module import WhisperLoRA
-from lightning_asr.whisper import train_flops
+from lightning_asr.model.decode import graphed
+from lightning_asr.model.knobs import Decoding, Speed
+from lightning_asr.model.lora import LoRA
+from lightning_asr.model.module import WhisperLoRA
+from lightning_asr.model.whisper import train_flops
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ MODES = [
     Mode("bf16-b10-compile-cudnn-packed-dense", "none", False, 10, False, "bf16-mixed",
          "packed-dense-bf16 at batch 10, no checkpointing", compile=True, cudnn_attention=True, pack_share=0.75,
          pack_clips=(4, 8)),
-    # Dense packing in small memory, now that the loss never holds the batch's logits (lightning_asr/loss.py):
+    # Dense packing in small memory, now that the loss never holds the batch's logits (lightning_asr/model/loss.py):
     # bf16 within the recipe's 5.4 GiB, nf4 within 3 GiB. Without cuDNN attention: at small batches its per-shape
     # plans cost host time (runs 5, 7a).
     Mode("bf16-gc-b9-compile-packed-dense", "none", True, 9, False, "bf16-mixed",
@@ -397,7 +397,7 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
     from transformers import WhisperProcessor
 
     from benchmarks import seed_recipe
-    from lightning_asr.sources import manifest_index
+    from lightning_asr.data.sources import manifest_index
 
     processor = WhisperProcessor.from_pretrained(model_dir, language="Marathi", task="transcribe")
     rows = manifest_index(str(manifest))[0].slice(0, 8 * (steps + warmup)).to_pylist()

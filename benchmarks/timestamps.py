@@ -22,9 +22,10 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks import commit, lightning_asr, machine
-from lightning_asr.audio import SAMPLING_RATE, AudioError, clip_name, read_clip
-from lightning_asr.metrics import error_rates
-from lightning_asr.sources import common_voice_index
+from lightning_asr.batch import SAMPLING_RATE
+from lightning_asr.data.audio import AudioError, clip_name, read_clip
+from lightning_asr.data.sources import common_voice_index
+from lightning_asr.model.metrics import error_rates
 from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]

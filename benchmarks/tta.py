@@ -38,7 +38,7 @@ from pathlib import Path
 
 from benchmarks import commit, lightning_asr, machine, quality
 from benchmarks.quality import REPO, TASKS, config_file, train_once
-from lightning_asr.metrics import paired_bootstrap
+from lightning_asr.model.metrics import paired_bootstrap
 
 RESULTS = REPO / "benchmarks/results"
 BOUND = 0.005  # the project's WER bound: half a point

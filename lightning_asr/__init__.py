@@ -1,4 +1,9 @@
-"""Fine-tune Whisper with k-bit quantization and LoRA, on Lightning."""
+"""Fine-tune Whisper with k-bit quantization and LoRA, on Lightning.
+
+Layers, each importing only from those below it: ``batch`` and ``text`` (what every layer shares); ``model``
+(WhisperLoRA and what builds it); ``data`` (SpeechDataModule: index, clips, batches); ``deploy`` (transcribe, export);
+and the run itself: ``cli``, ``callbacks``, ``checkpoint``.
+"""
 
 import logging
 
@@ -20,10 +25,13 @@ logging.getLogger("transformers.generation.utils").addFilter(
     lambda record: not str(record.msg).startswith("Both `max_new_tokens`")
 )
 
-from lightning_asr.adapter import save_adapter
+from lightning_asr import _compat
 from lightning_asr.callbacks import AdapterCheckpoint
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.module import WhisperLoRA
+from lightning_asr.model import WhisperLoRA
+from lightning_asr.model.adapter import save_adapter
+
+_compat.install()  # lightning_asr.module, lightning_asr.args … (checkpoints and code from before the folders)
 
 __all__ = ["AdapterCheckpoint", "SpeechDataModule", "WhisperLoRA", "save_adapter"]
 __version__ = "0.1.0"

@@ -15,9 +15,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, Throug
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_asr.adapter import save_adapter
-from lightning_asr.audio import FRAMES_PER_SECOND
-from lightning_asr.dataset import Batch
+from lightning_asr.batch import FRAMES_PER_SECOND, Batch
+from lightning_asr.model.adapter import save_adapter
 from lightning_asr.text import score_metric
 
 log = logging.getLogger(__name__)

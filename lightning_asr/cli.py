@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_asr.callbacks import AdapterCheckpoint, SpeechThroughput, StepProgressBar
 from lightning_asr.checkpoint import AtomicCheckpointIO, resume_last
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.module import WhisperLoRA
+from lightning_asr.model.module import WhisperLoRA
 
 log = logging.getLogger(__name__)
 # Lightning counts log_every_n_steps in global steps, across epochs: short epochs lose no logs.
@@ -60,10 +60,10 @@ class ASRCLI(LightningCLI):
 
 def _tool(name: str):
     if name == "export":
-        from lightning_asr.export import export
+        from lightning_asr.deploy.export import export
 
         return export
-    from lightning_asr.tools import transcribe
+    from lightning_asr.deploy.transcribe import transcribe
 
     return transcribe
 

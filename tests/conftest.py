@@ -14,10 +14,10 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
-from lightning_asr.args import Decoding, Speed
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.lora import LoRA
-from lightning_asr.module import WhisperLoRA
+from lightning_asr.model.knobs import Decoding, Speed
+from lightning_asr.model.lora import LoRA
+from lightning_asr.model.module import WhisperLoRA
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "demo" / "whisper-tiny-random"
@@ -129,7 +129,7 @@ def compiled_fp8_module(model: str) -> WhisperLoRA:
 
 def fp8_casts(model: torch.nn.Module) -> set[str]:
     """How the FP8 layers cast their inputs: {"disabled"} inside ``WhisperLoRA.decoding_mode``."""
-    from lightning_asr import fp8
+    from lightning_asr.model import fp8
 
     return {layer.config.cast_config_input.scaling_type.value for layer in fp8.float8_layers(model)}
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lightning_asr.adapter import save_adapter
 from lightning_asr.callbacks import AdapterCheckpoint
-from lightning_asr.whisper import load_base
+from lightning_asr.model.adapter import save_adapter
+from lightning_asr.model.whisper import load_base
 
 
 def test_adapter_folder_loads_with_plain_peft_and_gives_the_same_outputs(tmp_path, tiny_model, trained):
@@ -47,7 +47,7 @@ def test_a_crash_mid_write_leaves_the_previous_adapter_intact(tmp_path, trained,
 
 
 def test_the_adapter_records_an_absolute_base_that_loads_from_anywhere(tmp_path, tiny_model, trained, monkeypatch):
-    from lightning_asr.adapter import adapter_info
+    from lightning_asr.model.adapter import adapter_info
 
     monkeypatch.chdir(Path(tiny_model).parent)
     trained.hparams.model = Path(tiny_model).name  # trained from a relative path

@@ -36,12 +36,12 @@ def test_recipe_config_lists_every_field_and_readme_every_config(capsys):
     for group in ("decoding", "speed", "lora", "spec_augment"):
         assert set(recipe["model"][group]) == set(printed["model"][group]), group
     readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("## Configs"):readme.index("## Data")]
+    table = readme[readme.index("## Configs"):readme.index("## After training")]
     assert [p.name for p in sorted((REPO / "configs").glob("*.yaml")) if f"| `{p.name}` |" not in table] == []
 
 
 def test_the_readmes_speed_flags_parse_as_typed(capsys):
-    """README, "Configs": ``--model.speed.offload_encoder true`` and ``--model.lora.encoder false`` as a user types them."""
+    """docs/configs.md: ``--model.speed.offload_encoder true`` and ``--model.lora.encoder false`` as a user types them."""
     printed = printed_config(capsys, DEMO, args=("--model.speed.offload_encoder", "true", "--model.lora.encoder", "false"))
     assert printed["model"]["speed"]["offload_encoder"] is True and printed["model"]["lora"]["encoder"] is False
 
@@ -148,7 +148,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_
 
     24 steps an epoch (the demo's 24 training clips, batch 1), so the signal, sent once step 10 is logged,
     lands mid-epoch. On an epoch's last step the resumed weights still drift slightly from an uninterrupted
-    run's (README, "Checkpoints and resume"); the data position there is test_data's test of a checkpoint
+    run's (docs/training.md); the data position there is test_data's test of a checkpoint
     saved after an epoch's end."""
     common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
               "--trainer.limit_val_batches=0", "--data.max_samples=24", "--data.batch_size=1",
@@ -247,7 +247,7 @@ def test_export_refuses_a_non_empty_folder_unless_asked(tmp_path, demo_adapter):
     assert (tmp_path / "whisper-mr/model.safetensors").is_file()
     out = run(["export", str(demo_adapter), "whisper-mr"], tmp_path, returncode=2)
     assert "whisper-mr already holds files" in out.stderr and "Traceback" not in out.stderr
-    from lightning_asr.export import export
+    from lightning_asr.deploy.export import export
 
     (tmp_path / "whisper-mr/model.safetensors").write_bytes(b"stale")
     export(str(demo_adapter), str(tmp_path / "whisper-mr"), dtype="float32", overwrite=True)
@@ -269,7 +269,7 @@ def test_a_corrupt_adapter_file_is_named_before_the_base_loads(tmp_path, demo_ad
 def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
     run(["predict", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
          f"--model.adapter={demo_adapter}", "--data.max_samples=3", "--model.decoding.max_new_tokens=4",
-         "--trainer.callbacks+=lightning_asr.tools.TranscriptWriter", f"--trainer.callbacks.output={tmp_path}/out"], tmp_path)
+         "--trainer.callbacks+=lightning_asr.deploy.transcribe.TranscriptWriter", f"--trainer.callbacks.output={tmp_path}/out"], tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(Path(r["path"]).is_file() for r in rows)
     lines = (tmp_path / "out.txt").read_text().splitlines()
@@ -304,16 +304,16 @@ def test_augmentation_timestamps_packing_and_decoder_only_lora_train_through_the
 
 
 def test_the_cli_builds_one_processor_for_model_and_data(tmp_path, monkeypatch):
-    import lightning_asr.whisper as whisper
+    import lightning_asr.model.whisper as whisper
     from lightning_asr.cli import ASRCLI
     from lightning_asr.data import SpeechDataModule
-    from lightning_asr.module import WhisperLoRA
+    from lightning_asr.model.module import WhisperLoRA
 
     monkeypatch.setattr("sys.argv", ["lightning-asr"])
     built = []
     load = whisper.load_processor
-    monkeypatch.setattr("lightning_asr.module.load_processor", lambda *a: built.append(a) or load(*a))
-    monkeypatch.setattr("lightning_asr.data.load_processor", lambda *a: built.append(a) or load(*a))
+    monkeypatch.setattr("lightning_asr.model.module.load_processor", lambda *a: built.append(a) or load(*a))
+    monkeypatch.setattr("lightning_asr.data.datamodule.load_processor", lambda *a: built.append(a) or load(*a))
     cli = ASRCLI(WhisperLoRA, SpeechDataModule, run=False, args=demo_args(tmp_path, "--model.speed.trim_encoder=true")[1:])
     cli.datamodule.setup("validate")
     assert cli.datamodule.processor is cli.model.processor and len(built) == 1

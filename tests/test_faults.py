@@ -117,7 +117,7 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(tmp_p
     (tmp_path / "a-file").write_text("")
     dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, train_split="train",
                           cache_dir=str(tmp_path / "a-file/cache"))
-    with caplog.at_level("WARNING", logger="lightning_asr.audio"):
+    with caplog.at_level("WARNING", logger="lightning_asr.data.audio"):
         dm.setup("fit")
         items = [dm.datasets["train"][i] for i in range(2)]
     warnings = [r.getMessage() for r in caplog.records if "data.cache_dir" in r.getMessage()]
@@ -193,8 +193,7 @@ def test_a_labelled_clip_longer_than_the_window_is_skipped_by_its_header_not_dec
     import numpy as np
     import soundfile as sf
 
-    from lightning_asr import dataset
-    from lightning_asr.data import SpeechDataModule
+    from lightning_asr.data import SpeechDataModule, dataset
     from tests.conftest import HEADER, write_common_voice
 
     root = write_common_voice(tmp_path / "cv", rows_per_split=2)
@@ -234,7 +233,7 @@ def test_a_clip_reads_the_same_decoded_or_cached(tmp_path):
     earlier run cached (the demo's step-0 WER read 1280.2, 1334.9 and 1336.8 % with one seed)."""
     import numpy as np
 
-    from lightning_asr.audio import read_clip
+    from lightning_asr.data.audio import read_clip
 
     first = read_clip(str(CLIP), CLIP.name, str(tmp_path / "cache"))
     again = read_clip(str(CLIP), CLIP.name, str(tmp_path / "cache"))
@@ -245,10 +244,10 @@ def test_a_clip_reads_the_same_decoded_or_cached(tmp_path):
 def test_the_decoders_own_warnings_name_the_clip(caplog, capfd):
     """libmpg123 writes its warnings to the process's standard error, naming no file: they come back as one warning
     naming the clip."""
-    from lightning_asr.audio import AudioError, load_audio
+    from lightning_asr.data.audio import AudioError, load_audio
 
     clip = SHARED / "data/cv-broken/mr/clips/common_voice_mr_39141691.mp3"  # truncated_head (DEFECTS.tsv)
-    with caplog.at_level("WARNING", logger="lightning_asr.audio"), pytest.raises(AudioError):
+    with caplog.at_level("WARNING", logger="lightning_asr.data.audio"), pytest.raises(AudioError):
         load_audio(str(clip))
     assert [r.getMessage() for r in caplog.records if str(clip) in r.getMessage() and "libmpg123" in r.getMessage()]
     assert "libmpg123" not in capfd.readouterr().err

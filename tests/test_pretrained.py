@@ -3,8 +3,8 @@
 import lightning as L
 import torch
 
-from lightning_asr.args import Decoding
 from lightning_asr.data import SpeechDataModule
+from lightning_asr.model.knobs import Decoding
 from tests.conftest import SHARED, requires_shared
 
 BASE = str(SHARED / "models" / "whisper-base")
@@ -13,7 +13,7 @@ DATA = str(SHARED / "data" / "cv-synth")
 
 def score(clips: int, method: str = "generate") -> tuple[dict, list[tuple[str, str, str]]]:
     """The base's test metrics on the first cv-synth/en test clips, fp32, and its (clip, reference, prediction) rows."""
-    from lightning_asr.module import WhisperLoRA
+    from lightning_asr.model.module import WhisperLoRA
 
     module = WhisperLoRA(model=BASE, language="English", quantization="none", dtype="float32", decoding=Decoding(method),
                          validate_before_training=False)
@@ -38,9 +38,9 @@ def test_zero_shot_english_wer_through_our_loader_and_normaliser():
 
 @requires_shared
 def test_lora_on_whisper_base_lowers_training_loss_on_cpu():
-    from lightning_asr.args import Speed
-    from lightning_asr.lora import LoRA
-    from lightning_asr.module import WhisperLoRA
+    from lightning_asr.model.knobs import Speed
+    from lightning_asr.model.lora import LoRA
+    from lightning_asr.model.module import WhisperLoRA
     from tests.conftest import train_steps
 
     torch.manual_seed(0)
