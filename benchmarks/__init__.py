@@ -1,3 +1,4 @@
+import json
 import os
 import platform
 import subprocess
@@ -17,7 +18,9 @@ def commit() -> str:
     copy of the repository carries stale git metadata), else the checkout's HEAD."""
     if os.environ.get("BENCHMARK_COMMIT"):
         return os.environ["BENCHMARK_COMMIT"]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parents[1]
+    )
     return head.stdout.strip()
 
 
@@ -29,3 +32,9 @@ def machine() -> str:
     if os.environ.get("BENCHMARK_MACHINE"):
         return os.environ["BENCHMARK_MACHINE"]
     return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+
+
+def write_json(path: Path, report: object) -> None:
+    """A report's data, compact: the ``.md`` beside it is what a person reads, and per-clip errors make indented JSON
+    several times larger (the pre-commit hook refuses files over 250 KB)."""
+    path.write_text(json.dumps(report, separators=(",", ":"), ensure_ascii=False))

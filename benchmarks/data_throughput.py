@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import write_json
 from benchmarks.speed import write_processor
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.transforms import AudioAugment
@@ -46,27 +47,56 @@ def processor_folder() -> str:
 ROWS = [
     ("throughput", "decode + resample + features, one process", "{one_process_clips_per_s:.1f} clips/s"),
     ("throughput", "through the DataLoader, {workers} workers", "{loader_clips_per_s:.1f} clips/s"),
-    ("throughput_augmented", "the same with `data.augment` (speed 0.9/1.0/1.1, white noise on every clip), one process",
-     "{one_process_clips_per_s:.1f} clips/s"),
-    ("throughput_augmented", "with `data.augment`, through the DataLoader, {workers} workers", "{loader_clips_per_s:.1f} clips/s"),
-    ("validation", "a validation batch of {clips} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): "
-     "features over the full 30 s window", "{first_batch_full_window_s:.2f} s"),
+    (
+        "throughput_augmented",
+        "the same with `data.augment` (speed 0.9/1.0/1.1, white noise on every clip), one process",
+        "{one_process_clips_per_s:.1f} clips/s",
+    ),
+    (
+        "throughput_augmented",
+        "with `data.augment`, through the DataLoader, {workers} workers",
+        "{loader_clips_per_s:.1f} clips/s",
+    ),
+    (
+        "validation",
+        "a validation batch of {clips} speed-benchmark clips (16 kHz wav, 2-10 s), one process (best of 3): "
+        "features over the full 30 s window",
+        "{first_batch_full_window_s:.2f} s",
+    ),
     ("validation", "the same with `log_mel` (the STFT over the audio plus 1 s)", "{first_batch_log_mel_s:.2f} s"),
     ("validation", "the loader's first batch (`log_mel`, collation included)", "{first_batch_loader_s:.2f} s"),
-    ("validation", "after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER",
-     "{post_processing_s:.2f} s"),
-    ("index", "`setup(\"fit\")` on a {rows:,}-row train.tsv", "{setup_seconds:.2f} s, peak RSS {peak_rss_gib:.2f} GiB"),
-    ("index", "`group_by_length` lengths of those rows from `clip_durations.tsv`", "{lengths_from_durations_seconds:.2f} s"),
-    ("index", "the same from file sizes: one `stat` a row (hard links to 8 files: a warm inode cache; a real release's "
-     "million files, or network storage, cost more)", "{lengths_from_sizes_seconds:.2f} s"),
+    (
+        "validation",
+        "after decoding that batch (96 tokens a row): texts, normalisation, degeneracy, WER, normalised WER, CER",
+        "{post_processing_s:.2f} s",
+    ),
+    ("index", '`setup("fit")` on a {rows:,}-row train.tsv', "{setup_seconds:.2f} s, peak RSS {peak_rss_gib:.2f} GiB"),
+    (
+        "index",
+        "`group_by_length` lengths of those rows from `clip_durations.tsv`",
+        "{lengths_from_durations_seconds:.2f} s",
+    ),
+    (
+        "index",
+        "the same from file sizes: one `stat` a row (hard links to 8 files: a warm inode cache; a real release's "
+        "million files, or network storage, cost more)",
+        "{lengths_from_sizes_seconds:.2f} s",
+    ),
 ]
 # data.augment at its most expensive: every clip resampled (two factors of three) and noised.
 AUGMENT = AudioAugment(speed_factors=[0.9, 1.0, 1.1], noise_prob=1.0)
 
 
 def throughput(model: str, root: str, workers: int, batches: int, augment: AudioAugment | None = None) -> dict:
-    dm = SpeechDataModule(path=root, model=model, language="mr", train_split="train", batch_size=8, num_workers=0,
-                          augment=augment or AudioAugment())
+    dm = SpeechDataModule(
+        path=root,
+        model=model,
+        language="mr",
+        train_split="train",
+        batch_size=8,
+        num_workers=0,
+        augment=augment or AudioAugment(),
+    )
     dm.setup("fit")
     dataset = dm.datasets["train"]
     n = min(len(dataset), 64)
@@ -81,8 +111,11 @@ def throughput(model: str, root: str, workers: int, batches: int, augment: Audio
     start, clips = time.perf_counter(), 0
     for _, batch in zip(range(batches), it):
         clips += len(batch["paths"])
-    return {"one_process_clips_per_s": single, "loader_clips_per_s": clips / (time.perf_counter() - start),
-            "workers": workers}
+    return {
+        "one_process_clips_per_s": single,
+        "loader_clips_per_s": clips / (time.perf_counter() - start),
+        "workers": workers,
+    }
 
 
 def validation_batch(model: str, clips: int = 256) -> dict:
@@ -104,8 +137,15 @@ def validation_batch(model: str, clips: int = 256) -> dict:
     work = Path(tempfile.mkdtemp())
     manifest, _ = make_clips(work / "clips", clips)
     full = lambda extractor, waveform: extractor(waveform, sampling_rate=16000, return_tensors="np").input_features[0]  # noqa: E731
-    dm = SpeechDataModule(source="manifest", path=str(manifest), model=model, language="mr", eval_batch_size=clips,
-                          num_workers=0, trim_encoder=True)
+    dm = SpeechDataModule(
+        source="manifest",
+        path=str(manifest),
+        model=model,
+        language="mr",
+        eval_batch_size=clips,
+        num_workers=0,
+        trim_encoder=True,
+    )
     dm.setup("validate")
     extractor, paths = dm.processor.feature_extractor, dm.datasets["val"].rows["audio"].to_pylist()
     seconds = {}
@@ -129,8 +169,13 @@ def validation_batch(model: str, clips: int = 256) -> dict:
     CharErrorRate().update(norm_texts, norm_refs)
     post = time.perf_counter() - start
     shutil.rmtree(work)
-    return {"clips": clips, "first_batch_full_window_s": seconds["full_window"], "first_batch_log_mel_s": seconds["log_mel"],
-            "first_batch_loader_s": seconds["loader"], "post_processing_s": post}
+    return {
+        "clips": clips,
+        "first_batch_full_window_s": seconds["full_window"],
+        "first_batch_log_mel_s": seconds["log_mel"],
+        "first_batch_loader_s": seconds["loader"],
+        "post_processing_s": post,
+    }
 
 
 def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
@@ -155,27 +200,38 @@ def index_cost(model: str, clips_dir: Path, rows: int) -> dict:
             f.write(f"{'a' * 128}\t{name}\t{'b' * 64}\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
     (root / "mr" / "test.tsv").write_text(HEADER + "\n" + f"c\t{real[0]}\ts\t{sentence}\t\t2\t0\t\t\t\t\tmr\t\n")
     durations = root / "mr" / "clip_durations.tsv"
-    durations.write_text("clip\tduration[ms]\n" + "".join(f"{name}\t{5000 + i % 997}\n" for i, name in enumerate(names)))
+    durations.write_text(
+        "clip\tduration[ms]\n" + "".join(f"{name}\t{5000 + i % 997}\n" for i, name in enumerate(names))
+    )
     # Then the lengths group_by_length needs, both ways: from clip_durations.tsv, and from file sizes.
-    code = (f"import time, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
-            "from pathlib import Path\n"
-            "from lightning_asr.data import SpeechDataModule\nfrom lightning_asr.data.sources import clip_lengths\n"
-            f"dm = SpeechDataModule(path={str(root)!r}, model={model!r}, language='mr', train_split='train', num_workers=0)\n"
-            "t = time.perf_counter(); dm.setup('fit'); s = time.perf_counter() - t\n"
-            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
-            "rows = dm.datasets['train'].rows\n"
-            f"t = time.perf_counter(); clip_lengths(rows, Path({str(durations)!r})); d = time.perf_counter() - t\n"
-            "t = time.perf_counter(); clip_lengths(rows); z = time.perf_counter() - t\n"
-            "print(s, rss, len(dm.datasets['train']), d, z)")
+    code = (
+        f"import time, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from pathlib import Path\n"
+        "from lightning_asr.data import SpeechDataModule\nfrom lightning_asr.data.sources import clip_lengths\n"
+        f"dm = SpeechDataModule(path={str(root)!r}, model={model!r}, language='mr', train_split='train', num_workers=0)\n"
+        "t = time.perf_counter(); dm.setup('fit'); s = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+        "rows = dm.datasets['train'].rows\n"
+        f"t = time.perf_counter(); clip_lengths(rows, Path({str(durations)!r})); d = time.perf_counter() - t\n"
+        "t = time.perf_counter(); clip_lengths(rows); z = time.perf_counter() - t\n"
+        "print(s, rss, len(dm.datasets['train']), d, z)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     shutil.rmtree(root)
-    return {"rows": int(out[2]), "setup_seconds": float(out[0]), "peak_rss_gib": float(out[1]),
-            "lengths_from_durations_seconds": float(out[3]), "lengths_from_sizes_seconds": float(out[4])}
+    return {
+        "rows": int(out[2]),
+        "setup_seconds": float(out[0]),
+        "peak_rss_gib": float(out[1]),
+        "lengths_from_durations_seconds": float(out[3]),
+        "lengths_from_sizes_seconds": float(out[4]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/cv-synth"), help="a Common Voice root with mr/")
+    parser.add_argument(
+        "--data", default=str(REPO.parent / "shared/data/cv-synth"), help="a Common Voice root with mr/"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=12)
@@ -186,8 +242,11 @@ def main() -> None:
     if not Path(args.data, "mr").is_dir():
         args.data = str(REPO / "demo" / "common_voice")
     model = processor_folder()
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "date": datetime.date.today().isoformat(), "data": args.data}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": datetime.date.today().isoformat(),
+        "data": args.data,
+    }
     if "throughput" in args.only:
         report["throughput"] = throughput(model, args.data, args.workers, args.batches)
         report["throughput_augmented"] = throughput(model, args.data, args.workers, args.batches, AUGMENT)
@@ -200,12 +259,20 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / "data"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    lines = [f"# Data path: {report['machine']}, {report['date']}", "",
-             f"Command: `python -m benchmarks.data_throughput` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).", "",
-             "| measure | value |", "|---|---|"]
-    lines += [f"| {label.format(**report[part])} | {value.format(**report[part])} |" for part, label, value in ROWS
-              if part in report]
+    write_json(stem.with_suffix(".json"), report)
+    lines = [
+        f"# Data path: {report['machine']}, {report['date']}",
+        "",
+        f"Command: `python -m benchmarks.data_throughput` (clips from {args.data}: 48 kHz MP3, 30 s log-mel).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {label.format(**report[part])} | {value.format(**report[part])} |"
+        for part, label, value in ROWS
+        if part in report
+    ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -18,16 +18,18 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import commit, lightning_asr, machine
+from benchmarks import commit, lightning_asr, machine, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = {"cv-synth-mr": "cv-synth/mr", "fsdd-en": "real/fsdd-takes5-49/en"}  # under --data-dir
 # format name: the export arguments
-FORMATS = {"ct2-int8": ["--format", "ct2", "--quantization", "int8"],
-           "ct2-int8_float16": ["--format", "ct2", "--quantization", "int8_float16"],
-           "ct2-float16": ["--format", "ct2", "--quantization", "float16"],
-           "transformers-fp16": ["--format", "transformers", "--dtype", "float16"]}
+FORMATS = {
+    "ct2-int8": ["--format", "ct2", "--quantization", "int8"],
+    "ct2-int8_float16": ["--format", "ct2", "--quantization", "int8_float16"],
+    "ct2-float16": ["--format", "ct2", "--quantization", "float16"],
+    "transformers-fp16": ["--format", "transformers", "--dtype", "float16"],
+}
 
 
 def main() -> None:
@@ -46,37 +48,63 @@ def main() -> None:
         task, adapter = item.split("=", 1)
         for name in args.formats:
             out = Path(args.work) / task / name
-            command = [*lightning_asr(), "export", adapter, str(out), "--base", args.model, *FORMATS[name], "--overwrite", "true",
-                       "--check", str(Path(args.data_dir) / DATA[task]), *(["--check_limit", str(args.limit)] if args.limit else [])]
+            command = [
+                *lightning_asr(),
+                "export",
+                adapter,
+                str(out),
+                "--base",
+                args.model,
+                *FORMATS[name],
+                "--overwrite",
+                "true",
+                "--check",
+                str(Path(args.data_dir) / DATA[task]),
+                *(["--check_limit", str(args.limit)] if args.limit else []),
+            ]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             if not (out / "parity.json").is_file():
                 raise SystemExit(f"{task}/{name} failed:\n{done.stderr[-3000:]}")
             rows[f"{task}/{name}"] = json.loads((out / "parity.json").read_text()) | {
-                "exit_code": done.returncode, "wall_seconds": time.perf_counter() - start}
+                "exit_code": done.returncode,
+                "wall_seconds": time.perf_counter() - start,
+            }
             print(task, name, rows[f"{task}/{name}"]["delta_points"], flush=True)
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
-              "command": " ".join(["python -m benchmarks.export_parity", *sys.argv[1:]]), "runs": rows}
+    report = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "commit": commit(),
+        "command": " ".join(["python -m benchmarks.export_parity", *sys.argv[1:]]),
+        "runs": rows,
+    }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(results / f"{args.name}.json", report)
     (results / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Export parity: whisper-base adapters exported and re-scored in their own runtime, {report['date']}", "",
-             f"Machine: {report['machine']}; commit {report['commit']}. Command: `{report['command']}`.", "",
-             "WER (as written / normalised) on each task's test split: the adapter through this package's validation "
-             "decode (base loaded as trained), the exported model through its runtime, one scorer. The check fails "
-             "(exit 1) beyond 1 point.", "",
-             "| task / format | clips | runtime | adapter WER % | exported WER % | difference, points | clips transcribed differently | check | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Export parity: whisper-base adapters exported and re-scored in their own runtime, {report['date']}",
+        "",
+        f"Machine: {report['machine']}; commit {report['commit']}. Command: `{report['command']}`.",
+        "",
+        "WER (as written / normalised) on each task's test split: the adapter through this package's validation "
+        "decode (base loaded as trained), the exported model through its runtime, one scorer. The check fails "
+        "(exit 1) beyond 1 point.",
+        "",
+        "| task / format | clips | runtime | adapter WER % | exported WER % | difference, points | clips transcribed differently | check | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in report["runs"].items():
         a, e, d = r["adapter_scores"], r["exported_scores"], r["delta_points"]
-        lines.append(f"| {name} | {r['clips']} | {r['runtime']} | {100 * a['wer']:.2f} / {100 * a['wer_norm']:.2f} | "
-                     f"{100 * e['wer']:.2f} / {100 * e['wer_norm']:.2f} | {d['wer']:+.2f} / {d['wer_norm']:+.2f} | "
-                     f"{r['clips_transcribed_differently']} | {'pass' if r['within_tolerance'] else '**fail**'} | {r['wall_seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {r['clips']} | {r['runtime']} | {100 * a['wer']:.2f} / {100 * a['wer_norm']:.2f} | "
+            f"{100 * e['wer']:.2f} / {100 * e['wer_norm']:.2f} | {d['wer']:+.2f} / {d['wer_norm']:+.2f} | "
+            f"{r['clips_transcribed_differently']} | {'pass' if r['within_tolerance'] else '**fail**'} | {r['wall_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

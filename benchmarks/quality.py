@@ -42,7 +42,7 @@ import jiwer
 import lightning as L
 import torch
 
-from benchmarks import commit, lightning_asr, machine
+from benchmarks import commit, lightning_asr, machine, write_json
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.sources import common_voice_index
 from lightning_asr.model.knobs import Decoding
@@ -61,8 +61,10 @@ TASKS = {
 }
 RECIPE = "configs/whisper-large-v2-int8-mr.yaml"
 # Every shipped training config (the demo and the DDP overlay train nothing to compare): a new file is measured by default.
-CONFIGS = ["recipe-config", *sorted(p.stem for p in (REPO / "configs").glob("*.yaml")
-                                    if p.stem not in ("demo", "ddp", Path(RECIPE).stem))]
+CONFIGS = [
+    "recipe-config",
+    *sorted(p.stem for p in (REPO / "configs").glob("*.yaml") if p.stem not in ("demo", "ddp", Path(RECIPE).stem)),
+]
 # Measured candidates that did not ship (benchmarks/configs/NAME.yaml), run when named in --configs.
 CANDIDATES = sorted(p.stem for p in (REPO / "benchmarks/configs").glob("*.yaml"))
 # Measurements, not shipped configs: the recipe config with one knob changed, to answer a question.
@@ -75,14 +77,32 @@ NOISE = ["--data.augment.noise_prob=0.5", "--data.augment.snr_min_db=10", "--dat
 # ``decoder-only``: issue 18's frozen encoder (LoRA in the decoder only) at the recipe's settings.
 # ``timestamps``: half the training clips labelled with timestamp tokens (what it costs in WER;
 # benchmarks/timestamps.py measures the segment times its adapters predict).
-VARIANTS = {"recipe-unquantized": ["--model.quantization=none"], "spec-augment": SPEC, "speed-perturb": SPEED,
-            "noise": NOISE, "speed-noise": SPEED + NOISE, "augment-all": SPEC + SPEED + NOISE, "decoder-only": ["--model.lora.encoder=false"],
-            "timestamps": ["--data.timestamp_share=0.5"]}
+VARIANTS = {
+    "recipe-unquantized": ["--model.quantization=none"],
+    "spec-augment": SPEC,
+    "speed-perturb": SPEED,
+    "noise": NOISE,
+    "speed-noise": SPEED + NOISE,
+    "augment-all": SPEC + SPEED + NOISE,
+    "decoder-only": ["--model.lora.encoder=false"],
+    "timestamps": ["--data.timestamp_share=0.5"],
+}
 
 
-def evaluate(model: str, data: str, locale: str, language: str, adapter: str | None = None, limit: int | None = None,
-             batch_size: int = 32, max_new_tokens: int = 128, dtype: torch.dtype | None = None, merge: bool = False,
-             decoding: str = "generate", from_config: bool = False) -> dict:
+def evaluate(
+    model: str,
+    data: str,
+    locale: str,
+    language: str,
+    adapter: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 128,
+    dtype: torch.dtype | None = None,
+    merge: bool = False,
+    decoding: str = "generate",
+    from_config: bool = False,
+) -> dict:
     """WER (orthographic and normalised) and CER of base (+ adapter) on ``locale``'s test split, with
     each clip's normalised word errors and reference words (for paired comparisons).
 
@@ -92,19 +112,41 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     ``merge``: ``model.decoding.merge_lora``; ``decoding``: ``model.decoding.method``."""
     gpu = torch.cuda.is_available()
     dtype = dtype or (torch.float16 if gpu else torch.float32)
-    module = WhisperLoRA(model=model, language=language, quantization="none", dtype=str(dtype).removeprefix("torch."),
-                         from_config=from_config, adapter=adapter, validate_before_training=False,
-                         decoding=Decoding(decoding, max_new_tokens, merge))
-    dm = SpeechDataModule(path=data, locale=locale, model=model, language=language, eval_batch_size=batch_size,
-                          num_workers=4 if gpu else 0, max_samples=limit, processor=module.processor)
-    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    module = WhisperLoRA(
+        model=model,
+        language=language,
+        quantization="none",
+        dtype=str(dtype).removeprefix("torch."),
+        from_config=from_config,
+        adapter=adapter,
+        validate_before_training=False,
+        decoding=Decoding(decoding, max_new_tokens, merge),
+    )
+    dm = SpeechDataModule(
+        path=data,
+        locale=locale,
+        model=model,
+        language=language,
+        eval_batch_size=batch_size,
+        num_workers=4 if gpu else 0,
+        max_samples=limit,
+        processor=module.processor,
+    )
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     start = time.perf_counter()
     metrics = trainer.test(module, dm, verbose=False)[0]
     seconds = time.perf_counter() - start
     if not module.test_transcripts:  # every clip skipped (e.g. all longer than a tiny model's window): no score
-        raise RuntimeError(f"no clip of {data} ({locale}, test split) was decoded: every one was skipped (the log above "
-                           "names each and why)")
+        raise RuntimeError(
+            f"no clip of {data} ({locale}, test split) was decoded: every one was skipped (the log above "
+            "names each and why)"
+        )
     _, refs, preds = map(list, zip(*module.test_transcripts))
     code = module.language
     per_clip = [jiwer.process_words(normalize(r, code) or "∅", normalize(p, code) or "∅") for r, p in zip(refs, preds)]
@@ -118,8 +160,9 @@ def evaluate(model: str, data: str, locale: str, language: str, adapter: str | N
     }
 
 
-def fit_config(name: str, model: str, task: str, out: Path, length: dict, seed: int, tiny: bool,
-               overrides: list[str] | None = None) -> dict:
+def fit_config(
+    name: str, model: str, task: str, out: Path, length: dict, seed: int, tiny: bool, overrides: list[str] | None = None
+) -> dict:
     """``lightning-asr fit`` with a shipped config as it is, but for paths, the run's ``length`` (``{"epochs": E}`` or
     ``{"steps": N}``), seed and validation (and ``overrides``, ``--override``'s arguments, last: they win over the
     config and the variant)."""
@@ -127,16 +170,34 @@ def fit_config(name: str, model: str, task: str, out: Path, length: dict, seed: 
     own = name not in VARIANTS and name != "recipe-config"
     configs = ["--config", str(REPO / RECIPE), *(["--config", str(config_file(name))] if own else [])]
     args = [
-        *lightning_asr(), "fit", *configs, f"--model.model={model}",
-        f"--model.language={language}", f"--data.path={data}", f"--data.locale={locale}", "--data.train_split=train",
-        *trainer_length(length), f"--seed_everything={seed}",
-        "--trainer.limit_val_batches=0", "--model.validate_before_training=false", "--trainer.enable_progress_bar=false",
-        f"--trainer.logger.init_args.save_dir={out}", f"--adapter_checkpoint.dirpath={out}/adapters",
-        *VARIANTS.get(name, []), *(overrides or []),
+        *lightning_asr(),
+        "fit",
+        *configs,
+        f"--model.model={model}",
+        f"--model.language={language}",
+        f"--data.path={data}",
+        f"--data.locale={locale}",
+        "--data.train_split=train",
+        *trainer_length(length),
+        f"--seed_everything={seed}",
+        "--trainer.limit_val_batches=0",
+        "--model.validate_before_training=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--adapter_checkpoint.dirpath={out}/adapters",
+        *VARIANTS.get(name, []),
+        *(overrides or []),
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
-        args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
-                 "--model.speed.compile=false", "--model.dtype=float32", "--data.num_workers=0", "--data.max_samples=8"]
+        args += [
+            "--trainer.accelerator=cpu",
+            "--trainer.precision=32-true",
+            "--model.from_config=true",
+            "--model.speed.compile=false",
+            "--model.dtype=float32",
+            "--data.num_workers=0",
+            "--data.max_samples=8",
+        ]
     return train_once(args, out, out / "adapters" / "last")
 
 
@@ -156,8 +217,17 @@ def trainer_length(length: dict) -> list[str]:
 def fit_recipe(model: str, task: str, out: Path, length: dict, seed: int, tiny: bool) -> dict:
     data, locale, language, _ = TASKS[task]
     run = [f"--max-steps={length['steps']}"] if "steps" in length else [f"--epochs={length['epochs']}"]
-    args = [sys.executable, "-m", "benchmarks.seed_recipe", model, str(Path(data) / locale), str(out),
-            *run, f"--seed={seed}", f"--language={language}"] + (["--from-config", "--limit=8"] if tiny else [])
+    args = [
+        sys.executable,
+        "-m",
+        "benchmarks.seed_recipe",
+        model,
+        str(Path(data) / locale),
+        str(out),
+        *run,
+        f"--seed={seed}",
+        f"--language={language}",
+    ] + (["--from-config", "--limit=8"] if tiny else [])
     return train_once(args, out, out / "adapter")
 
 
@@ -222,17 +292,34 @@ def zero_shot_scores(args: argparse.Namespace, task: str, cached: Path) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "length": length(args),
-              "seeds": args.seeds, "configs": args.configs, "baseline": args.baseline, "overrides": args.override,
-              "tiny": args.tiny, "torch": torch.__version__,
-              "commit": commit(), "tasks": {}}
-    reused = {key: run for key, run in (reuse(args.reuse, length(args), args.override) if args.reuse else {}).items()
-              if key[0] in args.tasks and key[1] in names(args)}
+    report = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "length": length(args),
+        "seeds": args.seeds,
+        "configs": args.configs,
+        "baseline": args.baseline,
+        "overrides": args.override,
+        "tiny": args.tiny,
+        "torch": torch.__version__,
+        "commit": commit(),
+        "tasks": {},
+    }
+    reused = {
+        key: run
+        for key, run in (reuse(args.reuse, length(args), args.override) if args.reuse else {}).items()
+        if key[0] in args.tasks and key[1] in names(args)
+    }
     # One queue over every task, each job training and then scoring its adapter, so that the GPU stays
     # shared by --jobs processes until the last run (scoring in the main thread left it idle for minutes).
     # Config by config (on every task): if a session ends early, the configs it finished have all their seeds.
-    jobs = [(task, name, seed) for name in names(args) for task in args.tasks for seed in args.seeds
-            if (task, name, seed) not in reused]
+    jobs = [
+        (task, name, seed)
+        for name in names(args)
+        for task in args.tasks
+        for seed in args.seeds
+        if (task, name, seed) not in reused
+    ]
 
     def job(key: tuple[str, str, int]) -> dict | None:
         task, name, seed = key
@@ -244,8 +331,11 @@ def run(args: argparse.Namespace) -> dict:
             cached = Path(fit["adapter"]).parent / "scores.json"
             return json.loads(cached.read_text()) | {"train": fit} if cached.is_file() else None
         try:
-            fit = (fit_recipe(args.model, task, out, length(args), seed, args.tiny) if name == "recipe"
-                   else fit_config(name, args.model, task, out, length(args), seed, args.tiny, args.override))
+            fit = (
+                fit_recipe(args.model, task, out, length(args), seed, args.tiny)
+                if name == "recipe"
+                else fit_config(name, args.model, task, out, length(args), seed, args.tiny, args.override)
+            )
             return score(args, task, fit["adapter"]) | {"train": fit}
         except RuntimeError as error:  # one failed run is reported; the others go on
             print(error, file=sys.stderr)
@@ -310,9 +400,15 @@ def reuse(path: str, length: dict, overrides: list[str]) -> dict:
     if before != length:
         raise SystemExit(f"--reuse {path}: its runs trained {describe(before)}, not {describe(length)}")
     if earlier.get("overrides", []) != overrides:
-        raise SystemExit(f"--reuse {path}: its runs trained with --override {earlier.get('overrides', [])}, not {overrides}")
-    return {(task, name, int(seed)): scores for task, result in earlier["tasks"].items()
-            for name, seeds in result["runs"].items() for seed, scores in seeds.items()}
+        raise SystemExit(
+            f"--reuse {path}: its runs trained with --override {earlier.get('overrides', [])}, not {overrides}"
+        )
+    return {
+        (task, name, int(seed)): scores
+        for task, result in earlier["tasks"].items()
+        for name, seeds in result["runs"].items()
+        for seed, scores in seeds.items()
+    }
 
 
 def summarise(runs: dict, baseline: str = "recipe") -> dict:
@@ -322,12 +418,20 @@ def summarise(runs: dict, baseline: str = "recipe") -> dict:
     out = {}
     for name, seeds in runs.items():
         wers = [s["wer_norm"] for s in seeds.values()]
-        row = {"wer_norm_mean": statistics.mean(wers), "wer_norm_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0,
-               "wer_norm_seeds": wers}
+        row = {
+            "wer_norm_mean": statistics.mean(wers),
+            "wer_norm_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0,
+            "wer_norm_seeds": wers,
+        }
         if name != baseline:
-            diff, low, high = paired_bootstrap([s["clip_errors"] for s in seeds.values()], [s["clip_errors"] for s in recipe], words)
-            row |= {"diff": diff, "diff_ci95": [low, high], "within_bound": row["wer_norm_mean"] <= statistics.mean(
-                [s["wer_norm"] for s in recipe]) + 0.005}
+            diff, low, high = paired_bootstrap(
+                [s["clip_errors"] for s in seeds.values()], [s["clip_errors"] for s in recipe], words
+            )
+            row |= {
+                "diff": diff,
+                "diff_ci95": [low, high],
+                "within_bound": row["wer_norm_mean"] <= statistics.mean([s["wer_norm"] for s in recipe]) + 0.005,
+            }
         retained = [s["retained"]["wer_norm"] for s in seeds.values() if "retained" in s]
         if retained:
             row["retained_wer_norm_mean"] = statistics.mean(retained)
@@ -339,12 +443,16 @@ def markdown(report: dict, command: str) -> str:
     baseline = report.get("baseline", "recipe")
     against = "the guide's recipe" if baseline == "recipe" else f"`{baseline}`"
     overrides = f", every run with `{' '.join(report['overrides'])}`" if report.get("overrides") else ""
-    lines = [f"# Quality: {', '.join(report['configs'])} against {against}, {describe(report['length'])}{overrides}, seeds {report['seeds']}", "",
-             f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.", "",
-             "Normalised WER on each task's test split, every adapter scored by the same routine "
-             f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
-             "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean. Windows seen: steps × batch, or epochs × training clips "
-             "(a packed window, data.pack_share, holds several clips)."]
+    lines = [
+        f"# Quality: {', '.join(report['configs'])} against {against}, {describe(report['length'])}{overrides}, seeds {report['seeds']}",
+        "",
+        f"Machine: {report['machine']}; commit {report['commit']}; torch {report['torch']}. Command: `{command}`.",
+        "",
+        "Normalised WER on each task's test split, every adapter scored by the same routine "
+        f"(`benchmarks/quality.py`, `evaluate`). Difference: run minus {against}, paired over the same clips, "
+        "95 % bootstrap interval. Bound: mean within 0.5 points of the baseline's mean. Windows seen: steps × batch, or epochs × training clips "
+        "(a packed window, data.pack_share, holds several clips).",
+    ]
     for task, result in report["tasks"].items():
         zero = result["zero_shot"]
         lines += ["", f"## {task} ({zero['clips']} test clips; zero-shot {100 * zero['wer_norm']:.1f} %)", ""]
@@ -355,23 +463,41 @@ def markdown(report: dict, command: str) -> str:
         lines += [header, "|---" * (header.count("|") - 1) + "|"]
         for name, row in result["summary"].items():
             seeds = " · ".join(f"{100 * w:.1f}" for w in row["wer_norm_seeds"])
-            diff = "–" if name == baseline else (f"{100 * row['diff']:+.1f} [{100 * row['diff_ci95'][0]:+.1f}, "
-                                                 f"{100 * row['diff_ci95'][1]:+.1f}]")
+            diff = (
+                "–"
+                if name == baseline
+                else (f"{100 * row['diff']:+.1f} [{100 * row['diff_ci95'][0]:+.1f}, {100 * row['diff_ci95'][1]:+.1f}]")
+            )
             bound = "–" if name == baseline else ("yes" if row["within_bound"] else "**no**")
             title = "the guide's recipe (seed_recipe.py)" if name == "recipe" else f"`{name}`"
-            seen = (report["length"]["steps"] * batch_size(name) if "steps" in report["length"]
-                    else report["length"]["epochs"] * result.get("train_rows", 0))
+            seen = (
+                report["length"]["steps"] * batch_size(name)
+                if "steps" in report["length"]
+                else report["length"]["epochs"] * result.get("train_rows", 0)
+            )
             line = f"| {title} | {seen:,} | {seeds} | {100 * row['wer_norm_mean']:.1f} ± {100 * row['wer_norm_sd']:.1f} | {diff} | {bound} |"
             if retained:
                 line += f" {100 * row.get('retained_wer_norm_mean', float('nan')):.1f} |"
             lines.append(line)
     if report.get("not_run"):
-        lines += ["", "Not run (the device session ended first): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"]) + "."]
+        lines += [
+            "",
+            "Not run (the device session ended first): "
+            + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"])
+            + ".",
+        ]
     if report.get("failed"):
-        lines += ["", "Failed (see each run's fit.log): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"]) + "."]
+        lines += [
+            "",
+            "Failed (see each run's fit.log): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"]) + ".",
+        ]
     if report.get("reused"):
-        lines += ["", f"Runs taken from `{report['reused']}` (same length, same scoring): "
-                  + ", ".join(report["reused_runs"]) + "."]
+        lines += [
+            "",
+            f"Runs taken from `{report['reused']}` (same length, same scoring): "
+            + ", ".join(report["reused_runs"])
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -387,27 +513,47 @@ def batch_size(name: str) -> int:
 
 # What each check compares: (row title, evaluate() arguments); the first row is the default.
 CHECKS = {
-    "merge": ("Merged bf16 evaluation", [("LoRA branch (default)", {}), ("merged (model.decoding.merge_lora)", {"merge": True})]),
-    "decoding": ("Static decoding in bf16", [("generate() (default)", {}), ("static (model.decoding.method: static)", {"decoding": "static"})]),
+    "merge": (
+        "Merged bf16 evaluation",
+        [("LoRA branch (default)", {}), ("merged (model.decoding.merge_lora)", {"merge": True})],
+    ),
+    "decoding": (
+        "Static decoding in bf16",
+        [("generate() (default)", {}), ("static (model.decoding.method: static)", {"decoding": "static"})],
+    ),
 }
 
 
 def decode_check(kind: str, model: str, data: str, adapter: str, limit: int | None, results: Path) -> None:
     """Does a decoding option change WER? bf16, same adapter, same clips, with and without it."""
     title, variants = CHECKS[kind]
-    runs = {name: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, **kwargs)
-            for name, kwargs in variants}
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "adapter": adapter, "torch": torch.__version__,
-              "runs": runs}
+    runs = {
+        name: evaluate(model, data, "mr", "Marathi", adapter=adapter, limit=limit, dtype=torch.bfloat16, **kwargs)
+        for name, kwargs in variants
+    }
+    report = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "adapter": adapter,
+        "torch": torch.__version__,
+        "runs": runs,
+    }
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"quality-{kind}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(stem.with_suffix(".json"), report)
     clips = next(iter(runs.values()))["clips"]
-    lines = [f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)", "",
-             f"Machine: {report['machine']}; torch {report['torch']}. Command: `python -m benchmarks.quality --{kind}-check ADAPTER`.", "",
-             "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {title}: whisper-base + one adapter on cv-synth/mr test ({clips} clips)",
+        "",
+        f"Machine: {report['machine']}; torch {report['torch']}. Command: `python -m benchmarks.quality --{kind}-check ADAPTER`.",
+        "",
+        "| decoding (bf16 base) | WER | WER (normalised) | CER | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in runs.items():
-        lines.append(f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {100 * m['wer']:.2f} % | {100 * m['wer_norm']:.2f} % | {100 * m['cer']:.2f} % | {m['eval_seconds']:.0f} |"
+        )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -423,41 +569,82 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(SHARED / "models/whisper-base"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
-                        help="runs beside the baseline (`recipe`: the guide's, seed_recipe.py)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=CONFIGS,
+        choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
+        help="runs beside the baseline (`recipe`: the guide's, seed_recipe.py)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="every run's length: the guide's 3 epochs (equal data)")
-    parser.add_argument("--steps", type=int, default=None, help="every run's length in optimizer steps instead (equal steps)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="every run's length in optimizer steps instead (equal steps)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
-    parser.add_argument("--baseline", default="recipe", choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
-                        help="the run every other is compared with (default: the guide's recipe, seed_recipe.py)")
-    parser.add_argument("--override", action="append", default=[], metavar="ARG",
-                        help="one more `lightning-asr fit` argument for every config run, e.g. --override=--model.quantization=none "
-                             "(the same question on a cheaper base); repeat for several; the guide's recipe takes none")
-    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)")
+    parser.add_argument(
+        "--baseline",
+        default="recipe",
+        choices=["recipe", *CONFIGS, *CANDIDATES, *VARIANTS],
+        help="the run every other is compared with (default: the guide's recipe, seed_recipe.py)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more `lightning-asr fit` argument for every config run, e.g. --override=--model.quantization=none "
+        "(the same question on a cheaper base); repeat for several; the guide's recipe takes none",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="training processes at once (one GPU holds several whisper-base runs)"
+    )
     parser.add_argument("--work", default="/tmp/quality")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test clips (smoke runs)")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--name", default=None, help="results file stem (default quality)")
-    parser.add_argument("--tiny", action="store_true", help="the code path on CPU: tiny random model, 8 clips, 4 scored")
-    parser.add_argument("--reuse", metavar="REPORT.json", help="take the runs of an earlier report (same length) "
-                        "instead of training them again")
-    parser.add_argument("--collect", action="store_true", help="train nothing: report the runs already scored under --work")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the code path on CPU: tiny random model, 8 clips, 4 scored"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="REPORT.json",
+        help="take the runs of an earlier report (same length) instead of training them again",
+    )
+    parser.add_argument(
+        "--collect", action="store_true", help="train nothing: report the runs already scored under --work"
+    )
     parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
-    parser.add_argument("--merge-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER with and without "
-                        "model.decoding.merge_lora, into quality-merge.{json,md}")
-    parser.add_argument("--decoding-check", metavar="ADAPTER", help="only compare bf16 decoding of ADAPTER by generate() "
-                        "and by model.decoding.method: static, into quality-decoding.{json,md}")
+    parser.add_argument(
+        "--merge-check",
+        metavar="ADAPTER",
+        help="only compare bf16 decoding of ADAPTER with and without "
+        "model.decoding.merge_lora, into quality-merge.{json,md}",
+    )
+    parser.add_argument(
+        "--decoding-check",
+        metavar="ADAPTER",
+        help="only compare bf16 decoding of ADAPTER by generate() "
+        "and by model.decoding.method: static, into quality-decoding.{json,md}",
+    )
     args = parser.parse_args()
     data = Path(args.data_dir) if args.data_dir else SHARED / "data"
     if args.merge_check or args.decoding_check:
         kind = "merge" if args.merge_check else "decoding"
-        return decode_check(kind, args.model, str(data / "cv-synth"), args.merge_check or args.decoding_check, args.limit,
-                            Path(args.results))
+        return decode_check(
+            kind,
+            args.model,
+            str(data / "cv-synth"),
+            args.merge_check or args.decoding_check,
+            args.limit,
+            Path(args.results),
+        )
     if args.data_dir:
         use_data_dir(data)
     if args.override and "recipe" in names(args):
-        parser.error("--override changes the configs' runs, not the guide's recipe (seed_recipe.py): name another --baseline "
-                     "and leave recipe out of --configs")
+        parser.error(
+            "--override changes the configs' runs, not the guide's recipe (seed_recipe.py): name another --baseline "
+            "and leave recipe out of --configs"
+        )
     if args.tiny:
         args.model, args.limit = str(REPO / "demo/whisper-tiny-random"), args.limit or 4
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -466,7 +653,7 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / (args.name or "quality")
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(stem.with_suffix(".json"), report)
     text = markdown(report, "python -m benchmarks.quality " + " ".join(sys.argv[1:]))
     stem.with_suffix(".md").write_text(text)
     print(text)

@@ -54,7 +54,8 @@ def build_model(model_name: str, from_config: bool = False):
         model = load_base(model_name, "int8", "cuda:0" if torch.cuda.is_available() else "cpu", from_config=True)
     else:
         model = WhisperForConditionalGeneration.from_pretrained(
-            model_name, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device)
+            model_name, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map=device
+        )
     model.generation_config.forced_decoder_ids = None
     model.generation_config.suppress_tokens = []
     model = prepare_model_for_kbit_training(model)
@@ -89,8 +90,9 @@ def prepare(processor, rows: list[dict], num_proc: int | None = None):
     return dataset.map(prepare_dataset, remove_columns=dataset.column_names, num_proc=num_proc)
 
 
-def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed: int = 42, callbacks=None,
-                 epochs: int = 3):
+def make_trainer(
+    model, processor, dataset, out: str, max_steps: int = -1, seed: int = 42, callbacks=None, epochs: int = 3
+):
     """The guide's ``Seq2SeqTrainingArguments`` (fp16 where a GPU is present)."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
@@ -122,8 +124,17 @@ def make_trainer(model, processor, dataset, out: str, max_steps: int = -1, seed:
     )
 
 
-def train(model_name: str, data: str, out: str, language: str = "Marathi", max_steps: int = -1, seed: int = 42,
-          from_config: bool = False, limit: int | None = None, epochs: int = 3) -> dict:
+def train(
+    model_name: str,
+    data: str,
+    out: str,
+    language: str = "Marathi",
+    max_steps: int = -1,
+    seed: int = 42,
+    from_config: bool = False,
+    limit: int | None = None,
+    epochs: int = 3,
+) -> dict:
     from transformers import WhisperProcessor
 
     from lightning_asr.data.sources import common_voice_index
@@ -138,9 +149,13 @@ def train(model_name: str, data: str, out: str, language: str = "Marathi", max_s
     result = trainer.train()
     train_seconds = time.perf_counter() - train_start
     model.save_pretrained(Path(out) / "adapter")
-    metrics = {"wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
-               "steps": result.global_step, "train_loss": result.training_loss,
-               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0}
+    metrics = {
+        "wall_seconds": time.perf_counter() - start,
+        "train_seconds": train_seconds,
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
+    }
     (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -157,5 +172,19 @@ if __name__ == "__main__":
     parser.add_argument("--from-config", action="store_true", help="a random base from the model folder's config")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N clips only")
     args = parser.parse_args()
-    print(json.dumps(train(args.model, args.data, args.out, args.language, args.max_steps, args.seed, args.from_config,
-                           args.limit, args.epochs), indent=2))
+    print(
+        json.dumps(
+            train(
+                args.model,
+                args.data,
+                args.out,
+                args.language,
+                args.max_steps,
+                args.seed,
+                args.from_config,
+                args.limit,
+                args.epochs,
+            ),
+            indent=2,
+        )
+    )

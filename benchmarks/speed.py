@@ -12,7 +12,6 @@ Writes ``benchmarks/results/speed{-tiny}.{json,md}`` (the current result; git ke
 
 import argparse
 import csv
-import dataclasses
 import datetime
 import gc
 import json
@@ -30,7 +29,8 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig, TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
-from benchmarks import commit
+from benchmarks import commit, write_json
+from benchmarks.modes import MODES, Mode
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.model.decode import graphed
 from lightning_asr.model.knobs import Decoding, Speed
@@ -40,165 +40,32 @@ from lightning_asr.model.whisper import train_flops
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOKENIZER_FILES = ["added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
-                   "generation_config.json"]
-LARGE_V2 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20, decoder_attention_heads=20,
-                encoder_ffn_dim=5120, decoder_ffn_dim=5120)
-TINY = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-            encoder_ffn_dim=128, decoder_ffn_dim=128)
-
-
-@dataclasses.dataclass
-class Mode:
-    name: str
-    quantization: str
-    gradient_checkpointing: bool
-    batch_size: int
-    trim_encoder: bool
-    precision: str
-    tradeoff: str
-    group: bool = False  # data.group_by_length
-    config: str | None = None  # the config this mode measures: shipped (configs/NAME.yaml) or a candidate (benchmarks/configs/)
-    frozen_encoder: bool = False  # model.lora.encoder: false (LoRA in the decoder only, no backward through the encoder)
-    cudnn_attention: bool = False  # model.speed.cudnn_attention
-    tf32: bool = False  # True: fp32 matmuls (bitsandbytes' int8 backward) on tensor cores (a process-wide switch)
-    compile: bool = False  # model.speed.compile: torch.compile each encoder/decoder layer
-    pack_share: float = 0.0  # data.pack_share: samples/s then counts clips, several to a packed window
-    pack_clips: tuple[int, int] = (2, 4)  # data.pack_clips
-    offload: bool = False  # model.speed.offload_encoder: the encoder's saved layer inputs in pinned host memory
-    fp8: bool = False  # model.speed.fp8: torchao's FP8 matmuls in the frozen base's linear layers
-
-
-MODES = [
-    Mode("ours-recipe", "int8", True, 8, False, "16-mixed", "the recipe's settings through our code",
-         config="whisper-large-v2-int8-mr"),
-    Mode("nf4-trim-gc-b8", "nf4", True, 8, True, "bf16-mixed", "smallest: nf4 base, trimmed encoder, batch 8, length-grouped", True,
-         config="small-nf4"),
-    Mode("nf4-trim-gc-b24", "nf4", True, 24, True, "bf16-mixed", "recipe-sized memory: nf4, trimmed, length-grouped, batch 24", True,
-         config="fast-nf4"),
-    Mode("nf4-trim-gc-b32", "nf4", True, 32, True, "bf16-mixed", "nf4, trimmed, length-grouped, batch 32", True),
-    Mode("bf16-trim-gc-b64-ungrouped", "none", True, 64, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, batch 64, random batches"),
-    Mode("bf16-trim-gc-b64", "none", True, 64, True, "bf16-mixed", "consumer GPU: bf16 base, trimmed, checkpointing, length-grouped, batch 64", True),
-    Mode("bf16-trim-gc-b128", "none", True, 128, True, "bf16-mixed", "bf16 base, trimmed, checkpointing, length-grouped, batch 128", True),
-    Mode("ours-recipe-tf32", "int8", True, 8, False, "16-mixed", "the recipe's settings with TF32 fp32 matmuls", tf32=True),
-    Mode("bf16-trim-gc-b16", "none", True, 16, True, "bf16-mixed", "recipe-sized memory: bf16 base, trimmed, checkpointing, length-grouped, batch 16", True),
-    Mode("bf16-trim-gc-b16-compile", "none", True, 16, True, "bf16-mixed", "bf16-trim-gc-b16 with compiled layers", True, compile=True,
-         config="lean-bf16"),
-    Mode("bf16-trim-gc-b128-compile", "none", True, 128, True, "bf16-mixed", "bf16-trim-gc-b128 with compiled layers", True, compile=True),
-    # Runs 1-5 ran every mode with cuDNN attention (then the default); run 5's profile puts 40 % of this
-    # mode's step into cuDNN's host-side plan building for new shapes.
-    Mode("bf16-trim-gc-b16-compile-cudnn-attention", "none", True, 16, True, "bf16-mixed",
-         "lean-bf16 with cuDNN attention (model.speed.cudnn_attention: true)", True, cudnn_attention=True, compile=True),
-    # fast-bf16.yaml as configured: at batch 128 the GPU is the limit, where cuDNN's kernels won (run 4).
-    Mode("bf16-trim-gc-b128-compile-cudnn-attention", "none", True, 128, True, "bf16-mixed",
-         "fast-bf16: bf16-trim-gc-b128 compiled, with cuDNN attention", True, cudnn_attention=True, compile=True,
-         config="fast-bf16"),
-    # Not yet measured: the fast path without the trimmed encoder, whose WER cost keeps it off by default.
-    Mode("bf16-gc-b32-compile", "none", True, 32, False, "bf16-mixed",
-         "bf16 base, full 30 s windows (default numerics), checkpointing, compiled layers, batch 32", compile=True),
-    # Issue 18's candidate 3, not yet measured: 30 s windows, the encoder without gradients (decoder-only LoRA).
-    Mode("bf16-gc-b32-compile-frozen-encoder", "none", True, 32, False, "bf16-mixed",
-         "bf16-gc-b32-compile with LoRA in the decoder only (model.lora.encoder: false)", compile=True, frozen_encoder=True),
-    Mode("bf16-b64-compile-frozen-encoder", "none", False, 64, False, "bf16-mixed",
-         "the same without checkpointing, batch 64", compile=True, frozen_encoder=True),
-    # The frozen-encoder candidates (benchmarks/configs/frozen-*.yaml), as configured: checkpointing only matters in the decoder, whose cross-attention
-    # keys and values over 1,500 frames per layer are most of the memory.
-    Mode("bf16-gc-b128-compile-cudnn-frozen-encoder", "none", True, 128, False, "bf16-mixed",
-         "frozen-bf16: decoder-only LoRA, 30 s windows, checkpointing, compiled, cuDNN attention, batch 128",
-         compile=True, cudnn_attention=True, frozen_encoder=True, config="frozen-bf16"),
-    Mode("bf16-gc-b16-compile-frozen-encoder", "none", True, 16, False, "bf16-mixed",
-         "frozen-lean-bf16: decoder-only LoRA, 30 s windows, checkpointing, compiled, batch 16",
-         compile=True, frozen_encoder=True, config="frozen-lean-bf16"),
-    Mode("nf4-gc-b16-frozen-encoder", "nf4", True, 16, False, "bf16-mixed",
-         "frozen-nf4: nf4 base, decoder-only LoRA, 30 s windows, checkpointing, batch 16",
-         frozen_encoder=True, config="frozen-nf4"),
-    # Issue 18's candidate 1: half the training clips open a packed, timestamped window of 2-4 clips
-    # (configs/packed.yaml), so a 30 s window trains on more than one clip; samples are clips.
-    Mode("ours-recipe-packed", "int8", True, 8, False, "16-mixed", "the recipe's settings, half the clips packed (data.pack_share 0.5)",
-         pack_share=0.5, config="packed"),
-    Mode("bf16-gc-b128-compile-cudnn-packed", "none", True, 128, False, "bf16-mixed",
-         "bf16, 30 s windows, checkpointing, compiled, cuDNN attention, batch 128, half the clips packed",
-         compile=True, cudnn_attention=True, pack_share=0.5),
-    # The same within 24 GiB (configs/packed-bf16.yaml at batch 32; batch 64 to see where memory goes).
-    Mode("bf16-gc-b32-compile-cudnn-packed", "none", True, 32, False, "bf16-mixed",
-         "packed-bf16: bf16, 30 s windows, checkpointing, compiled, cuDNN attention, batch 32, half the clips packed",
-         compile=True, cudnn_attention=True, pack_share=0.5, config="packed-bf16"),
-    Mode("bf16-gc-b64-compile-cudnn-packed", "none", True, 64, False, "bf16-mixed",
-         "packed-bf16 at batch 64", compile=True, cudnn_attention=True, pack_share=0.5),
-    # Fuller windows (configs/packed-dense-bf16.yaml, shipped; benchmarks/configs/packed-all-bf16.yaml). This
-    # benchmark's ~90-token labels cap a window at 4 clips (the decoder's 448 tokens), as Marathi's would.
-    Mode("bf16-gc-b32-compile-cudnn-packed-all", "none", True, 32, False, "bf16-mixed",
-         "packed-all-bf16: packed-bf16 with every clip packed, 2-4 a window", compile=True, cudnn_attention=True,
-         pack_share=1.0, config="packed-all-bf16"),
-    Mode("bf16-gc-b32-compile-cudnn-packed-dense", "none", True, 32, False, "bf16-mixed",
-         "packed-dense-bf16: packed-bf16 with three quarters of the clips packed, windows filled (4-8 drawn)",
-         compile=True, cudnn_attention=True, pack_share=0.75, pack_clips=(4, 8), config="packed-dense-bf16"),
-    Mode("bf16-gc-b48-compile-cudnn-packed-dense", "none", True, 48, False, "bf16-mixed",
-         "packed-dense-bf16 at batch 48", compile=True, cudnn_attention=True, pack_share=0.75, pack_clips=(4, 8)),
-    # Without checkpointing (no recompute: about a quarter of a checkpointed step's FLOPs), toward issue 18's 30x within
-    # 24 GiB. Measured on an H200 (speed-h200-offload.md): ~2.5 GiB of activations a 30 s window, so batch 8 (24.18 GiB,
-    # 13.2x, host-bound) is all that fits and batch 10 needs 29.11 GiB (18.7x): checkpointing at batch 32 (22.2x) wins.
-    Mode("bf16-b8-compile-cudnn-packed-dense", "none", False, 8, False, "bf16-mixed",
-         "packed-dense-bf16 at batch 8, no checkpointing", compile=True, cudnn_attention=True, pack_share=0.75,
-         pack_clips=(4, 8)),
-    Mode("bf16-b10-compile-cudnn-packed-dense", "none", False, 10, False, "bf16-mixed",
-         "packed-dense-bf16 at batch 10, no checkpointing", compile=True, cudnn_attention=True, pack_share=0.75,
-         pack_clips=(4, 8)),
-    # Dense packing in small memory, now that the loss never holds the batch's logits (lightning_asr/model/loss.py):
-    # bf16 within the recipe's 5.4 GiB, nf4 within 3 GiB. Without cuDNN attention: at small batches its per-shape
-    # plans cost host time (runs 5, 7a).
-    Mode("bf16-gc-b9-compile-packed-dense", "none", True, 9, False, "bf16-mixed",
-         "packed-dense-lean-bf16: packed-dense-bf16 at batch 9, without cuDNN attention", compile=True,
-         pack_share=0.75, pack_clips=(4, 8), config="packed-dense-lean-bf16"),
-    Mode("bf16-gc-b12-compile-packed-dense", "none", True, 12, False, "bf16-mixed",
-         "packed-dense-bf16 at batch 12, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
-    Mode("bf16-gc-b16-compile-packed-dense", "none", True, 16, False, "bf16-mixed",
-         "packed-dense-bf16 at batch 16, without cuDNN attention", compile=True, pack_share=0.75, pack_clips=(4, 8)),
-    # The same windows with the checkpointed encoder inputs in host memory (model.speed.offload_encoder): a bigger
-    # batch in the guide's memory; at batch 16 against the same batch without offloading, its cost.
-    # The candidate was batch 16 until its first measurement (speed-offload-2.md, 0b7b604): batch 20 fits 5.4 GiB too.
-    Mode("bf16-gc-b16-compile-packed-dense-offload", "none", True, 16, False, "bf16-mixed",
-         "packed-dense-lean-bf16 at batch 16, the encoder's saved inputs in host memory",
-         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True),
-    Mode("bf16-gc-b20-compile-packed-dense-offload", "none", True, 20, False, "bf16-mixed",
-         "packed-dense-offload-bf16: packed-dense-lean-bf16 at batch 20, the encoder's saved inputs in host memory",
-         compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-offload-bf16"),
-    # packed-dense-bf16 with FP8 matmuls in the frozen base (issue 18, candidate 4): at 95 % busy its step is the GPU's,
-    # 442 of its 1,007 busy ms a step in bf16 matrix products (speed-h200-offload.md).
-    Mode("bf16-gc-b32-compile-cudnn-packed-dense-fp8", "none", True, 32, False, "bf16-mixed",
-         "packed-dense-bf16 with FP8 matmuls in the frozen base (torchao)", compile=True, cudnn_attention=True,
-         pack_share=0.75, pack_clips=(4, 8), fp8=True, config="packed-dense-fp8-bf16"),
-    Mode("bf16-gc-b20-compile-packed-dense-offload-fp8", "none", True, 20, False, "bf16-mixed",
-         "packed-dense-offload-bf16 with FP8 matmuls in the frozen base (torchao)", compile=True, pack_share=0.75,
-         pack_clips=(4, 8), offload=True, fp8=True),
-    # nf4 with the encoder's inputs in host memory, toward issue 18's 3.0 GiB goal: batch 6 ships (within the WER bound,
-    # quality-packed-nf4-offload.md; packed-dense-nf4 at batch 8 without offloading was outside it on real speech).
-    Mode("nf4-gc-b6-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
-         "packed-dense-nf4-offload: packed-dense-nf4 at batch 6, the encoder's saved inputs in host memory",
-         pack_share=0.75, pack_clips=(4, 8), offload=True, config="packed-dense-nf4-offload"),
-    # The same with compiled layers (nf4 compiles since its biases are cast up front): fewer kernels a step for a
-    # host-bound mode (41 % GPU busy on an H100, speed-offload-3.md).
-    Mode("nf4-gc-b6-compile-packed-dense-offload", "nf4", True, 6, False, "bf16-mixed",
-         "packed-dense-nf4-offload with compiled layers", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
-         config="packed-dense-nf4-offload-compile"),
-    # Still host-bound compiled (45 % busy, speed-nf4-compile-fp8.md): a bigger batch spreads the host's time over more
-    # windows under 3.0 GiB. Batch 10 ships (8.1x at 2.49 GiB on an H100, within the WER bound: quality-nf4-compile-b10.md);
-    # batch 6 compiled was +0.6 on real speech, just outside it (quality-nf4-compile.md).
-    Mode("nf4-gc-b8-compile-packed-dense-offload", "nf4", True, 8, False, "bf16-mixed",
-         "packed-dense-nf4-offload-compile at batch 8", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
-         config="packed-dense-nf4-offload-compile-b8"),
-    Mode("nf4-gc-b10-compile-packed-dense-offload", "nf4", True, 10, False, "bf16-mixed",
-         "packed-dense-nf4-offload-compile at batch 10", compile=True, pack_share=0.75, pack_clips=(4, 8), offload=True,
-         config="packed-dense-nf4-offload-compile-b10"),
-    Mode("nf4-gc-b8-packed-dense-offload", "nf4", True, 8, False, "bf16-mixed",
-         "packed-dense-nf4 with the encoder's saved inputs in host memory", pack_share=0.75, pack_clips=(4, 8),
-         offload=True),
-    Mode("nf4-gc-b8-packed-dense", "nf4", True, 8, False, "bf16-mixed",
-         "packed-dense-nf4: nf4 base, 30 s windows, checkpointing, batch 8, dense packing", pack_share=0.75,
-         pack_clips=(4, 8), config="packed-dense-nf4"),
-    Mode("nf4-gc-b12-packed-dense", "nf4", True, 12, False, "bf16-mixed",
-         "nf4 base, 30 s windows, checkpointing, batch 12, dense packing", pack_share=0.75, pack_clips=(4, 8)),
+TOKENIZER_FILES = [
+    "added_tokens.json",
+    "merges.txt",
+    "vocab.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "generation_config.json",
 ]
+LARGE_V2 = dict(
+    d_model=1280,
+    encoder_layers=32,
+    decoder_layers=32,
+    encoder_attention_heads=20,
+    decoder_attention_heads=20,
+    encoder_ffn_dim=5120,
+    decoder_ffn_dim=5120,
+)
+TINY = dict(
+    d_model=64,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+)
 
 
 def matmul_peak(device: str) -> float:
@@ -220,11 +87,17 @@ def matmul_peak(device: str) -> float:
 
 # The quality reports a config's WER verdict is read from, first match wins: the shipped configs against the guide's
 # recipe, then those measured against the recipe config (itself within the bound of the recipe in quality.json).
-QUALITY_REPORTS = [REPO / "benchmarks/results/quality.json", REPO / "benchmarks/results/quality-packed.json",
-                   REPO / "benchmarks/results/quality-packed-bf16.json", REPO / "benchmarks/results/quality-packed-full.json",
-                   REPO / "benchmarks/results/quality-small-packed.json", REPO / "benchmarks/results/quality-packed-nf4.json",
-                   REPO / "benchmarks/results/quality-packed-nf4-offload.json", REPO / "benchmarks/results/quality-nf4-compile.json",
-                   REPO / "benchmarks/results/quality-nf4-compile-b10.json"]
+QUALITY_REPORTS = [
+    REPO / "benchmarks/results/quality.json",
+    REPO / "benchmarks/results/quality-packed.json",
+    REPO / "benchmarks/results/quality-packed-bf16.json",
+    REPO / "benchmarks/results/quality-packed-full.json",
+    REPO / "benchmarks/results/quality-small-packed.json",
+    REPO / "benchmarks/results/quality-packed-nf4.json",
+    REPO / "benchmarks/results/quality-packed-nf4-offload.json",
+    REPO / "benchmarks/results/quality-nf4-compile.json",
+    REPO / "benchmarks/results/quality-nf4-compile-b10.json",
+]
 
 
 def within_bound(config: str | None, reports: list[Path] = QUALITY_REPORTS) -> bool | None:
@@ -270,8 +143,8 @@ def write_processor(folder: Path) -> Path:
 def make_clips(folder: Path, n: int, seed: int = 0) -> tuple[Path, float]:
     """``n`` wav clips, 2-10 s (mean ~5 s), each with a ~90-token Marathi transcript; a jsonl manifest."""
     rng = np.random.default_rng(seed)
-    sentences = [r["sentence"] for r in csv.DictReader(open(REPO / "demo/common_voice/mr/train.tsv"), delimiter="\t",
-                                                       quoting=csv.QUOTE_NONE)]
+    with open(REPO / "demo/common_voice/mr/train.tsv") as f:
+        sentences = [r["sentence"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     folder.mkdir(parents=True, exist_ok=True)
     durations = np.clip(rng.gamma(6.0, 5.0 / 6.0, n), 2.0, 10.0)
     with open(folder / "clips.jsonl", "w") as f:
@@ -312,14 +185,22 @@ class StepTimer(L.Callback):
 
     def result(self) -> dict:
         seconds = self.seconds or time.perf_counter() - self.start
-        row = {"samples_per_s": self.samples / seconds, "audio_s_per_s": self.audio / seconds, "flops_per_s": self.flops / seconds,
-               "clips_per_window": self.samples / max(self.rows, 1)}
+        row = {
+            "samples_per_s": self.samples / seconds,
+            "audio_s_per_s": self.audio / seconds,
+            "flops_per_s": self.flops / seconds,
+            "clips_per_window": self.samples / max(self.rows, 1),
+        }
         return row | ({"profile": self.profile} if self.profile else {})
 
 
 # Kernel name patterns, first match wins: where a step's GPU time goes.
-KERNEL_KINDS = [("bitsandbytes", r"4bit|dequant|quant|int8|igemm|kbit"), ("attention", r"flash|fmha|attention|softmax"),
-                ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|matmul|sm90_"), ("nccl", r"nccl")]
+KERNEL_KINDS = [
+    ("bitsandbytes", r"4bit|dequant|quant|int8|igemm|kbit"),
+    ("attention", r"flash|fmha|attention|softmax"),
+    ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|matmul|sm90_"),
+    ("nccl", r"nccl"),
+]
 
 
 def start_profiler() -> torch.profiler.profile:
@@ -343,8 +224,10 @@ def stop_profiler(profiler: torch.profiler.profile, steps: int) -> dict:
         events = profiler.key_averages()
         # record_function ranges (Optimizer.step, DDP.forward) also show device time: leave them out.
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
-        host = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU and not e.is_user_annotation),
-                      key=lambda e: -e.self_cpu_time_total)[:8]
+        host = sorted(
+            (e for e in events if e.device_type == torch.autograd.DeviceType.CPU and not e.is_user_annotation),
+            key=lambda e: -e.self_cpu_time_total,
+        )[:8]
         host = [[e.key[:60], round(e.self_cpu_time_total / 1e3 / steps, 2), e.count // steps] for e in host]
     except Exception as err:  # a profiler API change must not cost the timings
         return {"error": repr(err)[:300]}
@@ -353,10 +236,16 @@ def stop_profiler(profiler: torch.profiler.profile, steps: int) -> dict:
     for name, t in ms.items():
         kinds[next((k for k, pattern in KERNEL_KINDS if re.search(pattern, name, re.IGNORECASE)), "other")] += t
     busy = sum(ms.values())
-    return {"steps": steps, "wall_ms": 1e3 * wall / steps, "gpu_busy_ms": busy, "busy_fraction": busy / (1e3 * wall / steps),
-            "kernels": sum(e.count for e in kernels) / steps, "kinds_ms": kinds,
-            "top": [[name[:90], round(t, 2)] for name, t in sorted(ms.items(), key=lambda kv: -kv[1])[:6]],
-            "host_top": host}
+    return {
+        "steps": steps,
+        "wall_ms": 1e3 * wall / steps,
+        "gpu_busy_ms": busy,
+        "busy_fraction": busy / (1e3 * wall / steps),
+        "kernels": sum(e.count for e in kernels) / steps,
+        "kinds_ms": kinds,
+        "top": [[name[:90], round(t, 2)] for name, t in sorted(ms.items(), key=lambda kv: -kv[1])[:6]],
+        "host_top": host,
+    }
 
 
 class HFStepTimer(TrainerCallback):
@@ -415,35 +304,71 @@ def run_recipe(model_dir: Path, manifest: Path, steps: int, warmup: int, mean_au
     return result
 
 
-def lightning_parts(mode: Mode, model_dir: Path, manifest: Path, eval_batch_size: int = 128,
-                    decoding: Decoding | None = None, group_window: int = 64):
-    speed = Speed(mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload, mode.fp8)
+def lightning_parts(
+    mode: Mode,
+    model_dir: Path,
+    manifest: Path,
+    eval_batch_size: int = 128,
+    decoding: Decoding | None = None,
+    group_window: int = 64,
+):
+    speed = Speed(
+        mode.gradient_checkpointing, mode.trim_encoder, mode.compile, mode.cudnn_attention, mode.offload, mode.fp8
+    )
     decoding = Decoding(max_new_tokens=96) if decoding is None else decoding
-    module = WhisperLoRA(model=str(model_dir), language="mr", quantization=mode.quantization, speed=speed,
-                         lora=LoRA(encoder=not mode.frozen_encoder), validate_before_training=False, decoding=decoding)
-    data = SpeechDataModule(source="manifest", path=str(manifest), model=str(model_dir), language="mr",
-                            batch_size=mode.batch_size, eval_batch_size=eval_batch_size, num_workers=8,
-                            trim_encoder=mode.trim_encoder, group_by_length=mode.group, group_window=group_window,
-                            pack_share=mode.pack_share, pack_clips=mode.pack_clips, processor=module.processor)
+    module = WhisperLoRA(
+        model=str(model_dir),
+        language="mr",
+        quantization=mode.quantization,
+        speed=speed,
+        lora=LoRA(encoder=not mode.frozen_encoder),
+        validate_before_training=False,
+        decoding=decoding,
+    )
+    data = SpeechDataModule(
+        source="manifest",
+        path=str(manifest),
+        model=str(model_dir),
+        language="mr",
+        batch_size=mode.batch_size,
+        eval_batch_size=eval_batch_size,
+        num_workers=8,
+        trim_encoder=mode.trim_encoder,
+        group_by_length=mode.group,
+        group_window=group_window,
+        pack_share=mode.pack_share,
+        pack_clips=mode.pack_clips,
+        processor=module.processor,
+    )
     return module, data
 
 
 def quiet_trainer(mode: Mode, accelerator: str, devices: int = 1, **kwargs) -> L.Trainer:
     """A Trainer that does only the run: no logger, checkpoints, progress bar or model summary."""
     precision = mode.precision if accelerator == "gpu" else "32-true"
-    return L.Trainer(accelerator=accelerator, devices=devices, precision=precision, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
-def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str,
-             profile_steps: int = 2) -> dict:
+def run_mode(
+    mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: int, accelerator: str, profile_steps: int = 2
+) -> dict:
     reset()
     # Windows of --warmup steps: the warm-up takes the longest window (grouped order puts it first)
     # and the timed steps average whole windows after it, not the longest batches.
     module, data = lightning_parts(mode, model_dir, manifest, group_window=warmup)
     timer = StepTimer(warmup, steps, profile_steps)
-    trainer = quiet_trainer(mode, accelerator, max_steps=steps + warmup + profile_steps, limit_val_batches=0,
-                            callbacks=[timer])
+    trainer = quiet_trainer(
+        mode, accelerator, max_steps=steps + warmup + profile_steps, limit_val_batches=0, callbacks=[timer]
+    )
     torch.backends.cuda.matmul.allow_tf32 = mode.tf32
     try:
         trainer.fit(module, data)
@@ -452,8 +377,9 @@ def run_mode(mode: Mode, model_dir: Path, manifest: Path, steps: int, warmup: in
     return timer.result() | {"peak_gib": peak_gib()}
 
 
-def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str,
-               decoding: Decoding) -> dict:
+def run_decode(
+    mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_size: int, accelerator: str, decoding: Decoding
+) -> dict:
     """Validation (generate + WER) over ``clips`` clips through our module; random weights never stop
     early, so every clip decodes ``decoding.max_new_tokens`` tokens: the worst case."""
     reset()
@@ -466,9 +392,17 @@ def run_decode(mode: Mode, model_dir: Path, manifest: Path, clips: int, batch_si
     start = time.perf_counter()
     trainer.validate(module, data)
     call = time.perf_counter() - start
-    row = {"clips": clips, "seconds": loop.seconds, "seconds_per_1000": 1000 * loop.seconds / clips,
-           "validate_call_s": call, "peak_gib": peak_gib(), "tokens_per_s": clips * decoding.max_new_tokens / loop.seconds,
-           "first_batch_wait_s": loop.waits[0], "data_wait_s": sum(loop.waits), "batch_s": loop.batches}
+    row = {
+        "clips": clips,
+        "seconds": loop.seconds,
+        "seconds_per_1000": 1000 * loop.seconds / clips,
+        "validate_call_s": call,
+        "peak_gib": peak_gib(),
+        "tokens_per_s": clips * decoding.max_new_tokens / loop.seconds,
+        "first_batch_wait_s": loop.waits[0],
+        "data_wait_s": sum(loop.waits),
+        "batch_s": loop.batches,
+    }
     # Then one batch profiled, per token step: the second, past the workers' start, where there is
     # one. 16 steps only: a profile of 96 token steps holds ~400k kernel events, and summarising
     # them outlasted a 10-minute device call.
@@ -521,6 +455,7 @@ PROFILED_TOKENS = 16
 
 class Decode(NamedTuple):
     """A validation run: the training mode whose module decodes, and its model.decoding settings."""
+
     mode: str
     batch: int
     tokens: int  # max_new_tokens
@@ -533,41 +468,56 @@ class Decode(NamedTuple):
         return Decoding(self.method, self.tokens, self.merge_lora, self.cuda_graph)
 
 
-DECODES = {key: Decode(*row) for key, row in {
-    "recipe": ("ours-recipe", 8, 32, False, "generate"),
-    "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
-    "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
-    "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "generate"),
-    "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True, "generate"),
-    "bf16-static-b128": ("bf16-trim-gc-b128", 128, 96, False, "static"),
-    "bf16-static-b256": ("bf16-trim-gc-b128", 256, 96, False, "static"),
-    "bf16-static-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "static"),
-    "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
-    "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
-    "bf16-static-merged-b128-untrimmed": ("bf16-gc-b32-compile", 128, 96, True, "static"),  # frozen-bf16's validation
-    "bf16-static-merged-b64-untrimmed": ("bf16-gc-b32-compile", 64, 96, True, "static"),  # packed-bf16's validation
-    "bf16-static-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "static"),
-    # k-bit bases, one batch each where they decode eagerly (the recipe's base, and nf4 trimmed; nf4 static was
-    # eager until 2026-12-06)
-    "int8-b64": ("ours-recipe", 64, 96, False, "generate"),
-    "int8-static-b64": ("ours-recipe", 64, 96, False, "static"),
-    "nf4-b64": ("nf4-trim-gc-b8", 64, 96, False, "generate"),
-    "nf4-static-b64": ("nf4-trim-gc-b8", 64, 96, False, "static"),
-    # the memory-bound configs' validation batches: does validation keep their training peak?
-    "bf16-static-b16": ("bf16-trim-gc-b128", 16, 96, False, "static"),
-    "bf16-static-b32": ("bf16-trim-gc-b128", 32, 96, False, "static"),
-    "nf4-static-b8": ("nf4-trim-gc-b8", 8, 96, False, "static"),
-    "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
-    # the small-memory packed candidates' validation at their eval batches (30 s windows)
-    "bf16-static-b8-untrimmed": ("bf16-gc-b32-compile", 8, 96, False, "static"),
-    "bf16-static-b4-untrimmed": ("bf16-gc-b32-compile", 4, 96, False, "static"),
-    "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
-    "nf4-static-b2-untrimmed": ("nf4-gc-b8-packed-dense", 2, 96, False, "static"),  # packed-dense-nf4-offload's validation
-    "nf4-static-b4-untrimmed": ("nf4-gc-b8-packed-dense", 4, 96, False, "static"),
-    # nf4's token step as a CUDA graph against the eager steps it replaced, at the nf4 candidates' eval batches
-    "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static", False),
-    "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static", False),
-}.items()}
+DECODES = {
+    key: Decode(*row)
+    for key, row in {
+        "recipe": ("ours-recipe", 8, 32, False, "generate"),
+        "bf16": ("bf16-trim-gc-b128", 128, 96, False, "generate"),
+        "bf16-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "generate"),
+        "bf16-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "generate"),
+        "bf16-merged-b512": ("bf16-trim-gc-b128", 512, 96, True, "generate"),
+        "bf16-static-b128": ("bf16-trim-gc-b128", 128, 96, False, "static"),
+        "bf16-static-b256": ("bf16-trim-gc-b128", 256, 96, False, "static"),
+        "bf16-static-merged-b256": ("bf16-trim-gc-b128", 256, 96, True, "static"),
+        "bf16-static-b512": ("bf16-trim-gc-b128", 512, 96, False, "static"),
+        "bf16-static-b256-untrimmed": ("bf16-gc-b32-compile", 256, 96, False, "static"),
+        "bf16-static-merged-b128-untrimmed": (
+            "bf16-gc-b32-compile",
+            128,
+            96,
+            True,
+            "static",
+        ),  # frozen-bf16's validation
+        "bf16-static-merged-b64-untrimmed": ("bf16-gc-b32-compile", 64, 96, True, "static"),  # packed-bf16's validation
+        "bf16-static-merged-b128": ("bf16-trim-gc-b128", 128, 96, True, "static"),
+        # k-bit bases, one batch each where they decode eagerly (the recipe's base, and nf4 trimmed; nf4 static was
+        # eager until 2026-12-06)
+        "int8-b64": ("ours-recipe", 64, 96, False, "generate"),
+        "int8-static-b64": ("ours-recipe", 64, 96, False, "static"),
+        "nf4-b64": ("nf4-trim-gc-b8", 64, 96, False, "generate"),
+        "nf4-static-b64": ("nf4-trim-gc-b8", 64, 96, False, "static"),
+        # the memory-bound configs' validation batches: does validation keep their training peak?
+        "bf16-static-b16": ("bf16-trim-gc-b128", 16, 96, False, "static"),
+        "bf16-static-b32": ("bf16-trim-gc-b128", 32, 96, False, "static"),
+        "nf4-static-b8": ("nf4-trim-gc-b8", 8, 96, False, "static"),
+        "nf4-static-b16": ("nf4-trim-gc-b8", 16, 96, False, "static"),
+        # the small-memory packed candidates' validation at their eval batches (30 s windows)
+        "bf16-static-b8-untrimmed": ("bf16-gc-b32-compile", 8, 96, False, "static"),
+        "bf16-static-b4-untrimmed": ("bf16-gc-b32-compile", 4, 96, False, "static"),
+        "nf4-static-b8-untrimmed": ("nf4-gc-b8-packed-dense", 8, 96, False, "static"),
+        "nf4-static-b2-untrimmed": (
+            "nf4-gc-b8-packed-dense",
+            2,
+            96,
+            False,
+            "static",
+        ),  # packed-dense-nf4-offload's validation
+        "nf4-static-b4-untrimmed": ("nf4-gc-b8-packed-dense", 4, 96, False, "static"),
+        # nf4's token step as a CUDA graph against the eager steps it replaced, at the nf4 candidates' eval batches
+        "nf4-static-b2-untrimmed-eager": ("nf4-gc-b8-packed-dense", 2, 96, False, "static", False),
+        "nf4-static-b8-untrimmed-eager": ("nf4-gc-b8-packed-dense", 8, 96, False, "static", False),
+    }.items()
+}
 
 
 def decode_title(key: str) -> str:
@@ -578,7 +528,9 @@ def decode_title(key: str) -> str:
         return f"recipe-eval: {mode.quantization}, batch {d.batch}, {d.tokens} new tokens"
     base = "bf16" if mode.quantization == "none" else mode.quantization
     parts = [base, "trimmed, length-sorted" if mode.trim_encoder else "30 s windows"]
-    parts += ["static decoding"] * (d.method == "static") + ["no CUDA graph"] * (d.method == "static" and not d.cuda_graph)
+    parts += ["static decoding"] * (d.method == "static") + ["no CUDA graph"] * (
+        d.method == "static" and not d.cuda_graph
+    )
     parts += ["LoRA merged"] * d.merge_lora
     return ", ".join([*parts, f"batch {d.batch}", f"{d.tokens} new tokens"])
 
@@ -596,9 +548,13 @@ def main() -> None:
     parser.add_argument("--commit", help="commit to name in the report where .git is absent (the GPU machine)")
     parser.add_argument("--work", default="/tmp/speed")
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
-    parser.add_argument("--name", default="speed", help="results file stem (speed-frozen: issue 18's frozen-encoder run)")
+    parser.add_argument(
+        "--name", default="speed", help="results file stem (speed-frozen: issue 18's frozen-encoder run)"
+    )
     parser.add_argument("--merge", nargs="*", help="merge these report JSONs (runs split over GPUs) into --results")
-    parser.add_argument("--list-decodes", action="store_true", help="print each --decode name and its report title, as JSON")
+    parser.add_argument(
+        "--list-decodes", action="store_true", help="print each --decode name and its report title, as JSON"
+    )
     args = parser.parse_args()
     if args.list_decodes:
         return print(json.dumps({key: decode_title(key) for key in DECODES}, indent=1))
@@ -613,21 +569,33 @@ def main() -> None:
     batches = args.steps + args.warmup + args.profile_steps + 1
     manifest, mean_audio = make_clips(work / "clips", max(args.decode_clips, (16 if args.tiny else 128) * batches))
     peak_flops = matmul_peak(device)
-    report = {"machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
-              "date": datetime.date.today().isoformat(), "arch": "tiny" if args.tiny else "whisper-large-v2",
-              "commit": args.commit or commit(), "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]), "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup,
-              "mean_clip_s": mean_audio, "peak_matmul_flops": peak_flops, "train": {}, "decode": {}}
+    report = {
+        "machine": torch.cuda.get_device_name() if not args.tiny else "cpu (tiny smoke run)",
+        "date": datetime.date.today().isoformat(),
+        "arch": "tiny" if args.tiny else "whisper-large-v2",
+        "commit": args.commit or commit(),
+        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "mean_clip_s": mean_audio,
+        "peak_matmul_flops": peak_flops,
+        "train": {},
+        "decode": {},
+    }
     results = Path(args.results)
     if not args.skip_recipe:
-        report["train"]["recipe"] = run_recipe(model_dir, manifest, args.steps, args.warmup, mean_audio, work / "recipe") | {
-            "tradeoff": "the guide: int8 + checkpointing + fp16, batch 8, 30 s windows (HF Seq2SeqTrainer)"}
+        report["train"]["recipe"] = run_recipe(
+            model_dir, manifest, args.steps, args.warmup, mean_audio, work / "recipe"
+        ) | {"tradeoff": "the guide: int8 + checkpointing + fp16, batch 8, 30 s windows (HF Seq2SeqTrainer)"}
         print("recipe", report["train"]["recipe"], flush=True)
         write(report, results, args.tiny, args.name)
     for mode in MODES:
         if mode.name in args.modes:
             try:
-                report["train"][mode.name] = run_mode(mode, model_dir, manifest, args.steps, args.warmup, accelerator,
-                                                      args.profile_steps) | {"tradeoff": mode.tradeoff, "config": mode.config}
+                report["train"][mode.name] = run_mode(
+                    mode, model_dir, manifest, args.steps, args.warmup, accelerator, args.profile_steps
+                ) | {"tradeoff": mode.tradeoff, "config": mode.config}
             except Exception as err:  # one broken mode must not cost the others' numbers
                 report.setdefault("errors", {})[mode.name] = repr(err)[:500]
                 print(mode.name, "FAILED", repr(err)[:500], flush=True)
@@ -644,8 +612,9 @@ def main() -> None:
         clips = args.decode_clips if quantization == "none" else min(args.decode_clips, d.batch * batches)
         batch = min(d.batch, 8) if args.tiny else d.batch
         try:
-            report["decode"][key] = run_decode(by_name[d.mode], model_dir, manifest, clips, batch, accelerator,
-                                               d.decoding) | {"title": decode_title(key)}
+            report["decode"][key] = run_decode(
+                by_name[d.mode], model_dir, manifest, clips, batch, accelerator, d.decoding
+            ) | {"title": decode_title(key)}
         except Exception as err:  # e.g. out of memory at batch 512: keep the other decodes
             report.setdefault("errors", {})[key] = repr(err)[:500]
             print(key, "FAILED", repr(err)[:500], flush=True)
@@ -662,7 +631,9 @@ def merge(reports: list[dict], results: Path, name: str = "speed") -> None:
         merged["train"] |= report["train"]
         merged["decode"] |= report["decode"]
         merged.setdefault("errors", {}).update(report.get("errors", {}))
-    merged["train"] = {"recipe": merged["train"].pop("recipe")} | merged["train"] if "recipe" in merged["train"] else merged["train"]
+    merged["train"] = (
+        {"recipe": merged["train"].pop("recipe")} | merged["train"] if "recipe" in merged["train"] else merged["train"]
+    )
     write(merged, results, False, name)
 
 
@@ -679,19 +650,29 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
         row["gpu_busy"] = row.get("profile", {}).get("busy_fraction")
         if row.get("config"):  # quality runs often finish after the speed run: the bound as of this writing
             row["wer_within_bound"] = within_bound(row["config"])
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    peak = f"{report['peak_matmul_flops'] / 1e12:.0f} TFLOP/s" if report.get("peak_matmul_flops") else "no measured peak"
-    split = f" Run as {report['parts']} processes, one per GPU of the machine, at the same time." if report.get("parts", 1) > 1 else ""
-    lines = [f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}", "",
-             f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
-             f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
-             f"Command: `{report.get('command', 'python -m benchmarks.speed')}`.{split} MFU: against {peak} measured on one large matrix "
-             "product in this run. Throughput, not time to accuracy (benchmarks/tta.py): × recipe is clips a second. WER "
-             "within bound at equal steps: the config's result in the first quality report that measured it, at 300 "
-             f"optimizer steps, which give a larger batch more data ({', then '.join(p.name for p in QUALITY_REPORTS)}; "
-             "3 seeds, both tasks).", "",
-             "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe, clips/s | WER within bound at 300 steps | trade-off |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    write_json(stem.with_suffix(".json"), report)
+    peak = (
+        f"{report['peak_matmul_flops'] / 1e12:.0f} TFLOP/s" if report.get("peak_matmul_flops") else "no measured peak"
+    )
+    split = (
+        f" Run as {report['parts']} processes, one per GPU of the machine, at the same time."
+        if report.get("parts", 1) > 1
+        else ""
+    )
+    lines = [
+        f"# Speed: {report['arch']} LoRA r=32, {report['machine']}, {report['date']}",
+        "",
+        f"Commit {report['commit']}, torch {report['torch']}; {report['steps']} timed steps after {report['warmup']} warm-up; "
+        f"synthetic clips 2-10 s (mean {report['mean_clip_s']:.1f} s), ~90-token Marathi labels. "
+        f"Command: `{report.get('command', 'python -m benchmarks.speed')}`.{split} MFU: against {peak} measured on one large matrix "
+        "product in this run. Throughput, not time to accuracy (benchmarks/tta.py): × recipe is clips a second. WER "
+        "within bound at equal steps: the config's result in the first quality report that measured it, at 300 "
+        f"optimizer steps, which give a larger batch more data ({', then '.join(p.name for p in QUALITY_REPORTS)}; "
+        "3 seeds, both tasks).",
+        "",
+        "| mode | config | samples/s | audio s/s | peak GiB | GPU busy | MFU | × recipe, clips/s | WER within bound at 300 steps | trade-off |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in report["train"].items():
         if "samples_per_s" not in r:
             continue
@@ -700,29 +681,52 @@ def write(report: dict, results: Path, tiny: bool, name: str = "speed") -> None:
         ratio = f"{r['vs_recipe']:.1f}×" if r["vs_recipe"] else "–"
         bound = {True: "yes", False: "**no**"}.get(r.get("wer_within_bound"), "–")
         config = f"`{r['config']}`" if r.get("config") else "–"
-        lines.append(f"| {name} | {config} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {busy} | "
-                     f"{mfu} | {ratio} | {bound} | {r['tradeoff']} |")
-    lines += ["", ("| decoding (validation loop: decode + WER; random weights never stop early) | clips | s per 1,000 clips "
-                   "| of which waiting for data, s (first batch) | whole validate() call, s | tokens/s | peak GiB |"),
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {config} | {r['samples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['peak_gib']:.2f} | {busy} | "
+            f"{mfu} | {ratio} | {bound} | {r['tradeoff']} |"
+        )
+    lines += [
+        "",
+        (
+            "| decoding (validation loop: decode + WER; random weights never stop early) | clips | s per 1,000 clips "
+            "| of which waiting for data, s (first batch) | whole validate() call, s | tokens/s | peak GiB |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in report["decode"].items():
         name = r.get("title", name)
         call = f"{r['validate_call_s']:.1f}" if "validate_call_s" in r else "–"
         wait = f"{r['data_wait_s']:.2f} ({r['first_batch_wait_s']:.2f})" if "data_wait_s" in r else "–"
-        lines.append(f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {wait} | {call} | {r['tokens_per_s']:.0f} "
-                     f"| {r['peak_gib']:.2f} |")
-    profiles = {name: r["profile"] for name, r in {**report["train"], **report["decode"]}.items() if "wall_ms" in r.get("profile", {})}
+        lines.append(
+            f"| {name} | {r['clips']} | {r['seconds_per_1000']:.1f} | {wait} | {call} | {r['tokens_per_s']:.0f} "
+            f"| {r['peak_gib']:.2f} |"
+        )
+    profiles = {
+        name: r["profile"]
+        for name, r in {**report["train"], **report["decode"]}.items()
+        if "wall_ms" in r.get("profile", {})
+    }
     if profiles:
         kinds = list(next(iter(profiles.values()))["kinds_ms"])
-        lines += ["", ("Profiles (torch.profiler, steps after the timed ones; decoding: one validation batch of 16 new tokens "
-                       "after the timed run, the second where there are two, per token step, encoder and WER included). GPU busy = summed kernel time; where it is far "
-                       "under wall time the GPU waits on the host."), "",
-                  "| profile | wall ms | GPU busy ms | busy | kernels | " + " | ".join(f"{k} ms" for k in kinds) + " | top kernel |",
-                  "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]
+        lines += [
+            "",
+            (
+                "Profiles (torch.profiler, steps after the timed ones; decoding: one validation batch of 16 new tokens "
+                "after the timed run, the second where there are two, per token step, encoder and WER included). GPU busy = summed kernel time; where it is far "
+                "under wall time the GPU waits on the host."
+            ),
+            "",
+            "| profile | wall ms | GPU busy ms | busy | kernels | "
+            + " | ".join(f"{k} ms" for k in kinds)
+            + " | top kernel |",
+            "|---|---|---|---|---|" + "---|" * len(kinds) + "---|",
+        ]
         for name, p in profiles.items():
             top = f"{p['top'][0][0][:50]} ({p['top'][0][1]:.1f} ms)" if p["top"] else "–"
-            lines.append(f"| {name} | {p['wall_ms']:.1f} | {p['gpu_busy_ms']:.1f} | {100 * p['busy_fraction']:.0f} % | "
-                         f"{p['kernels']:.0f} | " + " | ".join(f"{p['kinds_ms'][k]:.1f}" for k in kinds) + f" | {top} |")
+            lines.append(
+                f"| {name} | {p['wall_ms']:.1f} | {p['gpu_busy_ms']:.1f} | {100 * p['busy_fraction']:.0f} % | "
+                f"{p['kernels']:.0f} | " + " | ".join(f"{p['kinds_ms'][k]:.1f}" for k in kinds) + f" | {top} |"
+            )
     if report.get("errors"):  # a failed mode is a result too: the reader must not take its absence for "not run"
         lines += ["", "Failed (error as raised, cut to 500 characters):", ""]
         lines += [f"- {name}: `{' '.join(err.split())}`" for name, err in report["errors"].items()]

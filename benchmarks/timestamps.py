@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from benchmarks import commit, lightning_asr, machine
+from benchmarks import commit, lightning_asr, machine, write_json
 from lightning_asr.batch import SAMPLING_RATE
 from lightning_asr.data.audio import AudioError, clip_name, read_clip
 from lightning_asr.data.sources import common_voice_index
@@ -64,11 +64,25 @@ def pack(data: str, split: str, windows: int, seed: int, folder: Path, longest: 
     return packed
 
 
-def transcribe(windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int | None) -> list[dict]:
+def transcribe(
+    windows: list[dict], base: str, adapter: str | None, language: str, out: Path, max_new_tokens: int | None
+) -> list[dict]:
     """``lightning-asr transcribe`` as users type it; the jsonl rows in window order."""
-    command = [*lightning_asr(), "transcribe", *(w["path"] for w in windows), "--base", base, "--language", language,
-               "--timestamps", "true", "--output", str(out), *(["--max_new_tokens", str(max_new_tokens)] if max_new_tokens else []),
-               *(["--adapter", adapter] if adapter else [])]
+    command = [
+        *lightning_asr(),
+        "transcribe",
+        *(w["path"] for w in windows),
+        "--base",
+        base,
+        "--language",
+        language,
+        "--timestamps",
+        "true",
+        "--output",
+        str(out),
+        *(["--max_new_tokens", str(max_new_tokens)] if max_new_tokens else []),
+        *(["--adapter", adapter] if adapter else []),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if not Path(f"{out}.jsonl").is_file():
         raise SystemExit(f"transcribe failed:\n{done.stderr[-3000:]}")
@@ -89,12 +103,20 @@ def score(windows: list[dict], rows: list[dict], language: str) -> dict:
     # Each clip normalised alone, and each predicted segment: Whisper's English normaliser reads
     # "seven eight" joined as 78, which would score a right transcript of two digits as wrong.
     refs = [" ".join(normalize(c["text"], code) for c in w["clips"]) for w in windows]
-    preds = [" ".join(normalize(s["text"], code) for s in r["segments"]) if r.get("segments") else r.get("text", "")
-             for r in rows]
-    return {"windows": len(windows), "clips": sum(len(w["clips"]) for w in windows),
-            "boundary_median_s": float(np.median(d)), "boundary_mean_s": float(np.mean(np.minimum(d, 30.0))),
-            "within_0.5_s": float(np.mean(d <= 0.5)), "segments_per_clip": float(np.mean(counts)),
-            "windows_without_segments": empty, "wer_norm": error_rates(refs, preds, code)["wer_norm"]}
+    preds = [
+        " ".join(normalize(s["text"], code) for s in r["segments"]) if r.get("segments") else r.get("text", "")
+        for r in rows
+    ]
+    return {
+        "windows": len(windows),
+        "clips": sum(len(w["clips"]) for w in windows),
+        "boundary_median_s": float(np.median(d)),
+        "boundary_mean_s": float(np.mean(np.minimum(d, 30.0))),
+        "within_0.5_s": float(np.mean(d <= 0.5)),
+        "segments_per_clip": float(np.mean(counts)),
+        "windows_without_segments": empty,
+        "wer_norm": error_rates(refs, preds, code)["wer_norm"],
+    }
 
 
 def main() -> None:
@@ -102,10 +124,19 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the adapters' base model folder or id")
     parser.add_argument("--data", required=True, help="a Common Voice locale folder (its test split is packed)")
     parser.add_argument("--language", default="English")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=[ADAPTER]",
-                        help="a row: NAME= for the base alone, NAME=FOLDER for an adapter")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=[ADAPTER]",
+        help="a row: NAME= for the base alone, NAME=FOLDER for an adapter",
+    )
     parser.add_argument("--windows", type=int, default=40)
-    parser.add_argument("--max-new-tokens", type=int, help="transcribe's token budget per window (default: transcribe's, the whole window)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="transcribe's token budget per window (default: transcribe's, the whole window)",
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/timestamps")
@@ -117,26 +148,45 @@ def main() -> None:
     rows = {}
     for item in args.model:
         name, adapter = item.split("=", 1)
-        rows[name] = score(windows, transcribe(windows, args.base, adapter or None, args.language, work / name, args.max_new_tokens), args.language)
+        rows[name] = score(
+            windows,
+            transcribe(windows, args.base, adapter or None, args.language, work / name, args.max_new_tokens),
+            args.language,
+        )
         print(name, rows[name], flush=True)
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
-              "command": " ".join(["python -m benchmarks.timestamps", *sys.argv[1:]]), "max_new_tokens": args.max_new_tokens, "models": rows}
+    report = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "commit": commit(),
+        "command": " ".join(["python -m benchmarks.timestamps", *sys.argv[1:]]),
+        "max_new_tokens": args.max_new_tokens,
+        "models": rows,
+    }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     report["windows"], report["data"], report["split"] = len(windows), args.data, args.split
-    (results / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    write_json(results / f"{args.name}.json", report)
     (results / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Timestamps after fine-tuning: {report['windows']} packed windows of {report['data']} ({report['split']}), "
-             f"{report['date']}", "", f"Machine: {report['machine']}; commit {report['commit']}. Command: `{report['command']}`.", "",
-             "| model | clips | boundary error, median s | mean s | within 0.5 s | segments per clip | windows without segments | WER % (normalised) |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['clips']} | {r['boundary_median_s']:.2f} | {r['boundary_mean_s']:.2f} | {100 * r['within_0.5_s']:.0f} % | "
-              f"{r['segments_per_clip']:.2f} | {r['windows_without_segments']} | {100 * r['wer_norm']:.1f} |" for name, r in report["models"].items()]
+    lines = [
+        f"# Timestamps after fine-tuning: {report['windows']} packed windows of {report['data']} ({report['split']}), "
+        f"{report['date']}",
+        "",
+        f"Machine: {report['machine']}; commit {report['commit']}. Command: `{report['command']}`.",
+        "",
+        "| model | clips | boundary error, median s | mean s | within 0.5 s | segments per clip | windows without segments | WER % (normalised) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['clips']} | {r['boundary_median_s']:.2f} | {r['boundary_mean_s']:.2f} | {100 * r['within_0.5_s']:.0f} % | "
+        f"{r['segments_per_clip']:.2f} | {r['windows_without_segments']} | {100 * r['wer_norm']:.1f} |"
+        for name, r in report["models"].items()
+    ]
     return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,9 @@ class Trajectory(L.Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.start, self.validating_s = self._now(pl_module), 0.0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         self.windows += len(batch["paths"])
         self.clips += batch.get("clips", len(batch["paths"]))
 
@@ -49,7 +51,13 @@ class Trajectory(L.Callback):
         train_s = self.validation_start - self.start - self.validating_s
         self.validating_s += now - self.validation_start
         scores = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        row = {"step": trainer.global_step, "windows": self.windows, "clips": self.clips, "train_s": train_s, "val": scores}
+        row = {
+            "step": trainer.global_step,
+            "windows": self.windows,
+            "clips": self.clips,
+            "train_s": train_s,
+            "val": scores,
+        }
         if trainer.is_global_zero:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")

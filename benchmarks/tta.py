@@ -64,14 +64,16 @@ RUNS = {
     "recipe-config": Run(None, GUIDE, ("--model.quantization=none",), speed="recipe"),
     # The schedule shipped before issue 45: the recipe's lr 1e-3 and 50 warm-up steps. Each lever below sets its own;
     # the configs now ship the -lr2e-3 schedule (packed-dense-bf16), -lr1e-3 (lean, nf4) and -lr2e-3 (offload).
-    "packed-dense-bf16": Run("packed-dense-bf16", args=("--model.learning_rate=1e-3", "--model.warmup_steps=50",
-                                                        "--model.warmup_share=null")),
+    "packed-dense-bf16": Run(
+        "packed-dense-bf16", args=("--model.learning_rate=1e-3", "--model.warmup_steps=50", "--model.warmup_share=null")
+    ),
     "packed-dense-bf16-lr2e-3": Run("packed-dense-bf16", args=lever(2e-3)),  # the square root of the batch's growth
     "packed-dense-bf16-lr4e-3": Run("packed-dense-bf16", args=lever(4e-3)),  # linear in the batch's growth
     "packed-dense-bf16-loraplus": Run("packed-dense-bf16", args=lever(1e-3, 0.1, "--model.lora.loraplus_ratio=16")),
     "packed-dense-bf16-rslora": Run("packed-dense-bf16", args=lever(1e-3, 0.1, "--model.lora.rslora=true")),
-    "packed-dense-bf16-r8": Run("packed-dense-bf16",
-                                args=lever(2e-3, 0.1, "--model.lora.r=8", "--model.lora.alpha=16")),
+    "packed-dense-bf16-r8": Run(
+        "packed-dense-bf16", args=lever(2e-3, 0.1, "--model.lora.r=8", "--model.lora.alpha=16")
+    ),
     "packed-dense-lean-bf16-lr1e-3": Run("packed-dense-lean-bf16", args=lever(1e-3)),
     "packed-dense-offload-bf16-lr2e-3": Run("packed-dense-offload-bf16", args=lever(2e-3)),
     "packed-dense-nf4-offload-compile-b10-lr1e-3": Run("packed-dense-nf4-offload-compile-b10", args=lever(1e-3)),
@@ -100,24 +102,53 @@ def fit_args(args: argparse.Namespace, task: str, name: str, seed: int, out: Pat
     data, locale, language, _ = TASKS[task]
     batch = batch_size(run)
     steps, every = schedule(train_rows, run.epochs[task], batch, args.val_share * train_rows)
-    configs = ["--config", str(REPO / quality.RECIPE), *(["--config", str(config_file(run.config))] if run.config else [])]
+    configs = [
+        "--config",
+        str(REPO / quality.RECIPE),
+        *(["--config", str(config_file(run.config))] if run.config else []),
+    ]
     command = [
-        *lightning_asr(), "fit", *configs, f"--model.model={args.model}", f"--model.language={language}",
-        f"--data.path={data}", f"--data.locale={locale}", "--data.train_split=train", "--data.val_split=dev",
-        f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--trainer.val_check_interval={every}",
-        "--trainer.check_val_every_n_epoch=null", f"--seed_everything={seed}", "--model.validate_before_training=false",
-        "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={out}",
-        f"--adapter_checkpoint.dirpath={out}/adapters", "--adapter_checkpoint.monitor=val/wer_norm",
+        *lightning_asr(),
+        "fit",
+        *configs,
+        f"--model.model={args.model}",
+        f"--model.language={language}",
+        f"--data.path={data}",
+        f"--data.locale={locale}",
+        "--data.train_split=train",
+        "--data.val_split=dev",
+        f"--trainer.max_steps={steps}",
+        "--trainer.max_epochs=-1",
+        f"--trainer.val_check_interval={every}",
+        "--trainer.check_val_every_n_epoch=null",
+        f"--seed_everything={seed}",
+        "--model.validate_before_training=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--adapter_checkpoint.dirpath={out}/adapters",
+        "--adapter_checkpoint.monitor=val/wer_norm",
         "--adapter_checkpoint.save_top_k=1000",  # every validated adapter: the one at the target is scored later
-        "--trainer.callbacks+=benchmarks.trajectory.Trajectory", f"--trainer.callbacks.path={out}/trajectory.jsonl",
-        "--model.decoding.method=generate", "--model.decoding.merge_lora=false", "--model.speed.compile=false",
-        f"--data.eval_batch_size={args.eval_batch_size}", f"--data.num_workers={args.workers}",
-        f"--data.cache_dir={Path(args.work) / 'cache' / task}", *run.args,
+        "--trainer.callbacks+=benchmarks.trajectory.Trajectory",
+        f"--trainer.callbacks.path={out}/trajectory.jsonl",
+        "--model.decoding.method=generate",
+        "--model.decoding.merge_lora=false",
+        "--model.speed.compile=false",
+        f"--data.eval_batch_size={args.eval_batch_size}",
+        f"--data.num_workers={args.workers}",
+        f"--data.cache_dir={Path(args.work) / 'cache' / task}",
+        *run.args,
     ]
     if args.tiny:
-        command += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.from_config=true",
-                    "--model.dtype=float32", "--model.quantization=none", "--data.max_samples=8",
-                    "--model.decoding.max_new_tokens=8", "--data.num_workers=0"]
+        command += [
+            "--trainer.accelerator=cpu",
+            "--trainer.precision=32-true",
+            "--model.from_config=true",
+            "--model.dtype=float32",
+            "--model.quantization=none",
+            "--data.max_samples=8",
+            "--model.decoding.max_new_tokens=8",
+            "--data.num_workers=0",
+        ]
     return command
 
 
@@ -141,9 +172,13 @@ def speed_rows(paths: list[Path]) -> dict[str, dict]:
         for key, row in report["train"].items():
             name = "recipe" if key == "recipe" else row.get("config")
             if name and name not in rows:
-                rows[name] = {"s_per_window": row.get("clips_per_window", 1.0) / row["samples_per_s"],
-                              "recipe_s_per_window": 1.0 / recipe, "report": Path(path).name,
-                              "machine": report["machine"], "commit": report["commit"]}
+                rows[name] = {
+                    "s_per_window": row.get("clips_per_window", 1.0) / row["samples_per_s"],
+                    "recipe_s_per_window": 1.0 / recipe,
+                    "report": Path(path).name,
+                    "machine": report["machine"],
+                    "commit": report["commit"],
+                }
     return rows
 
 
@@ -151,8 +186,19 @@ def score(args: argparse.Namespace, task: str, adapter: Path) -> dict:
     """The test split's scores of one adapter, cached beside it; scored in a process of its own (jobs score at once)."""
     cached = adapter / "test-scores.json"
     if not cached.is_file():
-        command = [sys.executable, "-m", "benchmarks.tta", "--score", str(adapter), "--tasks", task, "--model", args.model,
-                   *(["--tiny"] if args.tiny else []), *(["--data-dir", args.data_dir] if args.data_dir else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.tta",
+            "--score",
+            str(adapter),
+            "--tasks",
+            task,
+            "--model",
+            args.model,
+            *(["--tiny"] if args.tiny else []),
+            *(["--data-dir", args.data_dir] if args.data_dir else []),
+        ]
         train_once(command, adapter / "score", adapter)
     return json.loads(cached.read_text())
 
@@ -162,8 +208,12 @@ def run_all(args: argparse.Namespace) -> dict:
     rows = {task: quality.train_rows(task, args) for task in args.tasks}
     # The recipe first (every other run's target waits on its seeds), then the runs task by task: a session that ends
     # early has finished one task's runs, not half of each.
-    keys = list(dict.fromkeys([(task, "recipe-config", seed) for task in args.tasks for seed in args.seeds]
-                              + [(task, name, seed) for task in args.tasks for name in args.runs for seed in args.seeds]))
+    keys = list(
+        dict.fromkeys(
+            [(task, "recipe-config", seed) for task in args.tasks for seed in args.seeds]
+            + [(task, name, seed) for task in args.tasks for name in args.runs for seed in args.seeds]
+        )
+    )
     targets: dict[str, float] = {}
     results: dict[tuple, dict | None] = {}
 
@@ -200,8 +250,11 @@ def run_all(args: argparse.Namespace) -> dict:
             task = key[0]
             recipe = [k for k in keys if k[:2] == (task, "recipe-config")]
             if task not in targets and all(k in results for k in recipe):
-                finals = [results[k]["trajectory"][-1]["val"]["wer_norm"] for k in recipe
-                          if results[k] and results[k]["trajectory"]]
+                finals = [
+                    results[k]["trajectory"][-1]["val"]["wer_norm"]
+                    for k in recipe
+                    if results[k] and results[k]["trajectory"]
+                ]
                 if not finals:
                     continue
                 targets[task] = statistics.mean(finals) + BOUND
@@ -213,18 +266,33 @@ def run_all(args: argparse.Namespace) -> dict:
     return report_of(args, keys, results, targets, rows)
 
 
-def report_of(args: argparse.Namespace, keys: list[tuple], results: dict, targets: dict[str, float],
-              rows: dict[str, int]) -> dict:
+def report_of(
+    args: argparse.Namespace, keys: list[tuple], results: dict, targets: dict[str, float], rows: dict[str, int]
+) -> dict:
     """The report: the machine and command, and per task its target, runs and summary."""
-    report = {"machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit(),
-              "command": "python -m benchmarks.tta " + " ".join(sys.argv[1:]), "seeds": args.seeds, "jobs": args.jobs,
-              "val_share": args.val_share, "speed": speed_rows(args.speed), "tasks": {}}
+    report = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "commit": commit(),
+        "command": "python -m benchmarks.tta " + " ".join(sys.argv[1:]),
+        "seeds": args.seeds,
+        "jobs": args.jobs,
+        "val_share": args.val_share,
+        "speed": speed_rows(args.speed),
+        "tasks": {},
+    }
     for task in args.tasks:
-        runs = {name: {str(s): results[(t, n, s)] for t, n, s in keys if (t, n) == (task, name) and results[(t, n, s)]}
-                for name in dict.fromkeys(n for _, n, _ in keys)}
+        runs = {
+            name: {str(s): results[(t, n, s)] for t, n, s in keys if (t, n) == (task, name) and results[(t, n, s)]}
+            for name in dict.fromkeys(n for _, n, _ in keys)
+        }
         runs = {name: seeds for name, seeds in runs.items() if seeds}  # a run none of whose seeds finished: not_run
-        report["tasks"][task] = {"target": targets.get(task), "train_rows": rows[task], "runs": runs,
-                                 "summary": summarise(runs, report["speed"]) if task in targets else {}}
+        report["tasks"][task] = {
+            "target": targets.get(task),
+            "train_rows": rows[task],
+            "runs": runs,
+            "summary": summarise(runs, report["speed"]) if task in targets else {},
+        }
     report["not_run"] = [list(k) for k, v in results.items() if v is None]
     return report
 
@@ -252,10 +320,14 @@ def summarise(runs: dict[str, dict], speed: dict[str, dict]) -> dict[str, dict]:
             row["test_sd"] = statistics.stdev(row["test_wer"]) if len(tested) > 1 else 0.0
         baseline = [s["test"] for s in recipe.values() if "test" in s]
         if tested and baseline and name != "recipe-config":
-            diff, low, high = paired_bootstrap([t["clip_errors"] for t in tested], [t["clip_errors"] for t in baseline],
-                                               baseline[0]["clip_words"])
-            row |= {"test_diff": diff, "test_diff_ci95": [low, high],
-                    "within_bound": row["test_mean"] <= statistics.mean(t["wer_norm"] for t in baseline) + BOUND}
+            diff, low, high = paired_bootstrap(
+                [t["clip_errors"] for t in tested], [t["clip_errors"] for t in baseline], baseline[0]["clip_words"]
+            )
+            row |= {
+                "test_diff": diff,
+                "test_diff_ci95": [low, high],
+                "within_bound": row["test_mean"] <= statistics.mean(t["wer_norm"] for t in baseline) + BOUND,
+            }
         out[name] = row
     return out
 
@@ -269,44 +341,76 @@ def reach(seeds: dict[str, dict]) -> dict:
     return row
 
 
-HEADER = ("| run | reached | steps | windows | clips | × recipe, large-v2 | × recipe, measured | test WER % | "
-          "− recipe [95 % CI] | within bound | best dev WER % |")
+HEADER = (
+    "| run | reached | steps | windows | clips | × recipe, large-v2 | × recipe, measured | test WER % | "
+    "− recipe [95 % CI] | within bound | best dev WER % |"
+)
 
 
 def markdown(report: dict) -> str:
     speed = report["speed"]
     used = sorted({(v["report"], v["machine"], v["commit"]) for v in speed.values()})
-    lines = [f"# Time to the guide's accuracy, seeds {report['seeds']}", "",
-             (f"Machine: {report['machine']}; commit {report['commit']}; {report['jobs']} runs at a time. "
-              f"Command: `{report['command']}`."), "",
-             "Target: `recipe-config`'s dev WER after the guide's schedule (3 epochs, batch 8), mean over seeds, plus "
-             "0.5 points. A run reaches it at its first validation at or under it (validations every "
-             f"{report['val_share']:g} of an epoch of windows). Windows: rows trained on (a packed window is one); clips: "
-             "every clip in them. **× recipe, large-v2** (the headline): windows to target × seconds per window of the "
-             "run's config on whisper-large-v2, against the recipe's windows × the guide's recipe's seconds per window "
-             "in the same speed report (" + "; ".join(f"`{r}`: {m}, commit {c}" for r, m, c in used) + "). "
-             "× recipe, measured: whisper-base training seconds here (validation excluded), runs sharing the GPU. "
-             "Test: normalised WER of the adapter at the target on the test split; difference to the recipe's paired "
-             "over the same clips, 95 % bootstrap interval; within bound: mean within 0.5 points of the recipe's."]
+    lines = [
+        f"# Time to the guide's accuracy, seeds {report['seeds']}",
+        "",
+        (
+            f"Machine: {report['machine']}; commit {report['commit']}; {report['jobs']} runs at a time. "
+            f"Command: `{report['command']}`."
+        ),
+        "",
+        "Target: `recipe-config`'s dev WER after the guide's schedule (3 epochs, batch 8), mean over seeds, plus "
+        "0.5 points. A run reaches it at its first validation at or under it (validations every "
+        f"{report['val_share']:g} of an epoch of windows). Windows: rows trained on (a packed window is one); clips: "
+        "every clip in them. **× recipe, large-v2** (the headline): windows to target × seconds per window of the "
+        "run's config on whisper-large-v2, against the recipe's windows × the guide's recipe's seconds per window "
+        "in the same speed report (" + "; ".join(f"`{r}`: {m}, commit {c}" for r, m, c in used) + "). "
+        "× recipe, measured: whisper-base training seconds here (validation excluded), runs sharing the GPU. "
+        "Test: normalised WER of the adapter at the target on the test split; difference to the recipe's paired "
+        "over the same clips, 95 % bootstrap interval; within bound: mean within 0.5 points of the recipe's.",
+    ]
     for task, result in report["tasks"].items():
         target = result["target"]
-        lines += ["", f"## {task} ({result['train_rows']} training clips; target {100 * target:.1f} % dev WER)"
-                  if target is not None else f"## {task}: no target (the recipe's runs did not finish)", ""]
+        lines += [
+            "",
+            f"## {task} ({result['train_rows']} training clips; target {100 * target:.1f} % dev WER)"
+            if target is not None
+            else f"## {task}: no target (the recipe's runs did not finish)",
+            "",
+        ]
         lines += [HEADER, "|---" * HEADER.count(" | ") + "|---|"]
         for name, row in result["summary"].items():
-            lines.append(" | ".join([
-                f"| `{name}`", f"{row['reached']}/{row['seeds']}", *(fmt(row[k], ",.0f") for k in ("step", "windows", "clips")),
-                fmt(row.get("projected_vs_recipe"), ".1f", "×"), fmt(row.get("measured_vs_recipe"), ".1f", "×"),
-                (f"{100 * row['test_mean']:.1f} ± {100 * row['test_sd']:.1f}"
-                 + (f" ({len(row['test_wer'])} scored)" if len(row["test_wer"]) < row["reached"] else "")
-                 if "test_mean" in row else "–"),
-                (f"{100 * row['test_diff']:+.1f} [{100 * row['test_diff_ci95'][0]:+.1f}, {100 * row['test_diff_ci95'][1]:+.1f}]"
-                 if "test_diff" in row else "–"),
-                ("yes" if row["within_bound"] else "**no**") if "within_bound" in row else "–",
-                f"{100 * row['best_dev']:.1f} |"]))
-    lines += ["", "Runs (`benchmarks/tta.py`, `RUNS`): " + "; ".join(
-        f"`{n}`: {RUNS[n].config or 'the recipe config'} {' '.join(RUNS[n].args)}, epochs {RUNS[n].epochs}"
-        for n in dict.fromkeys(n for t in report["tasks"].values() for n in t["runs"]))]
+            lines.append(
+                " | ".join(
+                    [
+                        f"| `{name}`",
+                        f"{row['reached']}/{row['seeds']}",
+                        *(fmt(row[k], ",.0f") for k in ("step", "windows", "clips")),
+                        fmt(row.get("projected_vs_recipe"), ".1f", "×"),
+                        fmt(row.get("measured_vs_recipe"), ".1f", "×"),
+                        (
+                            f"{100 * row['test_mean']:.1f} ± {100 * row['test_sd']:.1f}"
+                            + (f" ({len(row['test_wer'])} scored)" if len(row["test_wer"]) < row["reached"] else "")
+                            if "test_mean" in row
+                            else "–"
+                        ),
+                        (
+                            f"{100 * row['test_diff']:+.1f} [{100 * row['test_diff_ci95'][0]:+.1f}, {100 * row['test_diff_ci95'][1]:+.1f}]"
+                            if "test_diff" in row
+                            else "–"
+                        ),
+                        ("yes" if row["within_bound"] else "**no**") if "within_bound" in row else "–",
+                        f"{100 * row['best_dev']:.1f} |",
+                    ]
+                )
+            )
+    lines += [
+        "",
+        "Runs (`benchmarks/tta.py`, `RUNS`): "
+        + "; ".join(
+            f"`{n}`: {RUNS[n].config or 'the recipe config'} {' '.join(RUNS[n].args)}, epochs {RUNS[n].epochs}"
+            for n in dict.fromkeys(n for t in report["tasks"].values() for n in t["runs"])
+        ),
+    ]
     if report["not_run"]:
         lines += ["", "Not run or failed: " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"]) + "."]
     return "\n".join(lines) + "\n"
@@ -319,8 +423,15 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
 def score_adapter(args: argparse.Namespace) -> None:
     """``--score ADAPTER``: its test-split scores into ADAPTER/test-scores.json (run_all's scoring processes)."""
     data, locale, language, _ = TASKS[args.tasks[0]]
-    result = quality.evaluate(args.model, str(data), locale, language, adapter=args.score, from_config=args.tiny,
-                              limit=4 if args.tiny else None)
+    result = quality.evaluate(
+        args.model,
+        str(data),
+        locale,
+        language,
+        adapter=args.score,
+        from_config=args.tiny,
+        limit=4 if args.tiny else None,
+    )
     (Path(args.score) / "test-scores.json").write_text(json.dumps(result, ensure_ascii=False))
 
 
@@ -331,17 +442,26 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="beside recipe-config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once")
-    parser.add_argument("--val-share", type=float, default=0.25, help="validate every this share of an epoch of windows")
+    parser.add_argument(
+        "--val-share", type=float, default=0.25, help="validate every this share of an epoch of windows"
+    )
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="data.num_workers of each run")
-    parser.add_argument("--speed", nargs="+", type=Path, default=SPEED, help="speed reports (benchmarks/speed.py) "
-                        "timing the configs on whisper-large-v2; a config's first report wins")
+    parser.add_argument(
+        "--speed",
+        nargs="+",
+        type=Path,
+        default=SPEED,
+        help="speed reports (benchmarks/speed.py) timing the configs on whisper-large-v2; a config's first report wins",
+    )
     parser.add_argument("--work", default="/tmp/tta")
     parser.add_argument("--data-dir", default=None, help="folder holding cv-synth/ and real/ (default ../shared/data)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--name", default=None, help="results file stem (default tta, tta-tiny with --tiny)")
     parser.add_argument("--collect", action="store_true", help="train and score nothing: report what --work holds")
-    parser.add_argument("--tiny", action="store_true", help="the code path on CPU: a tiny random model, 8 clips a split")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the code path on CPU: a tiny random model, 8 clips a split"
+    )
     parser.add_argument("--score", metavar="ADAPTER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data_dir:

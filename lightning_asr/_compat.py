@@ -12,12 +12,26 @@ import sys
 
 # old module -> the modules that hold its names now (``augment`` was split into its model and data halves)
 MOVED = {
-    "module": ("model.module",), "args": ("model.knobs",), "whisper": ("model.whisper",), "decode": ("model.decode",),
-    "lora": ("model.lora",), "loss": ("model.loss",), "trim": ("model.trim",), "offload": ("model.offload",),
-    "fp8": ("model.fp8",), "optim": ("model.optim",), "metrics": ("model.metrics",), "rng": ("model.rng",),
-    "adapter": ("model.adapter",), "dataset": ("data.dataset", "batch"), "sources": ("data.sources",),
-    "sampling": ("data.sampling",), "audio": ("data.audio", "batch"), "tools": ("deploy.transcribe",),
-    "longform": ("deploy.longform", "batch"), "export": ("deploy.export",),
+    "module": ("model.module",),
+    "args": ("model.knobs",),
+    "whisper": ("model.whisper",),
+    "decode": ("model.decode",),
+    "lora": ("model.lora",),
+    "loss": ("model.loss",),
+    "trim": ("model.trim",),
+    "offload": ("model.offload",),
+    "fp8": ("model.fp8",),
+    "optim": ("model.optim",),
+    "metrics": ("model.metrics",),
+    "rng": ("model.rng",),
+    "adapter": ("model.adapter",),
+    "dataset": ("data.dataset", "batch"),
+    "sources": ("data.sources",),
+    "sampling": ("data.sampling",),
+    "audio": ("data.audio", "batch"),
+    "tools": ("deploy.transcribe",),
+    "longform": ("deploy.longform", "batch"),
+    "export": ("deploy.export",),
     "augment": ("model.spec_augment", "data.transforms"),
 }
 

@@ -1,5 +1,6 @@
-"""Callbacks: adapter-only checkpoints (the format lives in ``adapter``), throughput in samples and
-audio frames, and a progress bar that counts the steps toward ``max_steps``."""
+"""Callbacks: adapter-only checkpoints (the format lives in ``model/adapter.py``), validation's report (example
+transcripts, the run's WER line), throughput in samples and audio frames, and a progress bar that counts the steps
+toward ``max_steps``."""
 
 import contextlib
 import logging
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import jiwer
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -17,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_asr.batch import FRAMES_PER_SECOND, Batch
 from lightning_asr.model.adapter import save_adapter
-from lightning_asr.text import score_metric
+from lightning_asr.text import normalize, score_metric
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,14 @@ class AdapterCheckpoint(L.Callback):
             another run's adapters. Off, such a run stops before it trains.
     """
 
-    def __init__(self, dirpath: str | None = None, monitor: str = "auto", mode: Literal["min", "max"] = "min",
-                 save_top_k: int = 1, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        monitor: str = "auto",
+        mode: Literal["min", "max"] = "min",
+        save_top_k: int = 1,
+        overwrite: bool = False,
+    ) -> None:
         self.dirpath, self.monitor, self.mode, self.save_top_k = dirpath, monitor, mode, save_top_k
         self.overwrite = overwrite
         self._created = time.time()  # files of the run folder older than this are not this command's
@@ -52,7 +60,9 @@ class AdapterCheckpoint(L.Callback):
         """The adapters' folder. Under DDP ``trainer.log_dir`` is a collective (rank 0 broadcasts it): the first call
         must come from every rank, and the saves, on rank 0 alone, use what it found."""
         if self._root is None:
-            self._root = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapters"
+            self._root = (
+                Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapters"
+            )
         return self._root
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -62,8 +72,11 @@ class AdapterCheckpoint(L.Callback):
         self.check_not_taken(trainer, resuming=bool(trainer.ckpt_path))
         if self.monitor == "auto":
             self.monitor = score_metric(getattr(pl_module, "language", None))
-        rank_zero_info(f"adapter: best/ is the adapter of the lowest {self.monitor}" if self.mode == "min" else
-                       f"adapter: best/ is the adapter of the highest {self.monitor}")
+        rank_zero_info(
+            f"adapter: best/ is the adapter of the lowest {self.monitor}"
+            if self.mode == "min"
+            else f"adapter: best/ is the adapter of the highest {self.monitor}"
+        )
         for callback in trainer.checkpoint_callbacks:  # marks the run folder as a training run (--ckpt_path last)
             if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.is_global_zero:
                 Path(callback.dirpath).mkdir(parents=True, exist_ok=True)
@@ -106,8 +119,9 @@ class AdapterCheckpoint(L.Callback):
         log.info("SIGTERM received: every rank stops after the step they agree on")
         self._sigterm = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self._sigterm, all=False):
             trainer._signal_connector.received_sigterm = True  # the flag Lightning stops on at this step's end
 
@@ -123,8 +137,10 @@ class AdapterCheckpoint(L.Callback):
             if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
                 path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
                 trainer.save_checkpoint(path)  # every rank: it synchronises; rank 0 writes
-                rank_zero_info(f"SIGTERM: stopped at step {trainer.global_step}, saved to {path}; "
-                               "the same command with --ckpt_path last resumes it")
+                rank_zero_info(
+                    f"SIGTERM: stopped at step {trainer.global_step}, saved to {path}; "
+                    "the same command with --ckpt_path last resumes it"
+                )
         self._save_last(trainer, pl_module)
 
     @rank_zero_only
@@ -169,8 +185,11 @@ def remove_unused_run_folder(trainer: L.Trainer, since: float) -> None:
     if folder is None or not folder.is_dir():
         return
     files = [p for p in folder.rglob("*") if p.is_file()]
-    ours = all(p.stat().st_mtime >= since and (p.name in ("config.yaml", "hparams.yaml")
-                                               or p.name.startswith("events.out.tfevents.")) for p in files)
+    ours = all(
+        p.stat().st_mtime >= since
+        and (p.name in ("config.yaml", "hparams.yaml") or p.name.startswith("events.out.tfevents."))
+        for p in files
+    )
     if ours:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # runs/<name>/ too, where that run was its only one
@@ -189,6 +208,93 @@ def _audio_frames(batch: Batch) -> int:
     return int((batch["durations"] * FRAMES_PER_SECOND).round().clamp(min=1).sum())
 
 
+class ValidationReport(L.Callback):
+    """What validation shows a person: a table of example transcripts in TensorBoard (reference, prediction and their
+    substitutions, deletions and insertions after normalisation) and, when fit ends, one line of WER and CER from the
+    first validation to the last, across resumes. Reads what ``WhisperLoRA``'s evaluation steps return."""
+
+    def __init__(self) -> None:
+        self.examples: list[tuple[str, str]] = []
+        self.history: list[tuple[int, float, float]] = []  # (step, val/wer, val/cer), checkpointed
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.examples = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.examples = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: list | None,
+        batch: Batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx == 0:  # the target language, not the retained set
+            self._keep(pl_module, outputs)
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: list | None,
+        batch: Batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._keep(pl_module, outputs)
+
+    def _keep(self, pl_module: L.LightningModule, pairs: list | None) -> None:
+        room = getattr(pl_module.hparams, "log_examples", 0) - len(self.examples)
+        self.examples += list(pairs or [])[: max(room, 0)]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._log_examples(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_examples(trainer, pl_module, "test")
+
+    @rank_zero_only
+    def _log_examples(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if not self.examples or not hasattr(experiment, "add_text"):
+            return
+        rows = ["| reference | prediction | S | D | I |", "|---|---|---|---|---|"]
+        code = getattr(pl_module, "language", None)
+        for ref, pred in self.examples:
+            out = jiwer.process_words(normalize(ref, code) or "∅", normalize(pred, code) or "∅")
+            rows.append(f"| {ref} | {pred} | {out.substitutions} | {out.deletions} | {out.insertions} |")
+        experiment.add_text(f"{stage}/examples", "\n".join(rows), trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if not trainer.sanity_checking and "val/wer" in metrics and "val/cer" in metrics:
+            self.history.append((trainer.global_step, float(metrics["val/wer"]), float(metrics["val/cer"])))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.history:
+            (step0, wer0, cer0), (step1, wer1, cer1) = self.history[0], self.history[-1]
+            print(
+                f"WER: {100 * wer0:.1f}% at step {step0} -> {100 * wer1:.1f}% at step {step1} "
+                f"(CER {100 * cer0:.1f}% -> {100 * cer1:.1f}%)",
+                flush=True,
+            )
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [tuple(row) for row in state_dict.get("history", [])]
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if "wer_history" in checkpoint:  # written by the module before this callback held the history
+            self.history = [tuple(row) for row in checkpoint["wer_history"]]
+
+
 class SpeechThroughput(ThroughputMonitor):
     """Lightning's ``ThroughputMonitor`` for speech batches.
 
@@ -203,7 +309,9 @@ class SpeechThroughput(ThroughputMonitor):
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(batch_size_fn=_batch_size, length_fn=_audio_frames, window_size=window_size)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, *args) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, *args
+    ) -> None:
         if _batch_size(batch):  # every clip of the batch was skipped: no samples, no step to time
             super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
 
@@ -233,7 +341,9 @@ class StepProgressBar(RichProgressBar):
         if self._steps():
             self._update(self.train_progress_bar_id, trainer.global_step)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._steps():
             self._update(self.train_progress_bar_id, trainer.global_step)
@@ -241,6 +351,9 @@ class StepProgressBar(RichProgressBar):
         if not sys.stdout.isatty() and step % max(trainer.log_every_n_steps, 1) == 0 and step != self._line_step:
             self._line_step = step
             of = f"/{self._steps()}" if self._steps() else ""
-            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num")
+            shown = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in self.get_metrics(trainer, pl_module).items()
+                if k != "v_num"
+            )
             rank_zero_info(f"step {step}{of} (epoch {trainer.current_epoch}){': ' + shown if shown else ''}")

@@ -51,10 +51,19 @@ def resume_last(config) -> None:
     root = None
     if args is not None and args.get("save_dir") is not None:
         root = Path(args.save_dir) / str(args.get("name") or "")
-    runs = sorted(((int(m.group(1)), p) for p in (root.glob("version_*") if root else [])
-                   if (m := re.fullmatch(r"version_(\d+)", p.name)) and (p / "checkpoints").is_dir()), reverse=True)
-    fixed = [Path(c.init_args.dirpath) for c in config.trainer.callbacks or []
-             if str(getattr(c, "class_path", "")).endswith("ModelCheckpoint") and c.init_args.get("dirpath")]
+    runs = sorted(
+        (
+            (int(m.group(1)), p)
+            for p in (root.glob("version_*") if root else [])
+            if (m := re.fullmatch(r"version_(\d+)", p.name)) and (p / "checkpoints").is_dir()
+        ),
+        reverse=True,
+    )
+    fixed = [
+        Path(c.init_args.dirpath)
+        for c in config.trainer.callbacks or []
+        if str(getattr(c, "class_path", "")).endswith("ModelCheckpoint") and c.init_args.get("dirpath")
+    ]
     # A ModelCheckpoint with its own folder keeps every run's checkpoints there; else each run keeps its own.
     places = fixed or [folder / "checkpoints" for _, folder in runs[:1]]
     found = sorted((p for place in places for p in place.glob("last*.ckpt")), key=lambda p: p.stat().st_mtime)
@@ -71,8 +80,12 @@ def no_checkpoint_message(places: list[Path], root: Path | None, runs: list[tupl
     if runs and len(places) == 1 and places[0] == runs[0][1] / "checkpoints":
         older = next((p for _, folder in runs[1:] for p in sorted((folder / "checkpoints").glob("last*.ckpt"))), None)
         hint = f"; to continue an older run pass its file, e.g. --ckpt_path {older}" if older else ""
-        return (f"--ckpt_path last: the newest run, {runs[0][1]}, has no last.ckpt (it stopped before its first "
-                f"checkpoint): nothing of it to resume. Train without --ckpt_path to start again{hint}.")
+        return (
+            f"--ckpt_path last: the newest run, {runs[0][1]}, has no last.ckpt (it stopped before its first "
+            f"checkpoint): nothing of it to resume. Train without --ckpt_path to start again{hint}."
+        )
     searched = ", ".join(map(str, places)) or f"{root or 'the logger folder'}/version_*/checkpoints"
-    return (f"--ckpt_path last: no last.ckpt in {searched}: nothing to resume. Train without --ckpt_path, pass a "
-            "checkpoint file, or add a ModelCheckpoint with save_last: true (configs/demo.yaml and the recipe have one).")
+    return (
+        f"--ckpt_path last: no last.ckpt in {searched}: nothing to resume. Train without --ckpt_path, pass a "
+        "checkpoint file, or add a ModelCheckpoint with save_last: true (configs/demo.yaml and the recipe have one)."
+    )

@@ -12,14 +12,16 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_asr.callbacks import AdapterCheckpoint, SpeechThroughput, StepProgressBar
+from lightning_asr.callbacks import AdapterCheckpoint, SpeechThroughput, StepProgressBar, ValidationReport
 from lightning_asr.checkpoint import AtomicCheckpointIO, resume_last
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.model.module import WhisperLoRA
 
 log = logging.getLogger(__name__)
 # Lightning counts log_every_n_steps in global steps, across epochs: short epochs lose no logs.
-warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+warnings.filterwarnings(
+    "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval"
+)
 # Lightning's own use of a torch API that torch has since renamed: nothing a user can act on.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
@@ -36,7 +38,9 @@ class ASRCLI(LightningCLI):
         for field in ("model", "language", "task"):
             parser.link_arguments(f"model.{field}", f"data.{field}")
         parser.link_arguments("model.speed.trim_encoder", "data.trim_encoder")
-        parser.link_arguments("model", "data.processor", compute_fn=lambda model: model.processor, apply_on="instantiate")
+        parser.link_arguments(
+            "model", "data.processor", compute_fn=lambda model: model.processor, apply_on="instantiate"
+        )
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":
@@ -52,6 +56,8 @@ class ASRCLI(LightningCLI):
         given = [*(config.get("callbacks") or []), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, StepProgressBar()]
+        if not any(isinstance(c, ValidationReport) for c in given):
+            callbacks = [*callbacks, ValidationReport()]
         trainer = super()._instantiate_trainer(config, callbacks)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's own
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -73,7 +79,9 @@ def tool_parser(name: str) -> ArgumentParser:
     function = _tool(name)
     parser = ArgumentParser(prog=f"lightning-asr {name}", description=function.__doc__.split("\n\n")[0])
     if name == "transcribe":
-        parser.add_argument("inputs", nargs="+", help="audio files (mp3/wav/flac/ogg), or one .csv/.tsv/.jsonl manifest")
+        parser.add_argument(
+            "inputs", nargs="+", help="audio files (mp3/wav/flac/ogg), or one .csv/.tsv/.jsonl manifest"
+        )
         positional = {"inputs"}
     else:
         parser.add_argument("adapter", help="adapter folder written by training")

@@ -29,14 +29,22 @@ requires_shared = pytest.mark.skipif(
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 TOKENIZER_FILES = [
-    "added_tokens.json", "merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json",
-    "preprocessor_config.json", "processor_config.json", "generation_config.json",
+    "added_tokens.json",
+    "merges.txt",
+    "vocab.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
 ]
 
 
 def tiny_config(**overrides) -> WhisperConfig:
     base = json.loads((DEMO_MODEL / "config.json").read_text())
-    base.update(d_model=64, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+    base.update(
+        d_model=64, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128
+    )
     base.update(overrides)
     return WhisperConfig(**base)
 
@@ -82,10 +90,19 @@ def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndar
 
 
 HEADER = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
-SENTENCES = ["मी घरी जातो.", "ती शाळेत गेली.", "\"No, I don't,\" was the blunt reply.", "हे पुस्तक छान आहे.", "आज पाऊस पडला.", "तो गाणे गातो."]
+SENTENCES = [
+    "मी घरी जातो.",
+    "ती शाळेत गेली.",
+    '"No, I don\'t," was the blunt reply.',
+    "हे पुस्तक छान आहे.",
+    "आज पाऊस पडला.",
+    "तो गाणे गातो.",
+]
 
 
-def write_common_voice(root: Path, rates=(48000, 8000, 22050), splits=("train", "dev", "test"), rows_per_split=2) -> Path:
+def write_common_voice(
+    root: Path, rates=(48000, 8000, 22050), splits=("train", "dev", "test"), rows_per_split=2
+) -> Path:
     """A small Common Voice locale folder (new 13-column header) with wav clips at several rates."""
     locale = root / "mr"
     (locale / "clips").mkdir(parents=True, exist_ok=True)
@@ -107,8 +124,14 @@ def write_common_voice(root: Path, rates=(48000, 8000, 22050), splits=("train", 
 
 
 def tiny_module(model: str, **kwargs) -> WhisperLoRA:
-    defaults = dict(model=model, language="mr", speed=Speed(gradient_checkpointing=False), lora=LoRA(r=4, alpha=8, dropout=0.0),
-                    validate_before_training=False, decoding=Decoding(max_new_tokens=8))
+    defaults = dict(
+        model=model,
+        language="mr",
+        speed=Speed(gradient_checkpointing=False),
+        lora=LoRA(r=4, alpha=8, dropout=0.0),
+        validate_before_training=False,
+        decoding=Decoding(max_new_tokens=8),
+    )
     module = WhisperLoRA(**(defaults | kwargs))
     torch.manual_seed(0)  # LoRA's A matrices are drawn at random
     module.configure_model()
@@ -123,8 +146,9 @@ def compiled_fp8_module(model: str) -> WhisperLoRA:
     pytest.importorskip("torchao.float8")
     torch._dynamo.reset()
     counters.clear()
-    return tiny_module(model, quantization="none", language="auto",
-                       speed=Speed(gradient_checkpointing=False, compile=True, fp8=True)).eval()
+    return tiny_module(
+        model, quantization="none", language="auto", speed=Speed(gradient_checkpointing=False, compile=True, fp8=True)
+    ).eval()
 
 
 def fp8_casts(model: torch.nn.Module) -> set[str]:
@@ -188,8 +212,14 @@ def run(args: list[str], cwd: Path, timeout: int = 600, returncode: int = 0) -> 
 
 def user_args(*extra: str) -> list[str]:
     """The demo as a user runs it from the repository: runs/demo/version_N/ below the working folder."""
-    return ["fit", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random",
-            f"--data.path={REPO}/demo/common_voice", *extra]
+    return [
+        "fit",
+        "--config",
+        DEMO,
+        f"--model.model={REPO}/demo/whisper-tiny-random",
+        f"--data.path={REPO}/demo/common_voice",
+        *extra,
+    ]
 
 
 def sigterm_once_training(args: list[str], cwd: Path, run_dir: Path, log_path: Path) -> int:
@@ -199,12 +229,21 @@ def sigterm_once_training(args: list[str], cwd: Path, run_dir: Path, log_path: P
     import time
 
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(CLI + args, cwd=cwd, env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            CLI + args,
+            cwd=cwd,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None and not any(
-                    b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*")):
+            while (
+                time.time() < deadline
+                and proc.poll() is None
+                and not any(b"train/loss" in p.read_bytes() for p in run_dir.glob("events.out.tfevents.*"))
+            ):
                 time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             return proc.wait(timeout=120)
@@ -216,10 +255,15 @@ def sigterm_once_training(args: list[str], cwd: Path, run_dir: Path, log_path: P
 def demo_args(tmp_path: Path, *extra: str) -> list[str]:
     """The demo config, shortened, with every output under tmp_path."""
     return [
-        "fit", "--config", DEMO,
-        f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-        f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.cache_dir={tmp_path}/cache",
-        f"--adapter_checkpoint.dirpath={tmp_path}/adapters", f"--trainer.default_root_dir={tmp_path}",
+        "fit",
+        "--config",
+        DEMO,
+        f"--model.model={REPO}/demo/whisper-tiny-random",
+        f"--data.path={REPO}/demo/common_voice",
+        f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
+        f"--data.cache_dir={tmp_path}/cache",
+        f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
+        f"--trainer.default_root_dir={tmp_path}",
         *extra,
     ]
 
@@ -228,8 +272,18 @@ def demo_args(tmp_path: Path, *extra: str) -> list[str]:
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The demo command, shortened: its folder and output. Its adapter serves the later commands."""
     tmp = tmp_path_factory.mktemp("demo-run")
-    out = run(demo_args(tmp, "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--data.max_samples=8",
-                        "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=2", "--throughput.window_size=2"), tmp)
+    out = run(
+        demo_args(
+            tmp,
+            "--trainer.max_steps=6",
+            "--trainer.val_check_interval=3",
+            "--data.max_samples=8",
+            "--model.decoding.max_new_tokens=8",
+            "--trainer.log_every_n_steps=2",
+            "--throughput.window_size=2",
+        ),
+        tmp,
+    )
     return tmp, out
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -15,41 +16,88 @@ pytestmark = pytest.mark.benchmarks
 
 # One decode per code path: generate() and static, merged or not, bf16 / int8 / nf4 bases, trimmed or
 # 30 s windows, one batch or two (the other DECODES entries differ only in batch size).
-DECODE_PATHS = ["recipe", "bf16-merged-b128", "bf16-static-b256", "bf16-static-merged-b256", "bf16-static-b256-untrimmed",
-                "int8-static-b64", "nf4-b64", "nf4-static-b8", "nf4-static-b2-untrimmed-eager"]
+DECODE_PATHS = [
+    "recipe",
+    "bf16-merged-b128",
+    "bf16-static-b256",
+    "bf16-static-merged-b256",
+    "bf16-static-b256-untrimmed",
+    "int8-static-b64",
+    "nf4-b64",
+    "nf4-static-b8",
+    "nf4-static-b2-untrimmed-eager",
+]
 
 
 def test_decode_entries_have_distinct_titles():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--list-decodes"], check=True, capture_output=True,
-                         text=True, env=MODULES).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--list-decodes"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=MODULES,
+    ).stdout
     titles = json.loads(out)
     assert set(DECODE_PATHS) < set(titles) and len(set(titles.values())) == len(titles)
 
 
 def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
     """benchmarks/speed.py --tiny: the recipe (HF Trainer), our modes and decoding, on a tiny model."""
-    subprocess.run([sys.executable, "-m", "benchmarks.speed", "--tiny", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path), "--modes", "ours-recipe", "ours-recipe-packed", "--decode", *DECODE_PATHS],
-                   check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "--tiny",
+            "--work",
+            str(tmp_path / "work"),
+            "--results",
+            str(tmp_path),
+            "--modes",
+            "ours-recipe",
+            "ours-recipe-packed",
+            "--decode",
+            *DECODE_PATHS,
+        ],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        env=MODULES,
+    )
     report = json.loads(next(tmp_path.glob("speed-tiny.json")).read_text())
     assert set(report["train"]) == {"recipe", "ours-recipe", "ours-recipe-packed"} and "errors" not in report
     assert all(row["samples_per_s"] > 0 for row in report["train"].values())
     # Packed windows (data.pack_share 0.5) count their clips as samples.
-    assert report["train"]["ours-recipe"]["clips_per_window"] == 1 < report["train"]["ours-recipe-packed"]["clips_per_window"]
+    assert (
+        report["train"]["ours-recipe"]["clips_per_window"]
+        == 1
+        < report["train"]["ours-recipe-packed"]["clips_per_window"]
+    )
     # Each row names the shipped config it measures, its WER verdict from quality.json, and an MFU
     # against the matrix-product peak measured in the same run.
     ours = report["train"]["ours-recipe"]
     assert ours["config"] == "whisper-large-v2-int8-mr" and isinstance(ours["wer_within_bound"], bool)
     packed = report["train"]["ours-recipe-packed"]  # its verdict comes from quality-packed.json
-    assert packed["config"] == "packed" and isinstance(packed["wer_within_bound"], bool) and report["peak_matmul_flops"] > 0
+    assert (
+        packed["config"] == "packed"
+        and isinstance(packed["wer_within_bound"], bool)
+        and report["peak_matmul_flops"] > 0
+    )
     assert all(0 < row["mfu"] < 1 for name, row in report["train"].items() if name != "recipe")
-    assert list(report["decode"]) == DECODE_PATHS and len({row["title"] for row in report["decode"].values()}) == len(DECODE_PATHS)
+    assert list(report["decode"]) == DECODE_PATHS and len({row["title"] for row in report["decode"].values()}) == len(
+        DECODE_PATHS
+    )
     assert all(row["clips"] > 0 and row["seconds"] > 0 for row in report["decode"].values())
     # The data waits are part of the loop, the first batch's (workers starting) among them.
-    assert all(0 < row["first_batch_wait_s"] <= row["data_wait_s"] < row["seconds"] for row in report["decode"].values())
+    assert all(
+        0 < row["first_batch_wait_s"] <= row["data_wait_s"] < row["seconds"] for row in report["decode"].values()
+    )
     assert all(row["profile"]["wall_ms"] > 0 for name, row in report["train"].items() if name != "recipe")
     # --tiny decodes in batches of 8; where there are two, the second one is profiled
-    assert all(row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == -(-row["clips"] // 8) for row in report["decode"].values())
+    assert all(
+        row["profile"]["wall_ms"] > 0 and len(row["batch_s"]) == -(-row["clips"] // 8)
+        for row in report["decode"].values()
+    )
     assert any(len(row["batch_s"]) == 2 for row in report["decode"].values())
     # The report names the command that made it, as typed (every number names its command).
     command = "python -m benchmarks.speed --tiny --work"
@@ -61,28 +109,68 @@ def test_speed_benchmark_runs_every_path_on_cpu(tmp_path):
         part = report | {"train": {n: report["train"][n] for n in names}, "decode": {} if i else report["decode"]}
         parts.append(tmp_path / f"part{i}.json")
         parts[-1].write_text(json.dumps(part))
-    subprocess.run([sys.executable, "-m", "benchmarks.speed", "--merge", *map(str, parts), "--results",
-                    str(tmp_path / "merged")], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--merge", *map(str, parts), "--results", str(tmp_path / "merged")],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        env=MODULES,
+    )
     merged = json.loads(next((tmp_path / "merged").glob("speed.json")).read_text())
-    assert list(merged["train"]) == ["recipe", "ours-recipe", "ours-recipe-packed"] and merged["decode"] == report["decode"]
+    assert (
+        list(merged["train"]) == ["recipe", "ours-recipe", "ours-recipe-packed"]
+        and merged["decode"] == report["decode"]
+    )
 
 
 def test_data_benchmark_times_both_feature_paths(tmp_path):
-    subprocess.run([sys.executable, "-m", "benchmarks.data_throughput", "--only", "validation", "--validation-clips", "8",
-                    "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.data_throughput",
+            "--only",
+            "validation",
+            "--validation-clips",
+            "8",
+            "--results",
+            str(tmp_path),
+        ],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        env=MODULES,
+    )
     row = json.loads(next(tmp_path.glob("data.json")).read_text())["validation"]
-    assert row["clips"] == 8 and min(row["first_batch_full_window_s"], row["first_batch_log_mel_s"], row["post_processing_s"]) > 0
+    assert (
+        row["clips"] == 8
+        and min(row["first_batch_full_window_s"], row["first_batch_log_mel_s"], row["post_processing_s"]) > 0
+    )
     assert row["first_batch_loader_s"] > 0
 
 
 def test_ddp_benchmark_trains_and_validates_on_two_cpu_processes(tmp_path):
     """benchmarks/ddp.py --tiny: DDP training and DDP validation (static decoding, LoRA merged) over gloo;
     30 s windows, so a clip decodes the same in any batch: the synchronised rates match one process's."""
-    script = [sys.executable, "-m", "benchmarks.ddp", "--tiny", "--work", str(tmp_path / "work"), "--mode", "bf16-gc-b32-compile"]
-    for extra in (["--devices", "2"], ["--devices", "2", "--validate-clips", "24", "--eval-batch", "8"],
-                  ["--devices", "1", "--validate-clips", "24", "--eval-batch", "8"]):
+    script = [
+        sys.executable,
+        "-m",
+        "benchmarks.ddp",
+        "--tiny",
+        "--work",
+        str(tmp_path / "work"),
+        "--mode",
+        "bf16-gc-b32-compile",
+    ]
+    for extra in (
+        ["--devices", "2"],
+        ["--devices", "2", "--validate-clips", "24", "--eval-batch", "8"],
+        ["--devices", "1", "--validate-clips", "24", "--eval-batch", "8"],
+    ):
         subprocess.run(script + extra, check=True, cwd=tmp_path, capture_output=True, env=MODULES)
-    subprocess.run(script + ["--report", "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    subprocess.run(
+        script + ["--report", "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES
+    )
     rows = json.loads(next(tmp_path.glob("ddp.json")).read_text())
     fit, two, one = rows
     assert fit["devices"] == 2 and fit["samples_per_s"] > 0 and "kind" not in fit
@@ -106,10 +194,33 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     write_common_voice(tmp_path / "en", rows_per_split=2)
     shutil.move(tmp_path / "en" / "mr", data / "cv-synth" / "en")
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--configs", "trim-safe-bf16",
-         "--seeds", "1", "--jobs", "2", "--data-dir", str(data), "--work", str(tmp_path / "work"),
-         "--results", str(tmp_path), "--name", "q"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quality",
+            "--tiny",
+            "--tasks",
+            "cv-synth-mr",
+            "--configs",
+            "trim-safe-bf16",
+            "--seeds",
+            "1",
+            "--jobs",
+            "2",
+            "--data-dir",
+            str(data),
+            "--work",
+            str(tmp_path / "work"),
+            "--results",
+            str(tmp_path),
+            "--name",
+            "q",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "q.json").read_text())
@@ -125,31 +236,95 @@ def test_quality_benchmark_trains_scores_and_compares_on_cpu(tmp_path):
     low, high = summary["diff_ci95"]
     assert low <= summary["diff"] <= high and isinstance(summary["within_bound"], bool)
     table = (tmp_path / "q.md").read_text()
-    assert "| the guide's recipe (seed_recipe.py) |" in table and "| `trim-safe-bf16` |" in table and "retained" in table
+    assert (
+        "| the guide's recipe (seed_recipe.py) |" in table and "| `trim-safe-bf16` |" in table and "retained" in table
+    )
 
     # A device session that ended early: --collect reports what was scored and names what was not;
     # --reuse takes an earlier report's runs instead of training them.
-    base = [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--seeds", "1",
-            "--data-dir", str(data), "--results", str(tmp_path)]
-    collect = subprocess.run([*base, "--configs", "trim-safe-bf16", "recipe-unquantized", "--collect", "--work",
-                              str(tmp_path / "work"), "--name", "c"], cwd=REPO, capture_output=True, text=True,
-                             timeout=600, check=False)
+    base = [
+        sys.executable,
+        "-m",
+        "benchmarks.quality",
+        "--tiny",
+        "--tasks",
+        "cv-synth-mr",
+        "--seeds",
+        "1",
+        "--data-dir",
+        str(data),
+        "--results",
+        str(tmp_path),
+    ]
+    collect = subprocess.run(
+        [
+            *base,
+            "--configs",
+            "trim-safe-bf16",
+            "recipe-unquantized",
+            "--collect",
+            "--work",
+            str(tmp_path / "work"),
+            "--name",
+            "c",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert collect.returncode == 0, collect.stderr[-3000:]
     collected = json.loads((tmp_path / "c.json").read_text())
     assert collected["tasks"]["cv-synth-mr"]["runs"]["trim-safe-bf16"]["1"]["clip_errors"] == run["clip_errors"]
     assert collected["not_run"] == [["cv-synth-mr", "recipe-unquantized", 1]]
-    assert "Not run (the device session ended first): cv-synth-mr/recipe-unquantized seed 1." in (tmp_path / "c.md").read_text()
-    reused = subprocess.run([*base, "--configs", "trim-safe-bf16", "--collect", "--reuse", str(tmp_path / "q.json"),
-                             "--work", str(tmp_path / "empty"), "--name", "r"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600, check=False)
+    assert (
+        "Not run (the device session ended first): cv-synth-mr/recipe-unquantized seed 1."
+        in (tmp_path / "c.md").read_text()
+    )
+    reused = subprocess.run(
+        [
+            *base,
+            "--configs",
+            "trim-safe-bf16",
+            "--collect",
+            "--reuse",
+            str(tmp_path / "q.json"),
+            "--work",
+            str(tmp_path / "empty"),
+            "--name",
+            "r",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert reused.returncode == 0, reused.stderr[-3000:]
     again = json.loads((tmp_path / "r.json").read_text())["tasks"]["cv-synth-mr"]
     assert again["summary"]["trim-safe-bf16"]["diff"] == summary["diff"]
     assert "Runs taken from" in (tmp_path / "r.md").read_text()
     # Any run can be the baseline: the recipe against trim-safe-bf16 is the same difference, negated.
-    flipped = subprocess.run([*base, "--configs", "recipe", "--baseline", "trim-safe-bf16", "--collect", "--work",
-                              str(tmp_path / "work"), "--name", "b"], cwd=REPO, capture_output=True, text=True,
-                             timeout=600, check=False)
+    flipped = subprocess.run(
+        [
+            *base,
+            "--configs",
+            "recipe",
+            "--baseline",
+            "trim-safe-bf16",
+            "--collect",
+            "--work",
+            str(tmp_path / "work"),
+            "--name",
+            "b",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert flipped.returncode == 0, flipped.stderr[-3000:]
     against = json.loads((tmp_path / "b.json").read_text())["tasks"]["cv-synth-mr"]["summary"]
     assert against["recipe"]["diff"] == pytest.approx(-summary["diff"]) and "diff" not in against["trim-safe-bf16"]
@@ -171,9 +346,25 @@ def test_quality_override_reaches_every_config_run_and_keeps_reports_apart(tmp_p
     assert quality.reuse(str(earlier), {"steps": 900}, []) == {}
     with pytest.raises(SystemExit, match=r"--override \[\], not \['--model.quantization=none'\]"):
         quality.reuse(str(earlier), {"steps": 900}, ["--model.quantization=none"])
-    refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "noise",
-                              "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
-                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quality",
+            "--tiny",
+            "--configs",
+            "noise",
+            "--override=--model.quantization=none",
+            "--collect",
+            "--work",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert refused.returncode == 2 and "--override changes the configs' runs, not the guide's recipe" in refused.stderr
 
 
@@ -191,9 +382,25 @@ def test_quality_harness_measures_every_shipped_config_by_its_file(tmp_path, mon
     quality.fit_recipe("base", "fsdd-en", tmp_path, {"epochs": 3}, 7, False)
     assert "--epochs=3" in commands[1] and not any(arg.startswith("--max-steps") for arg in commands[1])
     # The choice is accepted (the run is then refused for --override beside the guide's recipe, exit 2, nothing trained).
-    refused = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--tiny", "--configs", "packed",
-                              "--override=--model.quantization=none", "--collect", "--work", str(tmp_path)],
-                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quality",
+            "--tiny",
+            "--configs",
+            "packed",
+            "--override=--model.quantization=none",
+            "--collect",
+            "--work",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert refused.returncode == 2 and "--override changes the configs' runs" in refused.stderr
 
 
@@ -206,10 +413,36 @@ def test_timestamp_benchmark_packs_windows_with_known_boundaries_and_scores_them
     from tests.conftest import write_tiny_model
 
     base = write_tiny_model(tmp_path / "w30", max_source_positions=1500)
-    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), WhisperTokenizer.from_pretrained(base)).save_pretrained(base)
-    subprocess.run([sys.executable, "-m", "benchmarks.timestamps", "--base", str(base), "--data", str(REPO / "demo/common_voice/mr"),
-                    "--language", "mr", "--model", "zero-shot=", "--windows", "2", "--max-new-tokens", "6", "--work", str(tmp_path / "work"),
-                    "--results", str(tmp_path)], check=True, cwd=tmp_path, capture_output=True, env=MODULES)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), WhisperTokenizer.from_pretrained(base)).save_pretrained(
+        base
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.timestamps",
+            "--base",
+            str(base),
+            "--data",
+            str(REPO / "demo/common_voice/mr"),
+            "--language",
+            "mr",
+            "--model",
+            "zero-shot=",
+            "--windows",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--work",
+            str(tmp_path / "work"),
+            "--results",
+            str(tmp_path),
+        ],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        env=MODULES,
+    )
     report = json.loads((tmp_path / "timestamps.json").read_text())
     row = report["models"]["zero-shot"]
     assert row["windows"] == 2 and 4 <= row["clips"] <= 8 and 0 <= row["within_0.5_s"] <= 1
@@ -224,7 +457,12 @@ def test_timestamps_scores_boundaries_and_words_segment_by_segment():
     from benchmarks.timestamps import score
 
     windows = [{"clips": [{"start": 0.0, "end": 0.6, "text": "seven"}, {"start": 1.0, "end": 1.5, "text": "eight"}]}]
-    rows = [{"text": "seven eight", "segments": [{"start": 0.0, "end": 0.62, "text": "seven"}, {"start": 1.1, "end": 1.5, "text": "eight"}]}]
+    rows = [
+        {
+            "text": "seven eight",
+            "segments": [{"start": 0.0, "end": 0.62, "text": "seven"}, {"start": 1.1, "end": 1.5, "text": "eight"}],
+        }
+    ]
     result = score(windows, rows, "English")
     assert result["wer_norm"] == 0.0 and result["within_0.5_s"] == 1.0 and result["segments_per_clip"] == 1.0
     assert result["boundary_median_s"] == pytest.approx(0.01, abs=1e-6)  # edges 0, 0.02, 0.1, 0
@@ -237,10 +475,16 @@ def test_device_jobs_name_modes_decodes_and_configs_that_exist():
     --modes, --decode and --configs is one the scripts accept."""
     from benchmarks import quality, speed, tta
 
-    known = {"--modes": {m.name for m in speed.MODES}, "--decode": set(speed.DECODES),
-             "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS}, "--runs": set(tta.RUNS)}
+    known = {
+        "--modes": {m.name for m in speed.MODES},
+        "--decode": set(speed.DECODES),
+        "--configs": {"recipe", *quality.CONFIGS, *quality.CANDIDATES, *quality.VARIANTS},
+        "--runs": set(tta.RUNS),
+    }
     script = (REPO / "benchmarks/device.sh").read_text()
-    words = script[script.index("JOBS=(") + 6:script.index("\n)\nAFTER=(")].replace(";", " ").replace('"', " ").split()
+    words = (
+        script[script.index("JOBS=(") + 6 : script.index("\n)\nAFTER=(")].replace(";", " ").replace('"', " ").split()
+    )
     named, flag = [], None
     for word in words:
         flag = word if word in known else None if word.startswith("--") else flag
@@ -269,11 +513,40 @@ def test_tta_benchmark_trains_to_the_recipes_target_scores_and_projects_on_cpu(t
     validations, the adapter at the target is scored on test, and the time is projected from a speed report."""
     data = tta_data(tmp_path / "data")
     speed = tmp_path / "speed.json"  # the recipe at 4 clips/s; packed-dense-bf16 at 60 clips/s, 3 clips a window
-    speed.write_text(json.dumps({"machine": "GPU", "commit": "abc", "train": {
-        "recipe": {"samples_per_s": 4.0}, "m": {"config": "packed-dense-bf16", "samples_per_s": 60.0, "clips_per_window": 3.0}}}))
-    command = [sys.executable, "-m", "benchmarks.tta", "--tiny", "--tasks", "cv-synth-mr", "--runs",
-               "packed-dense-bf16-loraplus", "--seeds", "1", "--jobs", "2", "--data-dir", str(data),
-               "--work", str(tmp_path / "work"), "--results", str(tmp_path), "--speed", str(speed)]
+    speed.write_text(
+        json.dumps(
+            {
+                "machine": "GPU",
+                "commit": "abc",
+                "train": {
+                    "recipe": {"samples_per_s": 4.0},
+                    "m": {"config": "packed-dense-bf16", "samples_per_s": 60.0, "clips_per_window": 3.0},
+                },
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.tta",
+        "--tiny",
+        "--tasks",
+        "cv-synth-mr",
+        "--runs",
+        "packed-dense-bf16-loraplus",
+        "--seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--data-dir",
+        str(data),
+        "--work",
+        str(tmp_path / "work"),
+        "--results",
+        str(tmp_path),
+        "--speed",
+        str(speed),
+    ]
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "tta-tiny.json").read_text())
@@ -288,16 +561,19 @@ def test_tta_benchmark_trains_to_the_recipes_target_scores_and_projects_on_cpu(t
         hit = run["hit"]
         assert hit == next((r for r in run["trajectory"] if r["val"]["wer_norm"] <= task["target"]), hit)
         assert len(run["test"]["clip_errors"]) == run["test"]["clips"] == 4
-        assert (tmp_path / f"work/cv-synth-mr/{'recipe-config' if run is recipe else 'packed-dense-bf16-loraplus'}"
-                f"/seed1/adapters/step-{hit['step']}/test-scores.json").is_file()
+        assert (
+            tmp_path / f"work/cv-synth-mr/{'recipe-config' if run is recipe else 'packed-dense-bf16-loraplus'}"
+            f"/seed1/adapters/step-{hit['step']}/test-scores.json"
+        ).is_file()
     row = task["summary"]["packed-dense-bf16-loraplus"]
     if row["all"]:  # the projection: windows × seconds per window, against the recipe's in the same report
         expected = (recipe["hit"]["windows"] / 4.0) / (lever["hit"]["windows"] * 3.0 / 60.0)
         assert row["projected_vs_recipe"] == pytest.approx(expected)
     assert "| `packed-dense-bf16-loraplus` |" in (tmp_path / "tta-tiny.md").read_text()
     # --collect reports what --work holds, training and scoring nothing.
-    collected = subprocess.run([*command, "--collect", "--name", "c"], cwd=REPO, capture_output=True, text=True,
-                               timeout=600, check=False)
+    collected = subprocess.run(
+        [*command, "--collect", "--name", "c"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
     assert collected.returncode == 0, collected.stderr[-3000:]
     assert json.loads((tmp_path / "c.json").read_text())["tasks"]["cv-synth-mr"]["summary"] == task["summary"]
 
@@ -315,17 +591,74 @@ def test_tta_schedule_validates_at_the_runs_last_step():
 def test_tta_target_rule_and_projection():
     from benchmarks.tta import first_at, summarise
 
-    rows = [{"step": s, "windows": 8 * s, "clips": 8 * s, "train_s": float(s), "val": {"wer_norm": w}}
-            for s, w in [(10, 0.9), (20, 0.6), (30, 0.62)]]
+    rows = [
+        {"step": s, "windows": 8 * s, "clips": 8 * s, "train_s": float(s), "val": {"wer_norm": w}}
+        for s, w in [(10, 0.9), (20, 0.6), (30, 0.62)]
+    ]
     assert first_at(rows, 0.61, recipe=False)["step"] == 20
     assert first_at(rows, 0.5, recipe=False) is None and first_at(rows, 0.5, recipe=True)["step"] == 30
-    fast = [{"step": s, "windows": 32 * s, "clips": 96 * s, "train_s": s / 2, "val": {"wer_norm": w}}
-            for s, w in [(2, 0.8), (4, 0.55)]]
-    runs = {"recipe-config": {"7": {"trajectory": rows, "hit": rows[1]}},
-            "packed-dense-bf16-lr2e-3": {"7": {"trajectory": fast, "hit": fast[1]}}}
-    speed = {"recipe": {"s_per_window": 0.25, "recipe_s_per_window": 0.25, "report": "r"},
-             "packed-dense-bf16": {"s_per_window": 0.05, "recipe_s_per_window": 0.25, "report": "r"}}
+    fast = [
+        {"step": s, "windows": 32 * s, "clips": 96 * s, "train_s": s / 2, "val": {"wer_norm": w}}
+        for s, w in [(2, 0.8), (4, 0.55)]
+    ]
+    runs = {
+        "recipe-config": {"7": {"trajectory": rows, "hit": rows[1]}},
+        "packed-dense-bf16-lr2e-3": {"7": {"trajectory": fast, "hit": fast[1]}},
+    }
+    speed = {
+        "recipe": {"s_per_window": 0.25, "recipe_s_per_window": 0.25, "report": "r"},
+        "packed-dense-bf16": {"s_per_window": 0.05, "recipe_s_per_window": 0.25, "report": "r"},
+    }
     row = summarise(runs, speed)["packed-dense-bf16-lr2e-3"]
     # 160 recipe windows at 0.25 s against 128 windows at 0.05 s: 6.25x; measured 20 s against 2 s.
     assert row["projected_vs_recipe"] == pytest.approx(160 * 0.25 / (128 * 0.05))
     assert row["measured_vs_recipe"] == pytest.approx(10.0) and row["best_dev"] == pytest.approx(0.55)
+
+
+def test_speed_modes_read_their_configs_as_the_command_does(capsys):
+    """benchmarks/modes.py merges a mode's YAML over the recipe itself: each mode's knobs equal what
+    ``lightning-asr fit --config recipe --config BASE --print_config`` gives, overrides typed as flags."""
+    from benchmarks.modes import MODES, RECIPE
+    from tests.test_cli import printed_config
+
+    checked = 0
+    for mode in MODES:
+        folder = REPO / "configs" if (REPO / "configs" / f"{mode.base}.yaml").is_file() else REPO / "benchmarks/configs"
+        configs = [REPO / "configs" / f"{RECIPE}.yaml"] + (
+            [folder / f"{mode.base}.yaml"] if mode.base != RECIPE else []
+        )
+        flags = tuple(
+            arg
+            for key, value in mode.overrides.items()
+            for arg in (f"--{key}", yaml.safe_dump(value).strip().removesuffix("\n..."))
+        )
+        printed = printed_config(capsys, *configs, args=flags)
+        speed, data = printed["model"]["speed"], printed["data"]
+        assert (mode.quantization, mode.batch_size, mode.precision, mode.group) == (
+            printed["model"]["quantization"],
+            data["batch_size"],
+            printed["trainer"]["precision"],
+            data["group_by_length"],
+        ), mode.name
+        assert (
+            mode.gradient_checkpointing,
+            mode.trim_encoder,
+            mode.compile,
+            mode.cudnn_attention,
+            mode.offload,
+            mode.fp8,
+        ) == (
+            speed["gradient_checkpointing"],
+            speed["trim_encoder"],
+            speed["compile"],
+            speed["cudnn_attention"],
+            speed["offload_encoder"],
+            speed["fp8"],
+        ), mode.name
+        assert (mode.frozen_encoder, mode.pack_share, mode.pack_clips) == (
+            not printed["model"]["lora"]["encoder"],
+            data["pack_share"],
+            tuple(data["pack_clips"]),
+        ), mode.name
+        checked += 1
+    assert checked == len(MODES) > 40

@@ -14,8 +14,13 @@ from lightning_asr.model.whisper import load_base
 def test_adapter_folder_loads_with_plain_peft_and_gives_the_same_outputs(tmp_path, tiny_model, trained):
     save_adapter(trained, tmp_path / "last", {"val/wer": 0.5})
     files = {p.name for p in (tmp_path / "last").iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json", "processor_config.json",
-            "lightning_asr.json"} <= files
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer_config.json",
+        "processor_config.json",
+        "lightning_asr.json",
+    } <= files
     info = json.loads((tmp_path / "last" / "lightning_asr.json").read_text())
     assert info["language"] == "marathi" and info["task"] == "transcribe" and info["metrics"] == {"val/wer": 0.5}
     # Plain peft, no project code: the same base loaded the same way + the folder.
@@ -72,7 +77,9 @@ def test_top_k_keeps_the_best_and_best_tracks_the_leader(tmp_path, trained):
         assert (tmp_path / "last").is_dir()
     kept = sorted(p.name for p in Path(tmp_path).iterdir() if p.name.startswith("step-"))
     assert kept == ["step-20", "step-50"]
-    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(0.4)
+    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(
+        0.4
+    )
     assert not any(p.name.startswith(".") for p in Path(tmp_path).iterdir())  # no temp folders left behind
 
 
@@ -109,8 +116,16 @@ def test_best_is_ranked_by_normalised_wer_or_by_cer_where_words_have_no_spaces(t
     callback.on_fit_start(SimpleNamespace(ckpt_path=None, checkpoint_callbacks=[]), SimpleNamespace(language=language))
     assert callback.monitor == metric
     for step, wer, wer_norm, cer in [(10, 1.0, 0.1, 0.05), (20, 0.6, 0.5, 0.4)]:
-        trainer = SimpleNamespace(global_step=step, callback_metrics={
-            "val/wer": torch.tensor(wer), "val/wer_norm": torch.tensor(wer_norm), "val/cer": torch.tensor(cer)})
+        trainer = SimpleNamespace(
+            global_step=step,
+            callback_metrics={
+                "val/wer": torch.tensor(wer),
+                "val/wer_norm": torch.tensor(wer_norm),
+                "val/cer": torch.tensor(cer),
+            },
+        )
         trained._trainer = None
         callback._save(trainer, trained)
-    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "best" / "lightning_asr.json").read_text())["metrics"]["val/wer"] == pytest.approx(
+        1.0
+    )

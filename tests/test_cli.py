@@ -23,7 +23,13 @@ def printed_config(capsys, *configs: str | Path, args: tuple[str, ...] = ()) -> 
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in [*(REPO / "configs").glob("*.yaml"), *(REPO / "benchmarks/configs").glob("*.yaml")]))
+@pytest.mark.parametrize(
+    "config",
+    sorted(
+        str(p.relative_to(REPO))
+        for p in [*(REPO / "configs").glob("*.yaml"), *(REPO / "benchmarks/configs").glob("*.yaml")]
+    ),
+)
 def test_every_config_parses(config, capsys):
     printed = printed_config(capsys, REPO / config)
     assert {"model", "data", "trainer"} <= set(printed)
@@ -36,13 +42,15 @@ def test_recipe_config_lists_every_field_and_readme_every_config(capsys):
     for group in ("decoding", "speed", "lora", "spec_augment"):
         assert set(recipe["model"][group]) == set(printed["model"][group]), group
     readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("## Configs"):readme.index("## After training")]
+    table = readme[readme.index("## Configs") : readme.index("## After training")]
     assert [p.name for p in sorted((REPO / "configs").glob("*.yaml")) if f"| `{p.name}` |" not in table] == []
 
 
 def test_the_readmes_speed_flags_parse_as_typed(capsys):
     """docs/configs.md: ``--model.speed.offload_encoder true`` and ``--model.lora.encoder false`` as a user types them."""
-    printed = printed_config(capsys, DEMO, args=("--model.speed.offload_encoder", "true", "--model.lora.encoder", "false"))
+    printed = printed_config(
+        capsys, DEMO, args=("--model.speed.offload_encoder", "true", "--model.lora.encoder", "false")
+    )
     assert printed["model"]["speed"]["offload_encoder"] is True and printed["model"]["lora"]["encoder"] is False
 
 
@@ -56,19 +64,47 @@ def test_overlay_configs_change_only_their_own_fields_on_top_of_another(capsys):
         ("augment.yaml", {"augment": demo["data"]["augment"] | {"speed_factors": [0.9, 1.0, 1.1]} | noise}, masks),
     ):
         both = printed_config(capsys, DEMO, REPO / "configs" / overlay)
-        assert both["data"] == demo["data"] | data and both["model"] == demo["model"] | model and both["trainer"] == demo["trainer"]
+        assert (
+            both["data"] == demo["data"] | data
+            and both["model"] == demo["model"] | model
+            and both["trainer"] == demo["trainer"]
+        )
 
 
 def test_recipe_config_is_the_guides(tmp_path):
-    out = yaml.safe_load(run(["fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"), "--print_config"], tmp_path).stdout)
+    out = yaml.safe_load(
+        run(["fit", "--config", str(REPO / "configs/whisper-large-v2-int8-mr.yaml"), "--print_config"], tmp_path).stdout
+    )
     model, data, trainer = out["model"], out["data"], out["trainer"]
-    assert (model["model"], model["language"], model["task"], model["quantization"]) == ("openai/whisper-large-v2", "Marathi", "transcribe", "int8")
+    assert (model["model"], model["language"], model["task"], model["quantization"]) == (
+        "openai/whisper-large-v2",
+        "Marathi",
+        "transcribe",
+        "int8",
+    )
     lora = model["lora"]
-    assert (lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["bias"]) == (32, 64, 0.05, ["q_proj", "v_proj"], "none")
+    assert (lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["bias"]) == (
+        32,
+        64,
+        0.05,
+        ["q_proj", "v_proj"],
+        "none",
+    )
     assert (model["learning_rate"], model["warmup_steps"], model["decoding"]["max_new_tokens"]) == (1e-3, 50, 128)
-    assert (model["decoding"]["method"], model["speed"]["gradient_checkpointing"], model["speed"]["trim_encoder"]) == ("generate", True, False)
-    assert model["spec_augment"]["time_prob"] == model["spec_augment"]["feature_prob"] == 0.0  # no augmentation, as the guide
-    assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == ("mr", "train+dev", "test", 8)
+    assert (model["decoding"]["method"], model["speed"]["gradient_checkpointing"], model["speed"]["trim_encoder"]) == (
+        "generate",
+        True,
+        False,
+    )
+    assert (
+        model["spec_augment"]["time_prob"] == model["spec_augment"]["feature_prob"] == 0.0
+    )  # no augmentation, as the guide
+    assert (data["locale"], data["train_split"], data["val_split"], data["batch_size"]) == (
+        "mr",
+        "train+dev",
+        "test",
+        8,
+    )
     assert (trainer["max_epochs"], trainer["precision"], trainer["check_val_every_n_epoch"]) == (3, "16-mixed", 1)
     assert trainer["gradient_clip_val"] == 1.0  # the HF Trainer's max_grad_norm default
     assert "language" not in data and "model" not in data  # linked from the model: set in one place
@@ -94,7 +130,16 @@ def test_demo_fit_writes_adapter_and_tensorboard_and_reports_wer(demo_run):
 
     acc = EventAccumulator(str(events[0].parent), size_guidance={"scalars": 0}).Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "val/wer", "val/wer_norm", "val/cer", "val/degenerate", "train/device/samples_per_sec", "train/device/items_per_sec"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "val/wer",
+        "val/wer_norm",
+        "val/cer",
+        "val/degenerate",
+        "train/device/samples_per_sec",
+        "train/device/items_per_sec",
+    } <= tags
     assert [e.step for e in acc.Scalars("val/wer")][0] == 0  # the zero-shot point
     assert "val/examples/text_summary" in acc.Tags()["tensors"]
 
@@ -105,9 +150,15 @@ def trained_weights(ckpt: Path) -> dict:
 
 
 def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_path):
-    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
-              "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
-              "--trainer.callbacks.every_n_train_steps=3"]
+    common = [
+        "--model.validate_before_training=false",
+        "--data.num_workers=0",
+        "--model.lora.dropout=0.1",
+        "--trainer.limit_val_batches=0",
+        "--data.max_samples=16",
+        "--data.batch_size=4",
+        "--trainer.callbacks.every_n_train_steps=3",
+    ]
     # Uninterrupted: 6 steps (1.5 epochs of 4 batches, so the resume point is mid-epoch).
     (tmp_path / "a").mkdir()
     run(user_args("--trainer.max_steps=6", *common), tmp_path / "a")
@@ -115,8 +166,13 @@ def test_resume_after_sigkill_with_ckpt_path_last_continues_the_same_run(tmp_pat
     (tmp_path / "b").mkdir()
     env = os.environ | {"PYTHONPATH": str(REPO)}
     run_dir = tmp_path / "b/runs/demo/version_0"
-    proc = subprocess.Popen(CLI + user_args("--trainer.max_steps=200", *common), cwd=tmp_path / "b", env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        CLI + user_args("--trainer.max_steps=200", *common),
+        cwd=tmp_path / "b",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (run_dir / "checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -150,13 +206,24 @@ def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_
     lands mid-epoch. On an epoch's last step the resumed weights still drift slightly from an uninterrupted
     run's (docs/training.md); the data position there is test_data's test of a checkpoint
     saved after an epoch's end."""
-    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
-              "--trainer.limit_val_batches=0", "--data.max_samples=24", "--data.batch_size=1",
-              "--trainer.callbacks.every_n_train_steps=1000"]
+    common = [
+        "--model.validate_before_training=false",
+        "--data.num_workers=0",
+        "--model.lora.dropout=0.1",
+        "--trainer.limit_val_batches=0",
+        "--data.max_samples=24",
+        "--data.batch_size=1",
+        "--trainer.callbacks.every_n_train_steps=1000",
+    ]
     (tmp_path / "b").mkdir()
     run_dir = tmp_path / "b/runs/demo/version_0"
     # TensorBoard writes train/loss every 10 steps (the demo's log_every_n_steps): the signal lands after step 10.
-    assert sigterm_once_training(user_args("--trainer.max_steps=100000", *common), tmp_path / "b", run_dir, tmp_path / "b.log") == 143
+    assert (
+        sigterm_once_training(
+            user_args("--trainer.max_steps=100000", *common), tmp_path / "b", run_dir, tmp_path / "b.log"
+        )
+        == 143
+    )
     step = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)["global_step"]
     assert step >= 10 and json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == step
     assert f"SIGTERM: stopped at step {step}" in (tmp_path / "b.log").read_text()
@@ -170,9 +237,16 @@ def test_sigterm_saves_the_step_it_stopped_at_and_ckpt_path_last_resumes_it(tmp_
 def test_a_finished_run_extended_with_ckpt_path_last_equals_one_longer_run(tmp_path):
     """A run that ended with its epoch (max_epochs: the recipe's way), given more epochs with --ckpt_path last:
     the same weights as one longer run."""
-    common = ["--model.validate_before_training=false", "--data.num_workers=0", "--model.lora.dropout=0.1",
-              "--trainer.limit_val_batches=0", "--data.max_samples=16", "--data.batch_size=4",
-              "--trainer.callbacks.every_n_train_steps=1000", "--trainer.max_steps=-1"]  # 4 steps an epoch
+    common = [
+        "--model.validate_before_training=false",
+        "--data.num_workers=0",
+        "--model.lora.dropout=0.1",
+        "--trainer.limit_val_batches=0",
+        "--data.max_samples=16",
+        "--data.batch_size=4",
+        "--trainer.callbacks.every_n_train_steps=1000",
+        "--trainer.max_steps=-1",
+    ]  # 4 steps an epoch
     for name, epochs in (("b", 2), ("a", 3)):
         (tmp_path / name).mkdir()
         run(user_args(f"--trainer.max_epochs={epochs}", *common), tmp_path / name)
@@ -186,7 +260,9 @@ def assert_same_adapters(expected_dir: Path, got_dir: Path, step: int) -> None:
     """Both adapter folders were saved at ``step`` and hold the same weights."""
     from safetensors.torch import load_file
 
-    assert [json.loads((a / "lightning_asr.json").read_text())["global_step"] for a in (expected_dir, got_dir)] == [step] * 2
+    assert [json.loads((a / "lightning_asr.json").read_text())["global_step"] for a in (expected_dir, got_dir)] == [
+        step
+    ] * 2
     expected, got = (load_file(a / "adapter_model.safetensors") for a in (expected_dir, got_dir))
     assert expected.keys() == got.keys() and expected
     for key in expected:
@@ -200,8 +276,13 @@ def test_ckpt_path_last_with_nothing_to_resume_is_an_error(tmp_path):
 
 
 def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
-    args = ["--trainer.max_steps=1", "--model.validate_before_training=false", "--trainer.limit_val_batches=0",
-            "--data.max_samples=4", f"--adapter_checkpoint.dirpath={tmp_path}/mine"]
+    args = [
+        "--trainer.max_steps=1",
+        "--model.validate_before_training=false",
+        "--trainer.limit_val_batches=0",
+        "--data.max_samples=4",
+        f"--adapter_checkpoint.dirpath={tmp_path}/mine",
+    ]
     run(user_args(*args), tmp_path)
     before = (tmp_path / "mine/last/adapter_model.safetensors").read_bytes()
     out = run(user_args(*args), tmp_path, returncode=2)
@@ -213,8 +294,19 @@ def test_a_new_run_refuses_a_folder_holding_another_runs_adapters(tmp_path):
 
 @pytest.mark.parametrize("stage", ["validate", "test"])
 def test_validate_and_test_with_a_saved_adapter(tmp_path, demo_adapter, stage):
-    out = run([stage, "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-               f"--model.adapter={demo_adapter}", "--data.max_samples=4", "--model.decoding.max_new_tokens=4"], tmp_path)
+    out = run(
+        [
+            stage,
+            "--config",
+            DEMO,
+            f"--model.model={REPO}/demo/whisper-tiny-random",
+            f"--data.path={REPO}/demo/common_voice",
+            f"--model.adapter={demo_adapter}",
+            "--data.max_samples=4",
+            "--model.decoding.max_new_tokens=4",
+        ],
+        tmp_path,
+    )
     assert {"validate": "val/wer", "test": "test/wer"}[stage] in out.stdout
 
 
@@ -228,12 +320,20 @@ def test_transcribe_positional_files_from_anywhere_one_row_per_input(tmp_path, d
     sf.write(tmp_path / "c1.wav", tone(1.0, 48000, seed=1), 48000)
     (tmp_path / "page.mp3").write_text("<html>not audio</html>")
     inputs = ["../c0.wav", "../missing.wav", "../page.mp3", str(tmp_path), "../c1.wav"]
-    out = run(["transcribe", *inputs, "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
-              tmp_path / "elsewhere", returncode=1)  # another working folder: the adapter's base is absolute
+    out = run(
+        ["transcribe", *inputs, "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
+        tmp_path / "elsewhere",
+        returncode=1,
+    )  # another working folder: the adapter's base is absolute
     rows = [json.loads(line) for line in (tmp_path / "elsewhere/transcripts.jsonl").read_text().splitlines()]
     assert [r["path"] for r in rows] == inputs
-    assert [sorted(r) for r in rows] == [["duration", "path", "text"], ["error", "path"], ["error", "path"],
-                                         ["error", "path"], ["duration", "path", "text"]]
+    assert [sorted(r) for r in rows] == [
+        ["duration", "path", "text"],
+        ["error", "path"],
+        ["error", "path"],
+        ["error", "path"],
+        ["duration", "path", "text"],
+    ]
     assert rows[1]["error"].startswith("missing") and rows[2]["error"].startswith("undecodable")
     assert rows[3]["error"].startswith("not_a_file")
     lines = (tmp_path / "elsewhere/transcripts.txt").read_text().splitlines()
@@ -267,9 +367,21 @@ def test_a_corrupt_adapter_file_is_named_before_the_base_loads(tmp_path, demo_ad
 
 
 def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
-    run(["predict", "--config", DEMO, f"--model.model={REPO}/demo/whisper-tiny-random", f"--data.path={REPO}/demo/common_voice",
-         f"--model.adapter={demo_adapter}", "--data.max_samples=3", "--model.decoding.max_new_tokens=4",
-         "--trainer.callbacks+=lightning_asr.deploy.transcribe.TranscriptWriter", f"--trainer.callbacks.output={tmp_path}/out"], tmp_path)
+    run(
+        [
+            "predict",
+            "--config",
+            DEMO,
+            f"--model.model={REPO}/demo/whisper-tiny-random",
+            f"--data.path={REPO}/demo/common_voice",
+            f"--model.adapter={demo_adapter}",
+            "--data.max_samples=3",
+            "--model.decoding.max_new_tokens=4",
+            "--trainer.callbacks+=lightning_asr.deploy.transcribe.TranscriptWriter",
+            f"--trainer.callbacks.output={tmp_path}/out",
+        ],
+        tmp_path,
+    )
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(Path(r["path"]).is_file() for r in rows)
     lines = (tmp_path / "out.txt").read_text().splitlines()
@@ -279,9 +391,23 @@ def test_predict_with_the_transcript_writer(tmp_path, demo_adapter):
 def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run(user_args("--data.retain.path", f"{REPO}/demo/common_voice", "--data.retain.locale", "mr",
-                  "--data.retain.language", "English", "--data.retain.max_samples", "4", "--data.max_samples=4",
-                  "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.decoding.max_new_tokens=4"), tmp_path)
+    run(
+        user_args(
+            "--data.retain.path",
+            f"{REPO}/demo/common_voice",
+            "--data.retain.locale",
+            "mr",
+            "--data.retain.language",
+            "English",
+            "--data.retain.max_samples",
+            "4",
+            "--data.max_samples=4",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--model.decoding.max_new_tokens=4",
+        ),
+        tmp_path,
+    )
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
     assert {"val/wer", "val_retain/wer", "val_retain/wer_norm", "val_retain/cer"} <= tags
 
@@ -289,11 +415,32 @@ def test_a_retained_language_is_validated_and_logged_beside_the_target(tmp_path)
 def test_augmentation_timestamps_packing_and_decoder_only_lora_train_through_the_cli_as_the_readme_shows(tmp_path):
     from safetensors import safe_open
 
-    run(user_args("--model.spec_augment.time_prob", "0.05", "--model.spec_augment.feature_prob", "0.05",
-                  "--data.augment.speed_factors", "[0.9,1.0,1.1]", "--data.augment.noise_prob", "0.5",
-                  "--data.timestamp_share", "0.5", "--data.pack_share", "0.5", "--model.lora.encoder", "false", "--model.lora.modules_to_save=[]",
-                  "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
-                  "--model.decoding.max_new_tokens=4", "--adapter_checkpoint.dirpath", str(tmp_path / "adapters")), tmp_path)
+    run(
+        user_args(
+            "--model.spec_augment.time_prob",
+            "0.05",
+            "--model.spec_augment.feature_prob",
+            "0.05",
+            "--data.augment.speed_factors",
+            "[0.9,1.0,1.1]",
+            "--data.augment.noise_prob",
+            "0.5",
+            "--data.timestamp_share",
+            "0.5",
+            "--data.pack_share",
+            "0.5",
+            "--model.lora.encoder",
+            "false",
+            "--model.lora.modules_to_save=[]",
+            "--data.max_samples=4",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--model.decoding.max_new_tokens=4",
+            "--adapter_checkpoint.dirpath",
+            str(tmp_path / "adapters"),
+        ),
+        tmp_path,
+    )
     hparams = yaml.safe_load((tmp_path / "runs/demo/version_0/hparams.yaml").read_text())
     assert hparams["spec_augment"]["time_prob"] == hparams["spec_augment"]["feature_prob"] == 0.05
     assert hparams["augment"]["speed_factors"] == [0.9, 1.0, 1.1] and hparams["augment"]["noise_prob"] == 0.5
@@ -314,7 +461,9 @@ def test_the_cli_builds_one_processor_for_model_and_data(tmp_path, monkeypatch):
     load = whisper.load_processor
     monkeypatch.setattr("lightning_asr.model.module.load_processor", lambda *a: built.append(a) or load(*a))
     monkeypatch.setattr("lightning_asr.data.datamodule.load_processor", lambda *a: built.append(a) or load(*a))
-    cli = ASRCLI(WhisperLoRA, SpeechDataModule, run=False, args=demo_args(tmp_path, "--model.speed.trim_encoder=true")[1:])
+    cli = ASRCLI(
+        WhisperLoRA, SpeechDataModule, run=False, args=demo_args(tmp_path, "--model.speed.trim_encoder=true")[1:]
+    )
     cli.datamodule.setup("validate")
     assert cli.datamodule.processor is cli.model.processor and len(built) == 1
     assert cli.datamodule.hparams.trim_encoder  # model.speed.trim_encoder, linked
@@ -327,8 +476,11 @@ def test_transcribe_a_manifest_of_spans_of_one_recording(tmp_path, demo_adapter)
 
     sf.write(tmp_path / "talk.wav", np.concatenate([tone(2.0, 16000), tone(1.0, 16000, seed=1)]), 16000)
     (tmp_path / "spans.tsv").write_text("audio\toffset\tduration\ntalk.wav\t0\t2\ntalk.wav\t2\t1\ntalk.wav\t2.5\t4\n")
-    run(["transcribe", "spans.tsv", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
-        tmp_path, returncode=1)
+    run(
+        ["transcribe", "spans.tsv", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "5"],
+        tmp_path,
+        returncode=1,
+    )
     rows = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
     # Each row is its span of the file, named as a media fragment, the path as the manifest resolves it.
     assert [r["path"] for r in rows] == ["./talk.wav#t=0,2", "./talk.wav#t=2,3", "./talk.wav#t=2.5,6.5"]
@@ -358,18 +510,50 @@ def test_transcribe_a_long_file_in_another_language_with_timestamps_and_subtitle
     # 14 s: four of the demo model's 4 s windows; too long for one, so it used to be skipped as too_long.
     sf.write(tmp_path / "talk.wav", np.concatenate([tone(3.5, 16000, seed=i) for i in range(4)]), 16000)
     # Asked in another language than the adapter's: transcribed as asked, with a warning.
-    plain = run(["transcribe", "talk.wav", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "6",
-                 "--output", "plain", "--language", "English"], tmp_path)
+    plain = run(
+        [
+            "transcribe",
+            "talk.wav",
+            "--adapter",
+            str(demo_adapter),
+            "--num_workers",
+            "0",
+            "--max_new_tokens",
+            "6",
+            "--output",
+            "plain",
+            "--language",
+            "English",
+        ],
+        tmp_path,
+    )
     assert "wrote 1 transcript(s)" in plain.stdout
     assert "the adapter was trained for Marathi; transcribing as English" in plain.stderr + plain.stdout
     assert "too_long" not in plain.stderr + plain.stdout  # transcribed window by window, not "skipped"
-    run(["transcribe", "talk.wav", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "6",
-         "--timestamps", "true", "--subtitles", "subs"], tmp_path)
+    run(
+        [
+            "transcribe",
+            "talk.wav",
+            "--adapter",
+            str(demo_adapter),
+            "--num_workers",
+            "0",
+            "--max_new_tokens",
+            "6",
+            "--timestamps",
+            "true",
+            "--subtitles",
+            "subs",
+        ],
+        tmp_path,
+    )
     (row,) = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
     assert row["path"] == "talk.wav" and row["duration"] == 14.0 and "error" not in row
     segments = row["segments"]
     assert segments and all(0 <= s["start"] < s["end"] <= 14.0 for s in segments)
-    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments) and segments[-1]["end"] > 10.0  # in the last window
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments) and segments[-1][
+        "end"
+    ] > 10.0  # in the last window
     assert row["text"] == " ".join(s["text"] for s in segments)
     srt, vtt = (tmp_path / "subs/0000_talk.srt").read_text(), (tmp_path / "subs/0000_talk.vtt").read_text()
     assert srt.startswith("1\n00:00:") and srt.count(" --> ") == len(segments)

@@ -32,6 +32,6 @@ def test_every_relative_link_reaches_a_file_and_heading(page):
 def test_the_readme_is_a_front_door_and_the_code_map_names_every_layer():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= 260
-    code_map = readme[readme.index("## Code map"):readme.index("## Install")]
+    code_map = readme[readme.index("## Code map") : readme.index("## Install")]
     layers = {p.name for p in (REPO / "lightning_asr").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert layers and all(f"`{layer}/`" in code_map for layer in layers)

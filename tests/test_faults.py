@@ -17,15 +17,26 @@ def tmpfs_allowed() -> bool:
     """Whether this machine lets a test mount a small private tmpfs (a user and mount namespace): a real full disk."""
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, check=False)
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+        capture_output=True,
+        check=False,
+    )
     return probe.returncode == 0
 
 
-needs_tmpfs = pytest.mark.skipif(not tmpfs_allowed(), reason="cannot mount a private tmpfs here (unshare --user --mount)")
+needs_tmpfs = pytest.mark.skipif(
+    not tmpfs_allowed(), reason="cannot mount a private tmpfs here (unshare --user --mount)"
+)
 CLIP = min((REPO / "demo/common_voice/mr/clips").glob("*.mp3"))
-FAST = ["--model.validate_before_training=false", "--data.num_workers=0", "--trainer.limit_val_batches=0",
-        "--data.max_samples=8", "--data.batch_size=4", "--trainer.callbacks.every_n_train_steps=3"]
+FAST = [
+    "--model.validate_before_training=false",
+    "--data.num_workers=0",
+    "--trainer.limit_val_batches=0",
+    "--data.max_samples=8",
+    "--data.batch_size=4",
+    "--trainer.callbacks.every_n_train_steps=3",
+]
 
 
 @pytest.mark.slow
@@ -50,8 +61,15 @@ def test_a_full_disk_never_leaves_a_cut_checkpoint_and_resume_takes_the_last_goo
     cp {disk}/last.ckpt {tmp_path}/final.ckpt
     """
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(tmp_path.glob("log.*")))
     assert done.returncode == 0, done.stderr + logs
     # The step-6 save found no room: the run failed, its partial files are gone, the step-3 checkpoint is whole.
@@ -70,9 +88,13 @@ def test_ckpt_path_last_takes_the_newest_run_not_an_older_finished_one(tmp_path)
     how to continue the old one, instead of "resuming" the finished run under the new command and exiting 0."""
     run(user_args(*FAST, "--trainer.max_steps=3"), tmp_path)
     assert (tmp_path / "runs/demo/version_0/checkpoints/last.ckpt").is_file()
-    proc = subprocess.Popen(CLI + user_args(*FAST, "--trainer.max_steps=1000", "--trainer.callbacks.every_n_train_steps=900"),
-                            cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        CLI + user_args(*FAST, "--trainer.max_steps=1000", "--trainer.callbacks.every_n_train_steps=900"),
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not any((tmp_path / "runs/demo/version_1").glob("events.out.tfevents.*")) and time.time() < deadline:
         time.sleep(0.2)
@@ -91,10 +113,9 @@ def test_a_garbled_adapter_is_refused_before_the_base_loads(tmp_path, demo_adapt
     shutil.copytree(demo_adapter, garbled)
     weights = garbled / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
-    data[len(data) // 2:] = os.urandom(len(data) - len(data) // 2)
+    data[len(data) // 2 :] = os.urandom(len(data) - len(data) // 2)
     weights.write_bytes(bytes(data))
-    out = run(["transcribe", str(CLIP), "--adapter",
-               str(garbled)], tmp_path, returncode=2)
+    out = run(["transcribe", str(CLIP), "--adapter", str(garbled)], tmp_path, returncode=2)
     assert out.stderr.strip().count("\n") == 0 and "adapter_model.safetensors" in out.stderr  # one line, naming it
     assert "which no training writes: the file is damaged" in out.stderr and "Loading weights" not in out.stdout
 
@@ -102,9 +123,14 @@ def test_a_garbled_adapter_is_refused_before_the_base_loads(tmp_path, demo_adapt
 def test_transcribe_to_an_unwritable_folder_fails_before_decoding(tmp_path, demo_adapter):
     (tmp_path / "a-file").write_text("")
     started = time.perf_counter()
-    out = run(["transcribe", str(CLIP), "--adapter",
-               str(demo_adapter), "--output", "a-file/transcripts"], tmp_path, returncode=2)
-    assert out.stderr.strip().startswith("lightning-asr transcribe: error: transcribe: --output: cannot write into a-file")
+    out = run(
+        ["transcribe", str(CLIP), "--adapter", str(demo_adapter), "--output", "a-file/transcripts"],
+        tmp_path,
+        returncode=2,
+    )
+    assert out.stderr.strip().startswith(
+        "lightning-asr transcribe: error: transcribe: --output: cannot write into a-file"
+    )
     assert "Traceback" not in out.stderr and "Restoring" not in out.stdout
     assert time.perf_counter() - started < 60
 
@@ -115,8 +141,14 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(tmp_p
 
     root = write_common_voice(tmp_path / "cv", rows_per_split=2)
     (tmp_path / "a-file").write_text("")
-    dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, train_split="train",
-                          cache_dir=str(tmp_path / "a-file/cache"))
+    dm = SpeechDataModule(
+        path=str(root),
+        model=tiny_model,
+        language="mr",
+        num_workers=0,
+        train_split="train",
+        cache_dir=str(tmp_path / "a-file/cache"),
+    )
     with caplog.at_level("WARNING", logger="lightning_asr.data.audio"):
         dm.setup("fit")
         items = [dm.datasets["train"][i] for i in range(2)]
@@ -130,10 +162,17 @@ def test_a_cache_disk_that_fills_mid_run_leaves_no_partial_files(tmp_path):
     """The cache on a 300 KB disk: a few clips fit, then writes fail; the run finishes, no *.tmp.npy is left."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    fit = " ".join(CLI + user_args(*FAST, "--trainer.max_steps=4", "--data.max_samples=24", f"--data.cache_dir={cache}"))
+    fit = " ".join(
+        CLI + user_args(*FAST, "--trainer.max_steps=4", "--data.max_samples=24", f"--data.cache_dir={cache}")
+    )
     script = f"mount -t tmpfs -o size=300k tmpfs {cache} && {fit} > {tmp_path}/log 2>&1; echo $? > {tmp_path}/rc; ls -a {cache} > {tmp_path}/files"
-    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=tmp_path,
-                   env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=600, check=True)
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        timeout=600,
+        check=True,
+    )
     log = (tmp_path / "log").read_text()
     assert (tmp_path / "rc").read_text().strip() == "0", log[-3000:]
     assert log.count("decoding without the cache from here on") == 1  # one process (num_workers 0), one warning
@@ -162,7 +201,9 @@ def test_a_link_out_of_the_clips_folder_is_skipped_and_named(tmp_path, tiny_mode
     dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, train_split="train")
     dm.setup("fit")
     skipped = dm.skipped_clips()
-    assert [item.reason for item in skipped.values()] == ["outside_clips"] and "a link to a file outside" in str(skipped)
+    assert [item.reason for item in skipped.values()] == ["outside_clips"] and "a link to a file outside" in str(
+        skipped
+    )
     assert len(dm.datasets["train"]) == 1
 
 
@@ -179,8 +220,21 @@ def test_subtitles_keep_every_dot_of_the_file_name(tmp_path, demo_adapter):
     from tests.conftest import tone
 
     sf.write(tmp_path / "talk.v2.flac", np.concatenate([tone(3.0, 16000, seed=i) for i in range(2)]), 16000)
-    run(["transcribe", "talk.v2.flac", "--adapter", str(demo_adapter), "--num_workers", "0", "--max_new_tokens", "4",
-         "--subtitles", "subs"], tmp_path)
+    run(
+        [
+            "transcribe",
+            "talk.v2.flac",
+            "--adapter",
+            str(demo_adapter),
+            "--num_workers",
+            "0",
+            "--max_new_tokens",
+            "4",
+            "--subtitles",
+            "subs",
+        ],
+        tmp_path,
+    )
     assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["0000_talk.v2.srt", "0000_talk.v2.vtt"]
 
 
@@ -197,12 +251,22 @@ def test_a_labelled_clip_longer_than_the_window_is_skipped_by_its_header_not_dec
     from tests.conftest import HEADER, write_common_voice
 
     root = write_common_voice(tmp_path / "cv", rows_per_split=2)
-    sf.write(root / "mr/clips/long.wav", np.zeros(8000 * 40, np.float32) + 0.1, 8000)  # 40 s: the tiny model's window is 10 s
+    sf.write(
+        root / "mr/clips/long.wav", np.zeros(8000 * 40, np.float32) + 0.1, 8000
+    )  # 40 s: the tiny model's window is 10 s
     (root / "mr/train.tsv").write_text(f"{HEADER}\nc9\tlong.wav\ts9\tलांब वाक्य\t\t2\t0\t\t\t\t\tmr\t\n")
     decoded = []
-    monkeypatch.setattr(dataset, "read_clip", lambda audio, *a, **k: decoded.append(audio) or np.zeros(16000, np.float32))
-    dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, train_split="train",
-                          cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        dataset, "read_clip", lambda audio, *a, **k: decoded.append(audio) or np.zeros(16000, np.float32)
+    )
+    dm = SpeechDataModule(
+        path=str(root),
+        model=tiny_model,
+        language="mr",
+        num_workers=0,
+        train_split="train",
+        cache_dir=str(tmp_path / "cache"),
+    )
     dm.setup("fit")
     item = dm.datasets["train"][0]
     assert item.reason == "too_long" and "40.0 s" in item.detail and decoded == []
@@ -216,14 +280,24 @@ def test_a_resumed_runs_wer_line_spans_the_run_and_tensorboard_steps_match_the_a
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    common = ["--data.num_workers=0", "--data.max_samples=4", "--data.batch_size=2", "--trainer.val_check_interval=2",
-              "--model.decoding.max_new_tokens=4", "--trainer.callbacks.every_n_train_steps=2", "--data.val_split=test"]
+    common = [
+        "--data.num_workers=0",
+        "--data.max_samples=4",
+        "--data.batch_size=2",
+        "--trainer.val_check_interval=2",
+        "--model.decoding.max_new_tokens=4",
+        "--trainer.callbacks.every_n_train_steps=2",
+        "--data.val_split=test",
+    ]
     run(user_args(*common, "--trainer.max_steps=2"), tmp_path)
     out = run(user_args(*common, "--trainer.max_steps=4", "--ckpt_path", "last"), tmp_path)
     assert re.search(r"WER: [\d.]+% at step 0 -> [\d.]+% at step 4 ", out.stdout), out.stdout[-800:]
     run_dir = tmp_path / "runs/demo/version_0"
-    steps = sorted(e.step for events in run_dir.glob("events.out.tfevents.*")
-                   for e in EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload().Scalars("val/wer"))
+    steps = sorted(
+        e.step
+        for events in run_dir.glob("events.out.tfevents.*")
+        for e in EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload().Scalars("val/wer")
+    )
     assert steps == [0, 2, 4]
     assert json.loads((run_dir / "adapters/last/lightning_asr.json").read_text())["global_step"] == 4
 

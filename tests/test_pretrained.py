@@ -15,10 +15,24 @@ def score(clips: int, method: str = "generate") -> tuple[dict, list[tuple[str, s
     """The base's test metrics on the first cv-synth/en test clips, fp32, and its (clip, reference, prediction) rows."""
     from lightning_asr.model.module import WhisperLoRA
 
-    module = WhisperLoRA(model=BASE, language="English", quantization="none", dtype="float32", decoding=Decoding(method),
-                         validate_before_training=False)
-    data = SpeechDataModule(path=DATA, locale="en", model=BASE, language="English", eval_batch_size=10, num_workers=0,
-                            max_samples=clips, processor=module.processor)
+    module = WhisperLoRA(
+        model=BASE,
+        language="English",
+        quantization="none",
+        dtype="float32",
+        decoding=Decoding(method),
+        validate_before_training=False,
+    )
+    data = SpeechDataModule(
+        path=DATA,
+        locale="en",
+        model=BASE,
+        language="English",
+        eval_batch_size=10,
+        num_workers=0,
+        max_samples=clips,
+        processor=module.processor,
+    )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     metrics = trainer.test(module, data, verbose=False)[0]
     return {k.removeprefix("test/"): v for k, v in metrics.items()}, module.test_transcripts
@@ -44,10 +58,18 @@ def test_lora_on_whisper_base_lowers_training_loss_on_cpu():
     from tests.conftest import train_steps
 
     torch.manual_seed(0)
-    module = WhisperLoRA(model=BASE, language="Marathi", quantization="int8", speed=Speed(gradient_checkpointing=False),
-                         lora=LoRA(dropout=0.0), validate_before_training=False)
+    module = WhisperLoRA(
+        model=BASE,
+        language="Marathi",
+        quantization="int8",
+        speed=Speed(gradient_checkpointing=False),
+        lora=LoRA(dropout=0.0),
+        validate_before_training=False,
+    )
     module.configure_model()
-    data = SpeechDataModule(path=DATA, model=BASE, language="Marathi", train_split="train", max_samples=2, num_workers=0)
+    data = SpeechDataModule(
+        path=DATA, model=BASE, language="Marathi", train_split="train", max_samples=2, num_workers=0
+    )
     data.setup("fit")
     batch = data.collate([data.datasets["train"][i] for i in range(2)])  # two clips: half the CPU time of four
     losses = train_steps(module, batch, steps=4, lr=1e-3)
@@ -59,7 +81,9 @@ def test_static_decoding_transcribes_real_speech_like_generate():
     """Pretrained whisper-base on real-length speech: words, EOS at each clip's own step, fp32."""
     runs = {d: score(6, d) for d in ("generate", "static")}
     assert runs["static"][1] == runs["generate"][1]
-    assert [runs["static"][0][k] for k in ("wer", "wer_norm", "cer")] == [runs["generate"][0][k] for k in ("wer", "wer_norm", "cer")]
+    assert [runs["static"][0][k] for k in ("wer", "wer_norm", "cer")] == [
+        runs["generate"][0][k] for k in ("wer", "wer_norm", "cer")
+    ]
     assert runs["static"][0]["wer_norm"] < 0.5
 
 

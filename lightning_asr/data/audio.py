@@ -22,7 +22,6 @@ from lightning_asr.batch import SAMPLING_RATE, Skipped
 log = logging.getLogger(__name__)
 
 
-
 class AudioError(Exception):
     """A clip that cannot be used; ``skipped`` is its record for counting."""
 
@@ -53,8 +52,13 @@ def clip_name(cell: Any) -> str:
     return f"{path}#t={start:g},{'' if duration is None else f'{start + duration:g}'}"
 
 
-def load_audio(path: str, sampling_rate: int = SAMPLING_RATE, data: bytes | None = None,
-               span: tuple[float, float | None] | None = None, name: str | None = None) -> np.ndarray:
+def load_audio(
+    path: str,
+    sampling_rate: int = SAMPLING_RATE,
+    data: bytes | None = None,
+    span: tuple[float, float | None] | None = None,
+    name: str | None = None,
+) -> np.ndarray:
     """Decode ``path`` (mp3/wav/flac/ogg via libsndfile), or its bytes ``data``, to mono float32
     at ``sampling_rate``. ``span`` (offset, duration in seconds; duration ``None``: to the end)
     seeks and decodes only that part of the file.
@@ -101,18 +105,17 @@ def decoder_notes(name: str) -> Iterator[None]:
     except (OSError, ValueError):  # no standard error to borrow
         yield
         return
-    notes = tempfile.TemporaryFile()
-    os.dup2(notes.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        notes.seek(0)
-        said = " ".join(notes.read(4096).decode(errors="replace").split())
-        notes.close()
-        if said:
-            log.warning("%s: the decoder says: %s", name, said)
+    with tempfile.TemporaryFile() as notes:
+        os.dup2(notes.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            notes.seek(0)
+            said = " ".join(notes.read(4096).decode(errors="replace").split())
+            if said:  # also when the decode failed: then the notes say why
+                log.warning("%s: the decoder says: %s", name, said)
 
 
 def _read_span(path: str, offset: float, duration: float | None, name: str) -> tuple[np.ndarray, int]:
@@ -125,8 +128,11 @@ def _read_span(path: str, offset: float, duration: float | None, name: str) -> t
         f.seek(start)
         audio = f.read(want, dtype="float32", always_2d=True)
     if audio.shape[0] < 0.9 * want:  # the file ends well inside the span: it cannot match its transcript
-        raise AudioError(name, "span_out_of_range",
-                         f"ends {audio.shape[0] / rate:.1f} s into a {duration:g} s span (the file lasts {frames / rate:.1f} s)")
+        raise AudioError(
+            name,
+            "span_out_of_range",
+            f"ends {audio.shape[0] / rate:.1f} s into a {duration:g} s span (the file lasts {frames / rate:.1f} s)",
+        )
     return audio, rate
 
 
@@ -197,7 +203,9 @@ def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: boo
         try:
             return np.load(cached).astype(np.float32)
         except (OSError, ValueError, EOFError) as err:  # a cut or garbled entry: decode it again
-            log.warning("data.cache_dir: %s (cache of %s) is unreadable (%s): decoding the clip again", cached, audio, err)
+            log.warning(
+                "data.cache_dir: %s (cache of %s) is unreadable (%s): decoding the clip again", cached, audio, err
+            )
     # As the cache keeps it (float16): a clip sounds the same decoded or cached, so a run's transcripts and WER do
     # not depend on what an earlier run left in the cache (the demo's step-0 WER moved between runs).
     waveform = decode().astype(np.float16).astype(np.float32)
@@ -220,8 +228,11 @@ def usable_cache(cache_dir: str | None) -> str | None:
     except OSError as err:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        log.warning("data.cache_dir: cannot write to %s (%s): training without the decoded-audio cache", cache_dir,
-                    err.strerror or err)
+        log.warning(
+            "data.cache_dir: cannot write to %s (%s): training without the decoded-audio cache",
+            cache_dir,
+            err.strerror or err,
+        )
         return None
 
 
@@ -241,8 +252,11 @@ def store(cached: Path, waveform: np.ndarray) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         UNWRITABLE.add(str(cached.parent))
-        log.warning("data.cache_dir: cannot write to %s (%s): decoding without the cache from here on", cached.parent,
-                    err.strerror or err)
+        log.warning(
+            "data.cache_dir: cannot write to %s (%s): decoding without the cache from here on",
+            cached.parent,
+            err.strerror or err,
+        )
 
 
 def _checked(path: str, labelled: bool) -> np.ndarray:
@@ -268,8 +282,9 @@ def log_mel(extractor, waveform: np.ndarray) -> np.ndarray:
     if getattr(extractor, "dither", 0.0):  # dither puts noise on the padding too: nothing to fill in
         return extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="np").input_features[0]
     tail = -(-(len(waveform) + extractor.n_fft) // SAMPLING_RATE) * SAMPLING_RATE
-    mel = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="np",
-                    max_length=min(extractor.n_samples, tail)).input_features[0]
+    mel = extractor(
+        waveform, sampling_rate=SAMPLING_RATE, return_tensors="np", max_length=min(extractor.n_samples, tail)
+    ).input_features[0]
     frames = extractor.n_samples // extractor.hop_length
     if mel.shape[1] < frames:
         mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=max(mel.max() - 2.0, -1.5))

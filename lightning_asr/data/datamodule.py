@@ -10,56 +10,28 @@ import functools
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Literal
 
 import lightning as L
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 from transformers import WhisperProcessor
 
 from lightning_asr.batch import Batch, Skipped
-from lightning_asr.data.audio import AudioError, clip_name, usable_cache
+from lightning_asr.data import sources
+from lightning_asr.data.audio import usable_cache
 from lightning_asr.data.dataset import SpeechDataset, collate
+from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
 from lightning_asr.data.sampling import ShardSampler
-from lightning_asr.data.sources import (
-    DataConfigError,
-    clip_lengths,
-    common_voice_folder,
-    common_voice_index,
-    hf_index,
-    manifest_index,
-)
+from lightning_asr.data.skips import SkipLedger
+from lightning_asr.data.sources import DataConfigError, clip_lengths
 from lightning_asr.data.transforms import AudioAugment
 from lightning_asr.model.knobs import as_dict
 from lightning_asr.model.whisper import language_code, load_processor, max_target_positions
-from lightning_asr.text import clean_transcript
 
 log = logging.getLogger(__name__)
-
-Source = Literal["common_voice", "manifest", "hf"]
-
-
-@dataclass
-class RetainedSet:
-    """A Common Voice split in another language, validated beside the target at every validation.
-
-    Args:
-        path: the release folder (holding ``<locale>/``) or the locale folder itself.
-        locale: its locale folder, e.g. ``en``.
-        language: its language (name or code); validation decodes it in this language.
-        split: the split to score.
-        max_samples: score only its first N rows; ``None`` for all.
-    """
-
-    path: str
-    locale: str = "en"
-    language: str = "English"
-    split: str = "test"
-    max_samples: int | None = 200
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -158,21 +130,7 @@ class SpeechDataModule(L.LightningDataModule):
         processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
-        for field, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                    ("num_workers", num_workers, 0), ("max_samples", max_samples, 1),
-                                    ("group_window", group_window, 1)):
-            if value is not None and value < least:
-                raise DataConfigError(f"data.{field}: must be at least {least}, got {value}")
-        for field, share in (("timestamp_share", timestamp_share), ("full_window_share", full_window_share),
-                             ("pack_share", pack_share)):
-            if not 0.0 <= share <= 1.0:
-                raise DataConfigError(f"data.{field}: a share, from 0 to 1; got {share:g}")
-        if not 2 <= pack_clips[0] <= pack_clips[1]:
-            raise DataConfigError(f"data.pack_clips: [fewest, most] clips a packed window holds, 2 <= fewest <= most; got {list(pack_clips)}")
-        if full_window_share and not trim_encoder:
-            log.warning("data.full_window_share: no effect without the trimmed encoder (model.speed.trim_encoder)")
-        if max_duration_s is not None and max_duration_s <= min_duration_s:
-            raise DataConfigError(f"data.max_duration_s: must exceed data.min_duration_s ({min_duration_s:g}), got {max_duration_s:g}")
+        check_arguments(locals())
         retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
         self.retain = RetainedSet(**retain) if retain else None
         try:
@@ -184,7 +142,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.retain_language = language_code(self.retain.language, "data.retain.language") if self.retain else None
         self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
-        self._skipped: dict[tuple[str, str], Skipped] = {}
+        self.ledger = SkipLedger(strict)
         self._resume: dict | None = None
         self._clip_lengths: dict[str, np.ndarray] = {}
         self._cache_dir: str | None = None  # data.cache_dir once checked writable ("" when it is not)
@@ -197,59 +155,21 @@ class SpeechDataModule(L.LightningDataModule):
         are dropped and named; so are, for labelled splits, empty transcripts and later copies of a
         clip listed twice."""
         hp = self.hparams
-        max_samples = self.retain.max_samples if retained else hp.max_samples
         if retained:
-            table, skipped = common_voice_index(self.retain.path, self.retain.locale, split)
-        elif hp.source == "common_voice":
-            table, skipped = common_voice_index(hp.path, hp.locale, split)
-        elif hp.source == "manifest":
-            table, skipped = manifest_index(hp.path.format(split=split), hp.audio_column, hp.text_column)
-        elif hp.source == "hf":
-            table, skipped = hf_index(hp.path, hp.hf_config, split, hp.audio_column, hp.text_column), []
+            table, skipped = sources.index("common_voice", self.retain.path, self.retain.locale, split)
         else:
-            raise DataConfigError(f"data.source: {hp.source!r} is not one of common_voice, manifest, hf")
+            table, skipped = sources.index(
+                hp.source, hp.path, hp.locale, split, hp.audio_column, hp.text_column, hp.hf_config
+            )
         self._note(skipped)
+        max_samples = self.retain.max_samples if retained else hp.max_samples
         if max_samples is not None:
             table = table.slice(0, max_samples)
-        # Predictions keep every input, repeats included: their outputs line up with the inputs.
-        return self._drop_repeats(self._drop_empty(table)) if labelled else table
-
-    def _drop_empty(self, table: pa.Table) -> pa.Table:
-        text = table["text"]
-        # Only short transcripts can be blank; testing just those keeps a million-row index from
-        # being copied twice more in memory.
-        short = np.flatnonzero(pc.less_equal(pc.utf8_length(text), 16).to_numpy(zero_copy_only=False))
-        empty = [int(i) for i in short if not clean_transcript(text[int(i)].as_py())]
-        return self._drop(table, empty, "empty_text", "transcript is empty")
-
-    def _drop_repeats(self, table: pa.Table) -> pa.Table:
-        audio = table["audio"]
-        if not pa.types.is_string(audio.type):
+        if not labelled:  # predictions keep every input, repeats included: their outputs line up with the inputs
             return table
-        if pc.count_distinct(audio).as_py() == len(audio):  # one hash pass; a clean release stops here
-            return table
-        counts = pc.value_counts(audio).flatten()
-        repeated = counts[0].filter(pc.greater(counts[1], 1))
-        if not len(repeated):
-            return table
-        seen, later = set(), []
-        for i in np.flatnonzero(pc.is_in(audio, value_set=repeated).to_numpy(zero_copy_only=False)):
-            name = audio[int(i)].as_py()
-            if name in seen:
-                later.append(int(i))
-            seen.add(name)
-        return self._drop(table, later, "duplicate", "listed again: used once")
-
-    def _drop(self, table: pa.Table, rows: list[int], reason: str, detail: str) -> pa.Table:
-        if not rows:
-            return table
-        skipped = []
-        for i in rows:
-            skipped.append(Skipped(clip_name(table["audio"][i].as_py()), reason, detail))
-        self._note(skipped)
-        keep = np.ones(len(table), dtype=bool)
-        keep[rows] = False
-        return table.filter(pa.array(keep))
+        table, dropped = sources.clean(table)
+        self._note(dropped)
+        return table
 
     # -- Lightning hooks ---------------------------------------------------------------------------
 
@@ -269,26 +189,31 @@ class SpeechDataModule(L.LightningDataModule):
         if self._cache_dir is None:
             self._cache_dir = usable_cache(hp.cache_dir) or ""
         for name, split in splits.items():
-            labelled = name != "predict"
             if name not in self.datasets:
-                self.datasets[name] = SpeechDataset(
-                    self.rows(split, labelled, retained=name == "retain"),
-                    self.processor,
-                    max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
-                    max_label_tokens=max_tokens,
-                    strict=hp.strict,
-                    cache_dir=self._cache_dir or None,
-                    with_labels=labelled,
-                    min_duration_s=hp.min_duration_s,
-                    language=self.retain_language if name == "retain" else self.language,
-                    augment=self.augment if name == "train" else None,
-                    timestamp_share=hp.timestamp_share if name == "train" else 0.0,
-                    pack_share=hp.pack_share if name == "train" else 0.0,
-                    pack_clips=tuple(hp.pack_clips),
-                    seed=hp.seed,
-                )
+                self.datasets[name] = self._dataset(name, split, max_tokens)
                 self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
+
+    def _dataset(self, name: str, split: str, max_tokens: int) -> SpeechDataset:
+        """The dataset of stage part ``name`` (``train``, ``val``, ``retain``, ``test``, ``predict``): only training
+        clips are augmented, timestamped or packed."""
+        hp, train = self.hparams, name == "train"
+        return SpeechDataset(
+            self.rows(split, labelled=name != "predict", retained=name == "retain"),
+            self.processor,
+            max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
+            max_label_tokens=max_tokens,
+            strict=hp.strict,
+            cache_dir=self._cache_dir or None,
+            with_labels=name != "predict",
+            min_duration_s=hp.min_duration_s,
+            language=self.retain_language if name == "retain" else self.language,
+            augment=self.augment if train else None,
+            timestamp_share=hp.timestamp_share if train else 0.0,
+            pack_share=hp.pack_share if train else 0.0,
+            pack_clips=tuple(hp.pack_clips),
+            seed=hp.seed,
+        )
 
     def _check_not_empty(self, name: str, split: str) -> None:
         if len(self.datasets[name]):
@@ -303,18 +228,30 @@ class SpeechDataModule(L.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         # Predictions keep the input order: transcripts are read in the order the files were given.
         lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
-        sampler = ShardSampler(dataset, world, rank, shuffle=train, seed=self.hparams.seed, pad=train,
-                               lengths=lengths, batch_size=batch_size, window=self.hparams.group_window,
-                               with_epoch=train and (self.augment.enabled or self.hparams.timestamp_share > 0
-                                                                   or self.hparams.pack_share > 0))
+        sampler = ShardSampler(
+            dataset,
+            world,
+            rank,
+            shuffle=train,
+            seed=self.hparams.seed,
+            pad=train,
+            lengths=lengths,
+            batch_size=batch_size,
+            window=self.hparams.group_window,
+            with_epoch=train
+            and (self.augment.enabled or self.hparams.timestamp_share > 0 or self.hparams.pack_share > 0),
+        )
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
             # a global count resumes correctly under any world size (to within one batch).
             sampler.set_epoch(self._resume["epoch"])
             sampler.start = self._resume["samples"] // world
             # The grouped order of the interrupted epoch was cut for its world size and batch.
-            sampler.order_for = (self._resume["epoch"], self._resume.get("world", world),
-                                 self._resume.get("batch_size", self.hparams.batch_size))
+            sampler.order_for = (
+                self._resume["epoch"],
+                self._resume.get("world", world),
+                self._resume.get("batch_size", self.hparams.batch_size),
+            )
             self._resume = None
         workers = self.hparams.num_workers
         return DataLoader(
@@ -333,21 +270,29 @@ class SpeechDataModule(L.LightningDataModule):
     def _lengths(self, name: str) -> np.ndarray:
         if name not in self._clip_lengths:
             hp = self.hparams
-            folder = None
-            if name == "retain":
-                folder = common_voice_folder(self.retain.path, self.retain.locale)
-            elif hp.source == "common_voice":
-                folder = common_voice_folder(hp.path, hp.locale)
+            folder = (
+                sources.release_folder("common_voice", self.retain.path, self.retain.locale)
+                if name == "retain"
+                else sources.release_folder(hp.source, hp.path, hp.locale)
+            )
             tsv = folder / "clip_durations.tsv" if folder else None
             start = time.perf_counter()
             self._clip_lengths[name] = clip_lengths(self.datasets[name].rows, tsv)
-            log.info("group_by_length: %s lengths of %d clips in %.1f s", name, len(self.datasets[name]),
-                     time.perf_counter() - start)
+            log.info(
+                "group_by_length: %s lengths of %d clips in %.1f s",
+                name,
+                len(self.datasets[name]),
+                time.perf_counter() - start,
+            )
         return self._clip_lengths[name]
 
     def collate(self, items: list, train: bool = False) -> Batch:
-        return collate(items, self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), self.hparams.trim_encoder,
-                       self.hparams.full_window_share if train else 0.0)
+        return collate(
+            items,
+            self.processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
+            self.hparams.trim_encoder,
+            self.hparams.full_window_share if train else 0.0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, train=True)
@@ -369,35 +314,24 @@ class SpeechDataModule(L.LightningDataModule):
         return batch
 
     def _note(self, skipped: list[Skipped]) -> None:
-        """Count each skipped clip once (repeated validations see it again), name it once."""
-        if not skipped:
+        if not self.ledger.note(skipped):
             return
-        if self.hparams.strict:
-            first = skipped[0]
-            raise AudioError(first.path, first.reason, first.detail)
-        for item in skipped:
-            key = (item.path, item.reason)
-            if key not in self._skipped:
-                self._skipped[key] = item
-                log.warning("skipped %s", item)
         trainer = self.trainer
         if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics({f"data/skipped_{k}": float(v) for k, v in self.skipped.items()}, step=trainer.global_step)
+            counts = {f"data/skipped_{k}": float(v) for k, v in self.skipped.items()}
+            trainer.logger.log_metrics(counts, step=trainer.global_step)
 
     @property
     def skipped(self) -> Counter[str]:
         """Distinct skipped clips by reason."""
-        return Counter(item.reason for item in self._skipped.values())
+        return self.ledger.counts()
 
     def skipped_clips(self) -> dict[str, Skipped]:
         """Every skipped clip (or index row) by its name."""
-        return {item.path: item for item in self._skipped.values()}
+        return self.ledger.clips()
 
     def summary(self) -> str:
-        if not self._skipped:
-            return "data: no clips skipped"
-        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
-        return f"data: skipped {len(self._skipped)} clip(s): {parts} (each named in a warning above)"
+        return self.ledger.summary()
 
     def teardown(self, stage: str) -> None:
         if self.trainer is None or self.trainer.is_global_zero:
@@ -410,10 +344,18 @@ class SpeechDataModule(L.LightningDataModule):
         epochs = self.trainer.fit_loop.epoch_progress.current
         # Saved after an epoch's end (SIGTERM there, or the end of training) the batch count is still the
         # finished epoch's while current_epoch is already the next: that epoch starts at its first clip.
-        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if epochs.started > epochs.completed else 0
+        batches = (
+            self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if epochs.started > epochs.completed
+            else 0
+        )
         samples = batches * self.hparams.batch_size * self.trainer.world_size
-        return {"epoch": self.trainer.current_epoch, "samples": samples, "world": self.trainer.world_size,
-                "batch_size": self.hparams.batch_size}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "samples": samples,
+            "world": self.trainer.world_size,
+            "batch_size": self.hparams.batch_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None

@@ -46,7 +46,11 @@ class SpeechDataset(Dataset):
     ) -> None:
         self.rows, self.processor, self.language = rows, processor, language
         self.augment, self.seed = (augment if augment and augment.enabled else None), seed
-        self.max_duration_s, self.max_label_tokens, self.min_duration_s = max_duration_s, max_label_tokens, min_duration_s
+        self.max_duration_s, self.max_label_tokens, self.min_duration_s = (
+            max_duration_s,
+            max_label_tokens,
+            min_duration_s,
+        )
         self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
         self.timestamp_share, self.pack_share, self.pack_clips = timestamp_share, pack_share, pack_clips
 
@@ -65,14 +69,29 @@ class SpeechDataset(Dataset):
                 raise
             return err.skipped
         duration, clips = len(waveform) / SAMPLING_RATE, 1
-        if labels is not None and self.pack_share and np.random.default_rng([self.seed, epoch, index, 2]).random() < self.pack_share:
+        if (
+            labels is not None
+            and self.pack_share
+            and np.random.default_rng([self.seed, epoch, index, 2]).random() < self.pack_share
+        ):
             waveform, labels, text, clips = self._pack(index, epoch, waveform, labels, text)
             duration = len(waveform) / SAMPLING_RATE
-        elif labels is not None and self.timestamp_share and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share:
+        elif (
+            labels is not None
+            and self.timestamp_share
+            and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share
+        ):
             labels = with_timestamps(labels, duration, self.processor.tokenizer)
         features = log_mel(self.processor.feature_extractor, waveform)
-        return {"input_features": features, "labels": labels, "duration": duration, "path": name, "text": text,
-                "language": self.language, "clips": clips}
+        return {
+            "input_features": features,
+            "labels": labels,
+            "duration": duration,
+            "path": name,
+            "text": text,
+            "language": self.language,
+            "clips": clips,
+        }
 
     def _clip(self, index: int, epoch: int) -> tuple[np.ndarray, list[int] | None, str, str]:
         """Row ``index`` decoded, checked and augmented: (waveform, labels, text, name); raises :class:`AudioError`."""
@@ -101,7 +120,9 @@ class SpeechDataset(Dataset):
             waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
         return waveform, labels, text, name
 
-    def _pack(self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str) -> tuple[np.ndarray, list[int], str, int]:
+    def _pack(
+        self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str
+    ) -> tuple[np.ndarray, list[int], str, int]:
         """Clip ``index`` first in a window with ``pack_clips`` clips in all, the others drawn from this split
         (see :func:`pack`). A partner that fails to load is left out here; it is skipped and counted as its own item."""
         rng = np.random.default_rng([self.seed, epoch, index, 3])
@@ -123,8 +144,9 @@ class SpeechDataset(Dataset):
 PACK_GAP_S = (0.3, 1.0)
 
 
-def pack(clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float,
-         max_tokens: int) -> tuple[np.ndarray, list[int], str, int]:
+def pack(
+    clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float, max_tokens: int
+) -> tuple[np.ndarray, list[int], str, int]:
     """Clips joined into one window, each followed by its gap, labelled in Whisper's timestamped form:
     ``<|sot|><|lang|><|task|><|0.00|> first <|t1|><|t2|> second <|t3|> … <|eot|>``, every clip's start
     and end on Whisper's 20 ms grid. The first clip starts at 0, as a single clip's window does; clips
@@ -167,8 +189,9 @@ def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[
     return [*labels[:at], first, *labels[at + 1 : -1], end, labels[-1]]
 
 
-def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encoder: bool = False,
-            full_window_share: float = 0.0) -> Batch:
+def collate(
+    items: list[dict | Skipped], decoder_start_token_id: int, trim_encoder: bool = False, full_window_share: float = 0.0
+) -> Batch:
     """Stack features once, pad labels with -100, and carry skipped rows out for counting.
 
     The decoder start token is stripped when every row begins with it: the model prepends it
@@ -180,9 +203,17 @@ def collate(items: list[dict | Skipped], decoder_start_token_id: int, trim_encod
     good = [x for x in items if not isinstance(x, Skipped)]
     batch = Batch(skipped=[x for x in items if isinstance(x, Skipped)])
     if not good:
-        return batch | {"input_features": torch.empty(0), "paths": [], "texts": [], "durations": torch.empty(0), "clips": 0}
+        return batch | {
+            "input_features": torch.empty(0),
+            "paths": [],
+            "texts": [],
+            "durations": torch.empty(0),
+            "clips": 0,
+        }
     frames = good[0]["input_features"].shape[-1]
-    keep_full = full_window_share > 0 and zlib.crc32("\n".join(x["path"] for x in good).encode()) / 2**32 < full_window_share
+    keep_full = (
+        full_window_share > 0 and zlib.crc32("\n".join(x["path"] for x in good).encode()) / 2**32 < full_window_share
+    )
     if trim_encoder and not keep_full:
         frames = min(frames, FRAMES_PER_SECOND * int(np.ceil(max(x["duration"] for x in good))))
     # Trimmed before stacking: stacking 256 whole windows (245 MB of a worker's fresh memory) and

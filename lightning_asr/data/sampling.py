@@ -22,9 +22,19 @@ class ShardSampler(DistributedSampler):
     seeds each clip's draw with (a worker's copy of the dataset never sees ``set_epoch``).
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int, pad: bool,
-                 lengths: np.ndarray | None = None, batch_size: int = 1, window: int = 64,
-                 with_epoch: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        shuffle: bool,
+        seed: int,
+        pad: bool,
+        lengths: np.ndarray | None = None,
+        batch_size: int = 1,
+        window: int = 64,
+        with_epoch: bool = False,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.pad, self.start, self.lengths, self.batch_size, self.window = pad, 0, lengths, batch_size, window
         self.order_for: tuple[int, int, int] | None = None  # (epoch, world, batch) of a resumed epoch

@@ -5,6 +5,7 @@ read, as :class:`~lightning_asr.batch.Skipped` records; no audio is touched here
 release costs tens of megabytes.
 """
 
+import contextlib
 import csv
 import json
 import logging
@@ -19,6 +20,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from lightning_asr.batch import Skipped
+from lightning_asr.data.audio import clip_name
+from lightning_asr.text import clean_transcript
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,12 @@ def _read_arrow(path: Path, columns: list[str], delimiter: str) -> pa.Table:
     # quote_char=False: real CV sentences contain unbalanced '"', which a quoting reader would
     # silently strip or use to swallow the following rows.
     parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if delimiter == "\t" else '"')
-    convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    convert = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types={c: pa.string() for c in columns},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
     return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
 
 
@@ -80,7 +87,9 @@ def _read_lines(path: Path, columns: list[str], delimiter: str) -> tuple[pa.Tabl
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 if header is None and path.suffix != ".jsonl":
-                    raise DataConfigError(f"{where}: the header is not UTF-8 ({err.reason} at byte {err.start})") from None
+                    raise DataConfigError(
+                        f"{where}: the header is not UTF-8 ({err.reason} at byte {err.start})"
+                    ) from None
                 skipped.append(Skipped(where, "bad_encoding", f"not UTF-8 at byte {err.start}"))
                 continue
             if path.suffix == ".jsonl":
@@ -142,11 +151,16 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
             escapes = pc.or_(escapes, pc.is_in(table["path"], value_set=pa.array(sorted(outside))))
         if pc.any(escapes).as_py():
             for path in table["path"].filter(escapes).to_pylist():
-                detail = (f"a link to a file outside {root}" if path in outside else
-                          f"{tsv.name} names {path!r}, which is not inside {clips}")
+                detail = (
+                    f"a link to a file outside {root}"
+                    if path in outside
+                    else f"{tsv.name} names {path!r}, which is not inside {clips}"
+                )
                 skipped.append(Skipped(clips + path, "outside_clips", detail))
             table = table.filter(pc.invert(escapes))
-        tables.append(pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]}))
+        tables.append(
+            pa.table({"audio": pc.binary_join_element_wise(clips, table["path"], ""), "text": table["sentence"]})
+        )
     return pa.concat_tables(tables), skipped
 
 
@@ -206,22 +220,24 @@ def _file_sizes(paths: list[str]) -> np.ndarray:
     def sizes(chunk: list[str]) -> np.ndarray:
         out = np.zeros(len(chunk))
         for i, path in enumerate(chunk):
-            try:
+            with contextlib.suppress(OSError):  # missing: skipped (and counted) when its batch loads
                 out[i] = os.stat(path).st_size
-            except OSError:  # missing: skipped (and counted) when its batch loads
-                pass
         return out
 
     # Threads over chunks, because on network storage a stat is a round trip, not a CPU cost
     # (a million rows on local disk: ~5 s, benchmarks/data_throughput.py).
     with ThreadPoolExecutor(16) as pool:
-        return np.concatenate([np.zeros(0), *pool.map(sizes, [paths[i : i + 8192] for i in range(0, len(paths), 8192)])])
+        return np.concatenate(
+            [np.zeros(0), *pool.map(sizes, [paths[i : i + 8192] for i in range(0, len(paths), 8192)])]
+        )
 
 
 SPAN_COLUMNS = ("offset", "duration")
 
 
-def manifest_index(path: str, audio_column: str = "audio", text_column: str | None = "text") -> tuple[pa.Table, list[Skipped]]:
+def manifest_index(
+    path: str, audio_column: str = "audio", text_column: str | None = "text"
+) -> tuple[pa.Table, list[Skipped]]:
     """Rows of a csv/tsv/jsonl manifest; relative audio paths are relative to the manifest.
 
     A row without audio, or (when ``text_column`` is set) without text, is dropped and named.
@@ -241,7 +257,11 @@ def manifest_index(path: str, audio_column: str = "audio", text_column: str | No
             row = {c: table[c][int(i)].as_py() for c in columns}
             field = audio_column if row[audio_column] is None else text_column
             reason = "no_audio" if field == audio_column else "no_text"
-            skipped.append(Skipped(row[audio_column] or f"{file}: row {i + 1}", reason, f"{file.name} row {i + 1} has no {field!r}"))
+            skipped.append(
+                Skipped(
+                    row[audio_column] or f"{file}: row {i + 1}", reason, f"{file.name} row {i + 1} has no {field!r}"
+                )
+            )
         table = table.filter(pc.invert(incomplete))
     audio = table[audio_column]
     relative = pc.invert(pc.starts_with(audio, "/"))
@@ -268,8 +288,9 @@ def _present(file: Path, names: tuple[str, ...]) -> list[str]:
     return [n for n in names if isinstance(keys, dict) and n in keys]
 
 
-def _spans(table: pa.Table, paths: pa.ChunkedArray, columns: list[str], file: Path,
-           skipped: list[Skipped]) -> tuple[pa.Array, pa.Array]:
+def _spans(
+    table: pa.Table, paths: pa.ChunkedArray, columns: list[str], file: Path, skipped: list[Skipped]
+) -> tuple[pa.Array, pa.Array]:
     """``{path, offset, duration}`` cells from the span columns, and which rows had valid ones
     (a span that is not a number, or is negative, drops its row, named)."""
     values = {c: table[c].to_pylist() for c in columns}
@@ -289,8 +310,9 @@ def _spans(table: pa.Table, paths: pa.ChunkedArray, columns: list[str], file: Pa
         durations.append(duration)
         keep.append(True)
     kept = paths.filter(pa.array(keep)).combine_chunks() if len(paths) else pa.array([], pa.string())
-    cells = pa.StructArray.from_arrays([kept, pa.array(offsets, pa.float64()), pa.array(durations, pa.float64())],
-                                       names=["path", "offset", "duration"])
+    cells = pa.StructArray.from_arrays(
+        [kept, pa.array(offsets, pa.float64()), pa.array(durations, pa.float64())], names=["path", "offset", "duration"]
+    )
     return cells, pa.array(keep)
 
 
@@ -309,3 +331,67 @@ def hf_index(name: str, config: str | None, split: str, audio_column: str, text_
     ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     ds = ds.select_columns([audio_column, text_column]).rename_columns({audio_column: "audio", text_column: "text"})
     return ds.flatten_indices().data.table
+
+
+def index(
+    source: str,
+    path: str,
+    locale: str,
+    split: str,
+    audio_column: str = "audio",
+    text_column: str | None = "text",
+    hf_config: str | None = None,
+) -> tuple[pa.Table, list[Skipped]]:
+    """One split of ``source`` (``data.source``) as an index of ``audio`` and ``text``, with the rows it could not
+    read."""
+    if source == "common_voice":
+        return common_voice_index(path, locale, split)
+    if source == "manifest":
+        return manifest_index(path.format(split=split), audio_column, text_column)
+    if source == "hf":
+        return hf_index(path, hf_config, split, audio_column, text_column), []
+    raise DataConfigError(f"data.source: {source!r} is not one of common_voice, manifest, hf")
+
+
+def release_folder(source: str, path: str, locale: str) -> Path | None:
+    """The locale folder of a Common Voice release (where ``clip_durations.tsv`` lives); None for other sources."""
+    return common_voice_folder(path, locale) if source == "common_voice" else None
+
+
+def clean(table: pa.Table) -> tuple[pa.Table, list[Skipped]]:
+    """A labelled split without rows that cannot train: empty transcripts, then later copies of a clip listed twice
+    (the first is kept)."""
+    table, empty = _drop(table, _empty(table["text"]), "empty_text", "transcript is empty")
+    table, repeats = _drop(table, _repeats(table["audio"]), "duplicate", "listed again: used once")
+    return table, empty + repeats
+
+
+def _drop(table: pa.Table, rows: list[int], reason: str, detail: str) -> tuple[pa.Table, list[Skipped]]:
+    if not rows:
+        return table, []
+    skipped = [Skipped(clip_name(table["audio"][i].as_py()), reason, detail) for i in rows]
+    keep = np.ones(len(table), dtype=bool)
+    keep[rows] = False
+    return table.filter(pa.array(keep)), skipped
+
+
+def _empty(text: pa.ChunkedArray) -> list[int]:
+    """Rows whose transcript cleans to nothing. Only short ones can: testing just those keeps a million-row index
+    from being copied twice more in memory."""
+    short = np.flatnonzero(pc.less_equal(pc.utf8_length(text), 16).to_numpy(zero_copy_only=False))
+    return [int(i) for i in short if not clean_transcript(text[int(i)].as_py())]
+
+
+def _repeats(audio: pa.ChunkedArray) -> list[int]:
+    """Rows whose clip an earlier row already lists."""
+    if not pa.types.is_string(audio.type) or pc.count_distinct(audio).as_py() == len(audio):
+        return []  # one hash pass: a clean release stops here
+    counts = pc.value_counts(audio).flatten()
+    repeated = counts[0].filter(pc.greater(counts[1], 1))
+    seen, later = set(), []
+    for i in np.flatnonzero(pc.is_in(audio, value_set=repeated).to_numpy(zero_copy_only=False)):
+        name = audio[int(i)].as_py()
+        if name in seen:
+            later.append(int(i))
+        seen.add(name)
+    return later

@@ -46,7 +46,9 @@ class AudioAugment:
         if not 0.0 <= self.noise_prob <= 1.0:
             raise ValueError(f"data.augment.noise_prob: must be in [0, 1], got {self.noise_prob}")
         if self.snr_min_db > self.snr_max_db:
-            raise ValueError(f"data.augment.snr_min_db ({self.snr_min_db}) exceeds data.augment.snr_max_db ({self.snr_max_db})")
+            raise ValueError(
+                f"data.augment.snr_min_db ({self.snr_min_db}) exceeds data.augment.snr_max_db ({self.snr_max_db})"
+            )
         if self.noise_dir is not None and self.noise_prob > 0 and not noise_files(self.noise_dir):
             raise ValueError(f"data.augment.noise_dir: no {'/'.join(NOISE_SUFFIXES)} files in {self.noise_dir}")
 

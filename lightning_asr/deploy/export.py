@@ -111,12 +111,28 @@ def export(
         with tempfile.TemporaryDirectory(prefix="lightning-asr-export-") as tmp:
             _save_merged(adapter, info, base, dtype, Path(tmp))
             _convert_ct2(Path(tmp), target, quantization)
-    print(f"exported {base} + {adapter} -> {output} ({format}{f', {quantization}' if format == 'ct2' else ''})", flush=True)
+    print(
+        f"exported {base} + {adapter} -> {output} ({format}{f', {quantization}' if format == 'ct2' else ''})",
+        flush=True,
+    )
     if check is None:
         return 0
-    report = parity(adapter, output, format, check, base=base, split=check_split, limit=check_limit,
-                    tolerance=tolerance, quantization=check_quantization, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    num_workers=num_workers, accelerator=accelerator, compute_type=quantization)
+    report = parity(
+        adapter,
+        output,
+        format,
+        check,
+        base=base,
+        split=check_split,
+        limit=check_limit,
+        tolerance=tolerance,
+        quantization=check_quantization,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        accelerator=accelerator,
+        compute_type=quantization,
+    )
     (target / "parity.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(parity_table(report), flush=True)
     return 0 if report["within_tolerance"] else 1
@@ -125,7 +141,7 @@ def export(
 def _require_ct2() -> None:
     missing = [name for name in ("ctranslate2", "faster_whisper") if not _importable(name)]
     if missing:
-        raise ValueError(f"export --format ct2 needs {' and '.join(missing)}: pip install \"lightning-asr[ct2]\"")
+        raise ValueError(f'export --format ct2 needs {" and ".join(missing)}: pip install "lightning-asr[ct2]"')
 
 
 def _importable(name: str) -> bool:
@@ -133,7 +149,9 @@ def _importable(name: str) -> bool:
 
 
 def _save_merged(adapter: str, info: dict, base: str, dtype: str, folder: Path) -> None:
-    model = load_base(base, "none", "cpu", getattr(torch, dtype), info.get("from_config", False), info.get("init_seed", 0))
+    model = load_base(
+        base, "none", "cpu", getattr(torch, dtype), info.get("from_config", False), info.get("init_seed", 0)
+    )
     merged = merge(PeftModel.from_pretrained(model, adapter))
     merged.config.use_cache = True
     language = info.get("language")
@@ -158,16 +176,30 @@ def _convert_ct2(merged: Path, output: Path, quantization: str) -> None:
 
     missing = [name for name in CT2_FILES if not (merged / name).is_file()]
     if missing:  # faster-whisper would fetch them from the hub, or fail offline
-        raise ValueError(f"export: the merged model lacks {', '.join(missing)}, which faster-whisper needs beside the weights")
+        raise ValueError(
+            f"export: the merged model lacks {', '.join(missing)}, which faster-whisper needs beside the weights"
+        )
     # The merged folder holds the weights in the chosen dtype; CTranslate2 quantizes from there. ``force``:
     # export() has already refused a non-empty folder unless --overwrite.
     TransformersConverter(str(merged), copy_files=CT2_FILES).convert(str(output), quantization=quantization, force=True)
 
 
-def parity(adapter: str, exported: str, format: Format, data: str, base: str | None = None, split: str = "test",
-           limit: int | None = None, tolerance: float = 1.0, quantization: Quantization | None = None,
-           max_new_tokens: int = 128, batch_size: int = 16,
-           num_workers: int = 2, accelerator: str = "auto", compute_type: str = "float16") -> dict:
+def parity(
+    adapter: str,
+    exported: str,
+    format: Format,
+    data: str,
+    base: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    tolerance: float = 1.0,
+    quantization: Quantization | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    compute_type: str = "float16",
+) -> dict:
     """The adapter's WER through this package's validation decode and the exported model's in its
     own runtime, on the same clips of ``data``, scored by the same routine."""
     module = decoder_module(adapter, base, None, None, quantization, max_new_tokens, "generate")
@@ -182,27 +214,51 @@ def parity(adapter: str, exported: str, format: Format, data: str, base: str | N
     code, task = module.language, module.hparams.task
     device = "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
     if format == "ct2":
-        theirs, runtime = _faster_whisper(exported, [waveforms[n] for n in names], code, task, max_new_tokens, device, compute_type)
+        theirs, runtime = _faster_whisper(
+            exported, [waveforms[n] for n in names], code, task, max_new_tokens, device, compute_type
+        )
     else:
         theirs, runtime = _pipeline(exported, [waveforms[n] for n in names], max_new_tokens, device, batch_size)
     ours_scores, theirs_scores = error_rates(refs, ours, code), error_rates(refs, theirs, code)
     delta = {k: 100 * (theirs_scores[k] - ours_scores[k]) for k in ("wer", "wer_norm")}
     differ = [(n, r, o, t) for n, r, o, t in zip(names, refs, ours, theirs) if o.strip() != t.strip()]
-    return {"data": str(data), "split": split, "clips": len(names), "language": code, "adapter": str(adapter),
-            "exported": str(exported), "format": format, "runtime": runtime, "adapter_scores": ours_scores,
-            "exported_scores": theirs_scores, "delta_points": delta, "tolerance_points": tolerance,
-            "within_tolerance": all(abs(d) <= tolerance for d in delta.values()), "clips_transcribed_differently": len(differ),
-            "differences": [dict(zip(("clip", "reference", "adapter", "exported"), d)) for d in differ[:10]]}
+    return {
+        "data": str(data),
+        "split": split,
+        "clips": len(names),
+        "language": code,
+        "adapter": str(adapter),
+        "exported": str(exported),
+        "format": format,
+        "runtime": runtime,
+        "adapter_scores": ours_scores,
+        "exported_scores": theirs_scores,
+        "delta_points": delta,
+        "tolerance_points": tolerance,
+        "within_tolerance": all(abs(d) <= tolerance for d in delta.values()),
+        "clips_transcribed_differently": len(differ),
+        "differences": [dict(zip(("clip", "reference", "adapter", "exported"), d)) for d in differ[:10]],
+    }
 
 
-def _adapter_side(module: WhisperLoRA, data: str, split: str, limit: int | None, batch_size: int, num_workers: int,
-                  accelerator: str) -> tuple[list[tuple[str, str, str]], Any]:
+def _adapter_side(
+    module: WhisperLoRA, data: str, split: str, limit: int | None, batch_size: int, num_workers: int, accelerator: str
+) -> tuple[list[tuple[str, str, str]], Any]:
     """(clip, reference, prediction) of the adapter on ``data``'s split, by ``trainer.test`` (the decode
     and metrics of validation), and the split's index rows."""
     manifest = Path(data).is_file()
-    dm = SpeechDataModule(source="manifest" if manifest else "common_voice", path=str(data), test_split=split,
-                          model=module.hparams.model, language=module.language, task=module.hparams.task,
-                          eval_batch_size=batch_size, num_workers=num_workers, max_samples=limit, processor=module.processor)
+    dm = SpeechDataModule(
+        source="manifest" if manifest else "common_voice",
+        path=str(data),
+        test_split=split,
+        model=module.hparams.model,
+        language=module.language,
+        task=module.hparams.task,
+        eval_batch_size=batch_size,
+        num_workers=num_workers,
+        max_samples=limit,
+        processor=module.processor,
+    )
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
     trainer.test(module, datamodule=dm, verbose=False)
     return list(module.test_transcripts), dm.datasets["test"].rows
@@ -233,15 +289,18 @@ def whisper_window(waveform: np.ndarray, seconds: float = 30.0) -> np.ndarray:
     return np.pad(waveform, (0, max(0, round(seconds * SAMPLING_RATE) - len(waveform))))
 
 
-def _faster_whisper(folder: str, waveforms: list, language: str, task: str, max_new_tokens: int, device: str,
-                    compute_type: str) -> tuple[list[str], str]:
+def _faster_whisper(
+    folder: str, waveforms: list, language: str, task: str, max_new_tokens: int, device: str, compute_type: str
+) -> tuple[list[str], str]:
     """Greedy, no timestamps, no fallback, no VAD: the decode validation does, in faster-whisper."""
     from faster_whisper import WhisperModel
 
     window = json.loads((Path(folder) / "config.json").read_text()).get("max_source_positions", 1500)
     if window != 1500:  # it pads every input to 3,000 mel frames
-        raise ValueError(f"export --check: faster-whisper decodes 30 s windows only; {folder} has a "
-                         f"{window / 50:g} s window (max_source_positions {window})")
+        raise ValueError(
+            f"export --check: faster-whisper decodes 30 s windows only; {folder} has a "
+            f"{window / 50:g} s window (max_source_positions {window})"
+        )
     if device == "cpu" and "float16" in compute_type:
         compute_type = "int8" if compute_type.startswith("int8") else "float32"  # CPUs lack fp16 kernels
     model = WhisperModel(folder, device=device, compute_type=compute_type)
@@ -249,12 +308,23 @@ def _faster_whisper(folder: str, waveforms: list, language: str, task: str, max_
     # (its issue #1856, Whisper's reference sample_len): the same budget as ours needs 2N - 4.
     budget = 2 * max_new_tokens - 4
     if budget + 4 > 448:
-        raise ValueError(f"export --check: faster-whisper decodes at most 224 tokens a window; --max_new_tokens {max_new_tokens} is more")
+        raise ValueError(
+            f"export --check: faster-whisper decodes at most 224 tokens a window; --max_new_tokens {max_new_tokens} is more"
+        )
     texts = []
     for waveform in tqdm(waveforms, desc="faster-whisper", unit="clip"):
-        segments, _ = model.transcribe(whisper_window(waveform), language=language, task=task, beam_size=1, temperature=0.0,
-                                       without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                                       no_speech_threshold=None, max_new_tokens=budget)
+        segments, _ = model.transcribe(
+            whisper_window(waveform),
+            language=language,
+            task=task,
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            no_speech_threshold=None,
+            max_new_tokens=budget,
+        )
         texts.append("".join(s.text for s in segments).strip())
     runtime = f"faster-whisper {metadata.version('faster-whisper')} (CTranslate2 {metadata.version('ctranslate2')}), {compute_type}, {device}"
     return texts, runtime
@@ -269,8 +339,12 @@ def _pipeline(folder: str, waveforms: list, max_new_tokens: int, device: str, ba
     inputs = [{"raw": w, "sampling_rate": 16_000} for w in waveforms]
     # As the README's line loads it: language, task and greedy search come from the folder's generation config.
     kwargs = {"max_new_tokens": max_new_tokens}
-    texts = [out["text"].strip() for out in tqdm(asr(inputs, batch_size=batch_size, generate_kwargs=kwargs),
-                                                 total=len(inputs), desc="pipeline", unit="clip")]
+    texts = [
+        out["text"].strip()
+        for out in tqdm(
+            asr(inputs, batch_size=batch_size, generate_kwargs=kwargs), total=len(inputs), desc="pipeline", unit="clip"
+        )
+    ]
     import transformers
 
     return texts, f"transformers {transformers.__version__} pipeline, {asr.model.dtype}, {device}"
@@ -279,11 +353,12 @@ def _pipeline(folder: str, waveforms: list, max_new_tokens: int, device: str, ba
 def parity_table(report: dict) -> str:
     a, e, d = report["adapter_scores"], report["exported_scores"], report["delta_points"]
     verdict = "within" if report["within_tolerance"] else "OUTSIDE"
-    return "\n".join([
-        f"parity on {report['clips']} clips of {report['data']} ({report['split']}):",
-        f"  adapter (lightning-asr validation decode): WER {100 * a['wer']:.2f} %, normalised {100 * a['wer_norm']:.2f} %",
-        f"  exported ({report['runtime']}): WER {100 * e['wer']:.2f} %, normalised {100 * e['wer_norm']:.2f} %",
-        f"  difference: {d['wer']:+.2f} / {d['wer_norm']:+.2f} points, {verdict} the tolerance of "
-        f"{report['tolerance_points']:g}; {report['clips_transcribed_differently']} clips transcribed differently",
-    ])
-
+    return "\n".join(
+        [
+            f"parity on {report['clips']} clips of {report['data']} ({report['split']}):",
+            f"  adapter (lightning-asr validation decode): WER {100 * a['wer']:.2f} %, normalised {100 * a['wer_norm']:.2f} %",
+            f"  exported ({report['runtime']}): WER {100 * e['wer']:.2f} %, normalised {100 * e['wer_norm']:.2f} %",
+            f"  difference: {d['wer']:+.2f} / {d['wer_norm']:+.2f} points, {verdict} the tolerance of "
+            f"{report['tolerance_points']:g}; {report['clips_transcribed_differently']} clips transcribed differently",
+        ]
+    )

@@ -72,8 +72,9 @@ def parse_segments(ids: list[int], tokenizer) -> tuple[list[tuple[float, float, 
 
 
 @torch.no_grad()
-def transcribe_long(module, path: str, language: str | None = None, start: float = 0.0,
-                    end: float | None = None) -> tuple[list[Segment], str]:
+def transcribe_long(
+    module, path: str, language: str | None = None, start: float = 0.0, end: float | None = None
+) -> tuple[list[Segment], str]:
     """``path`` (from ``start`` to ``end`` seconds) as timed segments, and the language decoded in:
     ``language``, the module's, or detected on the first window. Greedy, with Whisper's
     temperature fallback for windows that loop; the fallback's sampling is seeded per file."""
@@ -98,9 +99,14 @@ def _windows(module, path: str, language: str | None, start: float, end: float |
         features = torch.from_numpy(log_mel(module.processor.feature_extractor, wave))[None].to(device, dtype)
         if language is None:
             language = detect_languages(whisper, features, tokenizer)[0]
-        ids = module.model.generate(input_features=features, language=language, task=module.hparams.task,
-                                    return_timestamps=True, max_new_tokens=token_budget(module, seconds),
-                                    **FALLBACK)[0].tolist()
+        ids = module.model.generate(
+            input_features=features,
+            language=language,
+            task=module.hparams.task,
+            return_timestamps=True,
+            max_new_tokens=token_budget(module, seconds),
+            **FALLBACK,
+        )[0].tolist()
         done, tail, cut = in_order(*parse_segments(ids, tokenizer), seconds)
         segments += [Segment(round(position + s, 2), round(position + e, 2), clean_transcript(t)) for s, e, t in done]
         position, finished = next_position(position, seconds, end, done, tail, cut)
@@ -119,8 +125,9 @@ def token_budget(module, seconds: float) -> int:
 MAX_TOKENS_PER_SECOND = 20
 
 
-def next_position(position: float, seconds: float, end: float, done: list, tail: tuple[float, str] | None,
-                  cut: bool) -> tuple[float, tuple[float, float] | None]:
+def next_position(
+    position: float, seconds: float, end: float, done: list, tail: tuple[float, str] | None, cut: bool
+) -> tuple[float, tuple[float, float] | None]:
     """Where the next window starts, and the span of the unfinished segment to keep as it is, if any (Whisper's
     scheme, as openai/whisper's ``transcribe`` seeks): after complete segments, where the last one ended (the
     unfinished one, or what followed a decode that jumped back, is decoded again from there); without any, or at the
@@ -139,8 +146,9 @@ def next_position(position: float, seconds: float, end: float, done: list, tail:
 MIN_ADVANCE_S = 1.0
 
 
-def in_order(done: list[tuple[float, float, str]], tail: tuple[float, str] | None,
-             seconds: float) -> tuple[list[tuple[float, float, str]], tuple[float, str] | None, bool]:
+def in_order(
+    done: list[tuple[float, float, str]], tail: tuple[float, str] | None, seconds: float
+) -> tuple[list[tuple[float, float, str]], tuple[float, str] | None, bool]:
     """A window's segments as far as their times run forward inside its ``seconds`` of audio, and whether the decode
     was cut there: one that jumps back in time (a loop) or past the audio stops at that point; ends are clamped."""
     kept, last = [], 0.0
@@ -160,7 +168,9 @@ def _clock(seconds: float, separator: str) -> str:
 
 
 def srt(segments: list[Segment]) -> str:
-    return "\n".join(f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1))
+    return "\n".join(
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1)
+    )
 
 
 def vtt(segments: list[Segment]) -> str:

@@ -50,7 +50,9 @@ class TranscriptWriter(BasePredictionWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
         write_rows(*self._paths(trainer), prediction, mode="a")
 
 
@@ -133,8 +135,9 @@ def check_writable(folders: dict[str, Path | str | None]) -> None:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as err:
-            raise ValueError(f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose "
-                             "another folder") from None
+            raise ValueError(
+                f"transcribe: {flag}: cannot write into {folder} ({err.strerror or err}); choose another folder"
+            ) from None
 
 
 def _report(rows: list[dict], output: str) -> int:
@@ -148,8 +151,9 @@ def _report(rows: list[dict], output: str) -> int:
     return len(failed)
 
 
-def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_size: int, num_workers: int,
-             accelerator: str) -> tuple[bool, list[str], list[dict], dict]:
+def _predict(
+    module: WhisperLoRA, inputs: list[str], audio_column: str, batch_size: int, num_workers: int, accelerator: str
+) -> tuple[bool, list[str], list[dict], dict]:
     """``trainer.predict`` over the inputs (files, or one manifest): whether it was a manifest, the
     index cells in order, the predictions, and the skipped clips by name."""
     manifest = len(inputs) == 1 and inputs[0].endswith(MANIFEST_SUFFIXES)
@@ -173,25 +177,38 @@ def _predict(module: WhisperLoRA, inputs: list[str], audio_column: str, batch_si
         )
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False)
         # Inputs longer than a window are transcribed window by window afterwards (_long_form): not skipped.
-        with _quiet(logging.getLogger("lightning_asr.data.datamodule"), "too_long"):  # its skip ledger
+        # The skip ledger's warnings and the data's summary of them.
+        with _quiet(("lightning_asr.data.skips", "lightning_asr.data.datamodule"), "too_long"):
             batches = trainer.predict(module, datamodule=data)
         cells = data.datasets["predict"].rows["audio"].to_pylist()
     return manifest, cells, [r for b in batches for r in b], data.skipped_clips()
 
 
 @contextlib.contextmanager
-def _quiet(logger: logging.Logger, reason: str) -> Iterator[None]:
-    """``logger`` without its records that name ``reason`` (a skip that is not one here)."""
-    drop = lambda record: reason not in record.getMessage()
-    logger.addFilter(drop)
+def _quiet(loggers: tuple[str, ...], reason: str) -> Iterator[None]:
+    """The named loggers without their records that name ``reason`` (a skip that is not one here)."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return reason not in record.getMessage()
+
+    for name in loggers:
+        logging.getLogger(name).addFilter(drop)
     try:
         yield
     finally:
-        logger.removeFilter(drop)
+        for name in loggers:
+            logging.getLogger(name).removeFilter(drop)
 
 
-def decoder_module(adapter: str | None, base: str | None, language: str | None, task: str | None,
-             quantization: Quantization | None, max_new_tokens: int | None, decoding: str) -> WhisperLoRA:
+def decoder_module(
+    adapter: str | None,
+    base: str | None,
+    language: str | None,
+    task: str | None,
+    quantization: Quantization | None,
+    max_new_tokens: int | None,
+    decoding: str,
+) -> WhisperLoRA:
     """The module that transcribes: what is given, else what the adapter folder records;
     ``max_new_tokens`` None: the whole window the base's decoder holds."""
     info = adapter_info(adapter) if adapter else {}
@@ -201,7 +218,11 @@ def decoder_module(adapter: str | None, base: str | None, language: str | None, 
     try:
         base = resolve_model(base)
     except FileNotFoundError as err:
-        recorded = f" (recorded in {adapter}/lightning_asr.json; pass --base)" if adapter and base == info.get("base_model") else ""
+        recorded = (
+            f" (recorded in {adapter}/lightning_asr.json; pass --base)"
+            if adapter and base == info.get("base_model")
+            else ""
+        )
         raise FileNotFoundError(f"transcribe: base {err}{recorded}") from None
     if max_new_tokens is None:
         max_new_tokens = max_target_positions(base) - PROMPT_TOKENS
@@ -209,8 +230,11 @@ def decoder_module(adapter: str | None, base: str | None, language: str | None, 
     if language is None:
         language = recorded or "auto"
     elif recorded and language != "auto" and language_code(language, "--language") != language_code(recorded):
-        log.warning("transcribe: the adapter was trained for %s; transcribing as %s, as --language asks",
-                    LANGUAGES[language_code(recorded)].title(), LANGUAGES[language_code(language)].title())
+        log.warning(
+            "transcribe: the adapter was trained for %s; transcribing as %s, as --language asks",
+            LANGUAGES[language_code(recorded)].title(),
+            LANGUAGES[language_code(language)].title(),
+        )
     module = WhisperLoRA(
         model=base,
         language=language,

@@ -86,14 +86,16 @@ def check_weights(weights: Path) -> None:
     file still parse: its header and offsets survive)."""
     try:
         with safe_open(weights, "pt") as f:  # checks that the header's offsets cover the file
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 tensor = f.get_tensor(name).float()
                 bad = int((~torch.isfinite(tensor)).sum())
                 largest = float(tensor.nan_to_num(0.0, 0.0, 0.0).abs().max()) if tensor.numel() else 0.0
                 if bad or largest > LARGEST_WEIGHT:
                     what = f"{bad} non-finite values" if bad else f"values up to {largest:.3g}"
-                    raise ValueError(f"{weights}: {name} holds {what}, which no training writes: the file is "
-                                     "damaged; use another checkpoint of the run or save the adapter again")
+                    raise ValueError(
+                        f"{weights}: {name} holds {what}, which no training writes: the file is "
+                        "damaged; use another checkpoint of the run or save the adapter again"
+                    )
     except ValueError:
         raise
     except Exception as err:  # safetensors raises its own error types, and OSError

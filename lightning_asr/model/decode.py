@@ -75,15 +75,18 @@ def greedy(
     if not cuda_graph:
         numerics = contextlib.nullcontext()
     elif getattr(whisper, "hf_quantizer", None) is not None:
-        numerics = torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
-                                  cache_enabled=False)
+        numerics = torch.autocast(
+            device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device), cache_enabled=False
+        )
     else:
         numerics = torch.autocast(device, enabled=False)
     with numerics:
         return _greedy(whisper, input_features, prompt, max_new_tokens, cuda_graph and device == "cuda")
 
 
-def _greedy(whisper, input_features: torch.Tensor, prompt: list[int], max_new_tokens: int, graphs: bool) -> torch.Tensor:
+def _greedy(
+    whisper, input_features: torch.Tensor, prompt: list[int], max_new_tokens: int, graphs: bool
+) -> torch.Tensor:
     config = whisper.generation_config
     eos_token_id = config.eos_token_id
     decoder = whisper.model.decoder

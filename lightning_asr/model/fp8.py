@@ -28,8 +28,10 @@ def require(device: torch.device) -> None:
         return  # emulated (to_float8)
     capability = torch.cuda.get_device_capability(device)
     if capability < (8, 9):
-        raise ValueError(f"model.speed.fp8: true needs FP8 tensor cores, compute capability 8.9 or newer (Ada, Hopper); "
-                         f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}")
+        raise ValueError(
+            f"model.speed.fp8: true needs FP8 tensor cores, compute capability 8.9 or newer (Ada, Hopper); "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
+        )
 
 
 def to_float8(whisper: torch.nn.Module, device: torch.device) -> int:
@@ -39,8 +41,12 @@ def to_float8(whisper: torch.nn.Module, device: torch.device) -> int:
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     def frozen_base(module: torch.nn.Module, name: str) -> bool:
-        return (type(module) is torch.nn.Linear and not module.weight.requires_grad
-                and module.in_features % _MULTIPLE == 0 and module.out_features % _MULTIPLE == 0)
+        return (
+            type(module) is torch.nn.Linear
+            and not module.weight.requires_grad
+            and module.in_features % _MULTIPLE == 0
+            and module.out_features % _MULTIPLE == 0
+        )
 
     config = Float8LinearConfig(emulate=device.type != "cuda")
     for stack in (whisper.encoder.layers, whisper.decoder.layers):
@@ -64,8 +70,9 @@ def high_precision(model: torch.nn.Module) -> Iterator[None]:
     saved = [layer.config for layer in layers]
     try:
         for layer, config in zip(layers, saved, strict=True):
-            layer.config = dataclasses.replace(config, **{f.name: off for f in dataclasses.fields(config)
-                                                          if f.name.startswith("cast_config")})
+            layer.config = dataclasses.replace(
+                config, **{f.name: off for f in dataclasses.fields(config) if f.name.startswith("cast_config")}
+            )
         yield
     finally:
         for layer, config in zip(layers, saved, strict=True):

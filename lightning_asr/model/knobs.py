@@ -85,18 +85,28 @@ def check_knobs(quantization: str, lora: Any, decoding: Decoding, speed: Speed) 
     """The model's knobs against each other (``lora`` is a :class:`~lightning_asr.model.lora.LoRA`): a combination that cannot
     work is an error naming both fields, one that does nothing useful a warning; at parse time, before any model loads."""
     if speed.compile and quantization == "int8":
-        raise ValueError("model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
-                         "outlier split picks its columns from each input, a data-dependent shape in every matmul")
+        raise ValueError(
+            "model.speed.compile: true needs model.quantization: none or nf4 (got 'int8'): int8's "
+            "outlier split picks its columns from each input, a data-dependent shape in every matmul"
+        )
     if speed.fp8 and quantization != "none":
-        raise ValueError(f"model.speed.fp8: true needs model.quantization: none (got {quantization!r}): FP8 "
-                         "matrix products take the base's own bf16 weights, a k-bit base has none")
+        raise ValueError(
+            f"model.speed.fp8: true needs model.quantization: none (got {quantization!r}): FP8 "
+            "matrix products take the base's own bf16 weights, a k-bit base has none"
+        )
     if decoding.merge_lora and quantization != "none":
-        raise ValueError(f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
-                         "a LoRA update cannot be merged into k-bit weights without requantizing them")
+        raise ValueError(
+            f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
+            "a LoRA update cannot be merged into k-bit weights without requantizing them"
+        )
     if speed.offload_encoder and not lora.encoder:
-        log.warning("model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "
-                    "without autograd and saves nothing for backward)")
+        log.warning(
+            "model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "
+            "without autograd and saves nothing for backward)"
+        )
     elif speed.offload_encoder and not speed.gradient_checkpointing:
-        log.warning("model.speed.offload_encoder without model.speed.gradient_checkpointing copies every activation "
-                    "of every encoder layer to host memory and back each step, not just each layer's input: "
-                    "slow, and most of the host RAM it pins is not needed with checkpointing on")
+        log.warning(
+            "model.speed.offload_encoder without model.speed.gradient_checkpointing copies every activation "
+            "of every encoder layer to host memory and back each step, not just each layer's input: "
+            "slow, and most of the host RAM it pins is not needed with checkpointing on"
+        )

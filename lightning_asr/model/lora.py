@@ -48,17 +48,28 @@ class LoRA:
 
     def __post_init__(self) -> None:
         if self.loraplus_ratio <= 0:
-            raise ValueError(f"model.lora.loraplus_ratio: B's learning rate over A's, above 0 (1: alike); got {self.loraplus_ratio:g}")
+            raise ValueError(
+                f"model.lora.loraplus_ratio: B's learning rate over A's, above 0 (1: alike); got {self.loraplus_ratio:g}"
+            )
         if not self.encoder and set(self.modules_to_save) & ENCODER_MODULES:
-            raise ValueError(f"model.lora.modules_to_save: {sorted(set(self.modules_to_save) & ENCODER_MODULES)} are "
-                             "encoder layers, which model.lora.encoder: false keeps frozen")
+            raise ValueError(
+                f"model.lora.modules_to_save: {sorted(set(self.modules_to_save) & ENCODER_MODULES)} are "
+                "encoder layers, which model.lora.encoder: false keeps frozen"
+            )
 
     def config(self) -> LoraConfig:
         targets: list[str] | str = list(self.target_modules)
         if not self.encoder:  # PEFT matches a string in full against each module's name: none under the encoder
             targets = rf"(?!(.*\.)?encoder\.)(.*\.)?({'|'.join(map(re.escape, targets))})"
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          bias=self.bias, modules_to_save=list(self.modules_to_save) or None, use_rslora=self.rslora)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            bias=self.bias,
+            modules_to_save=list(self.modules_to_save) or None,
+            use_rslora=self.rslora,
+        )
 
 
 def trainable_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

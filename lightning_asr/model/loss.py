@@ -22,8 +22,13 @@ from lightning_asr.batch import LABEL_PAD
 CHUNK_TOKENS = 512
 
 
-def token_loss(whisper: WhisperForConditionalGeneration, labels: torch.Tensor, recompute: bool,
-               chunk_tokens: int = CHUNK_TOKENS, **inputs: torch.Tensor | tuple | None) -> torch.Tensor:
+def token_loss(
+    whisper: WhisperForConditionalGeneration,
+    labels: torch.Tensor,
+    recompute: bool,
+    chunk_tokens: int = CHUNK_TOKENS,
+    **inputs: torch.Tensor | tuple | None,
+) -> torch.Tensor:
     """Mean cross-entropy of ``labels`` (``LABEL_PAD`` where padded) given ``inputs`` (``input_features``
     and ``attention_mask``, or ``encoder_outputs``), as ``whisper(**inputs, labels=labels).loss``.
 
@@ -38,9 +43,12 @@ def token_loss(whisper: WhisperForConditionalGeneration, labels: torch.Tensor, r
     hidden, targets = hidden[keep], labels[keep]
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, len(targets), chunk_tokens):
-        part = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
-        total = total + (checkpoint(summed_loss, whisper.proj_out, *part, use_reentrant=False) if recompute
-                         else summed_loss(whisper.proj_out, *part))
+        part = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+        total = total + (
+            checkpoint(summed_loss, whisper.proj_out, *part, use_reentrant=False)
+            if recompute
+            else summed_loss(whisper.proj_out, *part)
+        )
     # As CrossEntropyLoss's mean: NaN when no token counts (the step is then skipped as non-finite).
     return total / keep.sum()
 

@@ -34,8 +34,9 @@ class CharErrorRate(_CharErrorRate):
             self.total += len(ref)
 
 
-def paired_bootstrap(errors_a: list[list[int]], errors_b: list[list[int]], words: list[int], samples: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    errors_a: list[list[int]], errors_b: list[list[int]], words: list[int], samples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """WER(a) - WER(b) over the same clips, and its 95 % bootstrap interval: each side's per-clip
     word errors (one list per seed) averaged over its seeds, clips resampled with replacement.
     ``words``: each clip's reference words. Two adapters differ beyond noise where the interval

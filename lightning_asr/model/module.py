@@ -2,53 +2,36 @@
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
-import bitsandbytes as bnb
-import jiwer
 import lightning as L
 import torch
-from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchmetrics import MeanMetric
 
 from lightning_asr.batch import Batch
 from lightning_asr.model import fp8
-from lightning_asr.model.adapter import adapter_info
+from lightning_asr.model.build import build_model
 from lightning_asr.model.decode import detect_languages, graphed, greedy, prompt_ids
 from lightning_asr.model.knobs import Decoding, Speed, as_dict, check_knobs
 from lightning_asr.model.lora import LoRA, merged, trainable_state
 from lightning_asr.model.loss import token_loss
 from lightning_asr.model.metrics import CharErrorRate, WordErrorRate
-from lightning_asr.model.offload import offload_saved_tensors
 from lightning_asr.model.optim import adamw, check_warmup, linear_schedule
 from lightning_asr.model.rng import rng_states, set_rng_states
 from lightning_asr.model.spec_augment import SpecAugment, audio_mask
-from lightning_asr.model.whisper import LANGUAGES, Quantization, language_code, load_base, load_processor, train_flops
+from lightning_asr.model.whisper import LANGUAGES, Quantization, language_code, load_processor, train_flops
 from lightning_asr.text import clean_transcript, is_degenerate, normalize
 
 log = logging.getLogger(__name__)
-# transformers' own deprecation, raised inside peft's prepare_model_for_kbit_training, not by us.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many steps in a row produced a NaN or infinite loss."""
-
-
-def require_triton(device: torch.device) -> None:
-    """Raise before the base loads, not minutes later at the first compiled step, where inductor cannot generate
-    GPU code."""
-    if device.type != "cuda":
-        return
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) < (7, 0):
-        raise ValueError(f"model.speed.compile: true needs a GPU that Triton supports, compute capability 7.0 or "
-                         f"newer; {torch.cuda.get_device_name(device)} has {major}.{minor}: set model.speed.compile: false")
 
 
 class WhisperLoRA(L.LightningModule):
@@ -83,7 +66,7 @@ class WhisperLoRA(L.LightningModule):
         validate_before_training: run a full validation before the first step, so the zero-shot WER
             is logged at step 0 next to every later value. Turn off for quick runs.
         max_bad_steps: stop with an error after this many non-finite losses in a row (each is skipped).
-        log_examples: reference/prediction pairs written to TensorBoard per validation.
+        log_examples: reference/prediction pairs per validation that ``ValidationReport`` writes to TensorBoard.
     """
 
     def __init__(
@@ -127,12 +110,10 @@ class WhisperLoRA(L.LightningModule):
         # The target's scores, and the same for a retained set in another language (``data.retain``):
         # what the fine-tune costs the base elsewhere, logged under ``val_retain/``.
         self.scores, self.retained = error_rates(), error_rates()
-        self.examples: list[tuple[str, str]] = []
         # Every (clip, reference, prediction) of the last ``test`` run, in order: per-clip errors for
         # paired comparisons (benchmarks/quality.py) and the clips an export's parity check decodes
         # again (export.py), from the same decode that gave test/wer.
         self.test_transcripts: list[tuple[str, str, str]] = []
-        self.history: list[tuple[int, float, float]] = []
 
     # -- model ------------------------------------------------------------------------------------
 
@@ -141,76 +122,18 @@ class WhisperLoRA(L.LightningModule):
             return
         hp = self.hparams
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
-        dtype = None if hp.dtype == "auto" else getattr(torch, hp.dtype)
-        if self.speed.compile:
-            require_triton(device)
-        if hp.adapter:
-            adapter_info(hp.adapter)  # a broken adapter folder is named before the base loads
-        base = load_base(hp.model, hp.quantization, device, dtype, hp.from_config, hp.init_seed)
-        self.spec_augment.apply(base.config)
-        if self.speed.trim_encoder:
-            from lightning_asr.model.trim import enable_trimmed_encoder
-
-            enable_trimmed_encoder(base)
-        # bitsandbytes' int8 matmul keeps its input on ``ctx`` rather than through save_for_backward,
-        # out of reach of non-reentrant checkpointing: every int8 layer's input then lives until
-        # backward (large-v2, batch 8: 20 GiB instead of the guide's 5.4). Reentrant checkpointing
-        # runs the forward without autograd, so nothing is kept; it is what the guide's recipe used.
-        # (Reentrant checkpoints need inputs that require grad: prepare_model_for_kbit_training hooks
-        # the encoder's conv stem and the decoder's embeddings for that, as the guide did by hand.)
-        reentrant = hp.quantization == "int8"
-        ckpt = {"use_reentrant": reentrant}
-        if hp.quantization != "none":
-            base = prepare_model_for_kbit_training(base, self.speed.gradient_checkpointing, ckpt)
-        else:
-            for p in base.parameters():
-                p.requires_grad_(False)
-            if self.speed.gradient_checkpointing:
-                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
-                base.enable_input_require_grads()
-        if not self.lora.encoder:  # it runs without autograd: nothing to recompute
-            for layer in base.model.encoder.layers:
-                layer.gradient_checkpointing = False
-        elif self.speed.offload_encoder:
-            offload_saved_tensors(base.model.encoder)
-        if hp.adapter:
-            self.model = PeftModel.from_pretrained(base, hp.adapter, is_trainable=True)
-        else:
-            self.model = get_peft_model(base, self.lora.config())
-        # from_pretrained leaves the base in eval mode, and Lightning keeps each submodule's mode:
-        # without this the base never trains as a whole and gradient checkpointing (which only acts
-        # in training mode) silently does nothing.
-        self.model.train()
-        whisper = self.model.get_base_model().model
-        if self.speed.fp8:  # before compiling, so that each layer's graph holds torchao's casts
-            fp8.require(device)
-            log.info("FP8 matrix products in %d frozen linear layers%s", fp8.to_float8(whisper, device),
-                     "" if device.type == "cuda" else " (emulated off a GPU: FP8's rounding, not its speed)")
-        if self.speed.compile:
-            # Per layer, not the whole model: 64 identical blocks share two compiled graphs, and the
-            # loss, the trimmed encoder's slicing and generate() stay plain Python.
-            if hp.quantization == "nf4":
-                # bitsandbytes casts a 4-bit layer's bias to its compute dtype on the first call, through
-                # ``.data``, which dynamo cannot trace: the whole layer would run eagerly. Cast them as
-                # that first call would.
-                for m in whisper.modules():
-                    if isinstance(m, bnb.nn.Linear4bit) and m.bias is not None and m.compute_dtype is not None:
-                        m.bias.data = m.bias.data.to(m.compute_dtype)
-            layers = (*whisper.encoder.layers, *whisper.decoder.layers)
-            for layer in layers:
-                layer.compile()
-            log.info("%d layers compile as the first batches arrive: the first steps take a minute or more",
-                     len(layers))
-            lru = getattr(torch._C._dynamo.eval_frame, "_set_lru_cache", None)  # torch >= 2.10
-            if self.speed.gradient_checkpointing and lru is not None:
-                # Backward recomputes each checkpointed layer and must run the graph its forward ran. Among the
-                # cache entries whose guards pass, dynamo runs the most recently used one, which can differ
-                # between the two: CheckpointError, "a different number of tensors was saved"
-                # (pytorch/pytorch#166926). The first entry inserted is the same for both. Process-wide, as
-                # torchtitan sets it.
-                lru(False)
-        trainable, total = self.model.get_nb_trainable_parameters()
-        log.info("trainable params: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+        self.model = build_model(
+            hp.model,
+            hp.quantization,
+            device,
+            lora=self.lora,
+            speed=self.speed,
+            spec_augment=self.spec_augment,
+            adapter=hp.adapter,
+            dtype=None if hp.dtype == "auto" else getattr(torch, hp.dtype),
+            from_config=hp.from_config,
+            init_seed=hp.init_seed,
+        )
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -223,13 +146,19 @@ class WhisperLoRA(L.LightningModule):
         n = len(batch["paths"])
         if self.every_rank_skips(n == 0):  # every clip of this (or another rank's) batch was skipped
             return self.skipped_step()
-        self.flops_per_batch = train_flops(self.model.config, batch["input_features"].shape, batch["labels"].shape[1],
-                                          self.lora.encoder)
+        self.flops_per_batch = train_flops(
+            self.model.config, batch["input_features"].shape, batch["labels"].shape[1], self.lora.encoder
+        )
         with self.attention():
             # The attention mask only places SpecAugment's time masks on the audio (the encoder ignores it).
-            mask = audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None
-            inputs = (dict(input_features=batch["input_features"], attention_mask=mask) if self.lora.encoder
-                      else dict(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),)))
+            mask = (
+                audio_mask(batch["durations"], batch["input_features"].shape[-1]) if self.spec_augment.enabled else None
+            )
+            inputs = (
+                dict(input_features=batch["input_features"], attention_mask=mask)
+                if self.lora.encoder
+                else dict(encoder_outputs=(self.frozen_encoder(batch["input_features"], mask),))
+            )
             loss = token_loss(self.model.get_base_model(), batch["labels"], self.speed.gradient_checkpointing, **inputs)
         if self.every_rank_skips(not torch.isfinite(loss)):
             self.bad_steps += 1
@@ -277,8 +206,9 @@ class WhisperLoRA(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, self.lora.loraplus_ratio)
-        scheduler = linear_schedule(optimizer, self.trainer.estimated_stepping_batches, hp.warmup_steps,
-                                    hp.warmup_share)
+        scheduler = linear_schedule(
+            optimizer, self.trainer.estimated_stepping_batches, hp.warmup_steps, hp.warmup_share
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
@@ -310,8 +240,13 @@ class WhisperLoRA(L.LightningModule):
         features = input_features.to(self.dtype_of_inputs())
         with self.decoding_mode(), merged(self.model, decoding.merge_lora):
             if decoding.method == "static":
-                ids = greedy(self.model.get_base_model(), features, prompt_ids(tokenizer, language), decoding.max_new_tokens,
-                             cuda_graph=graphed(decoding.method, decoding.cuda_graph, hp.quantization))
+                ids = greedy(
+                    self.model.get_base_model(),
+                    features,
+                    prompt_ids(tokenizer, language),
+                    decoding.max_new_tokens,
+                    cuda_graph=graphed(decoding.method, decoding.cuda_graph, hp.quantization),
+                )
             else:
                 ids = self.model.generate(
                     input_features=features,
@@ -322,7 +257,9 @@ class WhisperLoRA(L.LightningModule):
                 )
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         special = set(tokenizer.all_special_ids)
-        degenerate = [is_degenerate([t for t in row.tolist() if t not in special], decoding.max_new_tokens) for row in ids]
+        degenerate = [
+            is_degenerate([t for t in row.tolist() if t not in special], decoding.max_new_tokens) for row in ids
+        ]
         return [clean_transcript(t) for t in texts], degenerate
 
     @contextlib.contextmanager
@@ -330,17 +267,20 @@ class WhisperLoRA(L.LightningModule):
         """How the layers run whenever the model decodes (transcribe, language detection): eagerly, since
         generate() calls them with a new cache length every token and compiling that would recompile until
         torch gives up; with the configured attention kernels; FP8 layers in the base's dtype."""
-        with (torch.compiler.set_stance("force_eager"), self.attention(),
-              fp8.high_precision(self.model) if self.speed.fp8 else contextlib.nullcontext()):
+        with (
+            torch.compiler.set_stance("force_eager"),
+            self.attention(),
+            fp8.high_precision(self.model) if self.speed.fp8 else contextlib.nullcontext(),
+        ):
             yield
 
     def dtype_of_inputs(self) -> torch.dtype:
         conv = self.model.get_base_model().model.encoder.conv1.weight
         return conv.dtype
 
-    def _evaluate(self, batch: Batch, retained: bool = False) -> None:
+    def _evaluate(self, batch: Batch, retained: bool = False) -> list[tuple[str, str]] | None:
         if not batch["paths"]:
-            return
+            return None
         language = batch.get("language") or self.language
         preds, degenerate = self.transcribe(batch["input_features"], language)
         refs = batch["texts"]
@@ -352,18 +292,17 @@ class WhisperLoRA(L.LightningModule):
         scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
         if self._trainer is not None and self.trainer.testing:
             self.test_transcripts += zip(batch["paths"], refs, preds)
-        if not retained:
-            room = self.hparams.log_examples - len(self.examples)
-            self.examples += list(zip(refs, preds))[: max(room, 0)]
+        return list(zip(refs, preds))
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, retained=dataloader_idx == 1)
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, str]] | None:
+        """The (reference, prediction) pairs, for the callbacks (``ValidationReport``'s examples)."""
+        return self._evaluate(batch, retained=dataloader_idx == 1)
 
     def on_test_epoch_start(self) -> None:
         self.test_transcripts = []
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch)
+    def test_step(self, batch: Batch, batch_idx: int) -> list[tuple[str, str]] | None:
+        return self._evaluate(batch)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         if not batch["paths"]:
@@ -371,8 +310,9 @@ class WhisperLoRA(L.LightningModule):
         features, detected = batch["input_features"], None
         if self.language is None:  # auto: each clip's own language, the clips of one language decoded together
             with self.decoding_mode():
-                detected = detect_languages(self.model.get_base_model(), features.to(self.dtype_of_inputs()),
-                                            self.processor.tokenizer)
+                detected = detect_languages(
+                    self.model.get_base_model(), features.to(self.dtype_of_inputs()), self.processor.tokenizer
+                )
             texts = [""] * len(detected)
             for code in dict.fromkeys(detected):
                 rows = [i for i, c in enumerate(detected) if c == code]
@@ -380,12 +320,17 @@ class WhisperLoRA(L.LightningModule):
                     texts[i] = text
         else:
             texts, _ = self.transcribe(features)
-        rows = [{"path": p, "text": t, "duration": round(d, 3)} for p, t, d in zip(batch["paths"], texts, batch["durations"].tolist())]
+        rows = [
+            {"path": p, "text": t, "duration": round(d, 3)}
+            for p, t, d in zip(batch["paths"], texts, batch["durations"].tolist())
+        ]
         return [row | {"language": code} for row, code in zip(rows, detected)] if detected else rows
 
     def setup(self, stage: str) -> None:
         if self.language is None and stage != "predict":
-            raise ValueError(f"model.language: auto only transcribes (predict); {stage} needs the transcripts' language")
+            raise ValueError(
+                f"model.language: auto only transcribes (predict); {stage} needs the transcripts' language"
+            )
 
     def _log_metrics(self, stage: str) -> None:
         # fit's validation scores reach the logger from on_validation_end, at the step the adapters record.
@@ -395,8 +340,6 @@ class WhisperLoRA(L.LightningModule):
         if stage == "val" and self.retained["wer"].update_called:
             for name, metric in self.retained.items():
                 self.log(f"val_retain/{name}", metric, add_dataloader_idx=False, logger=direct)
-        if not self.trainer.sanity_checking:
-            self._log_examples(stage)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -407,45 +350,25 @@ class WhisperLoRA(L.LightningModule):
     def on_validation_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "val_retain/"))}
-        if "val/wer" in metrics:
-            self.history.append((self.global_step, metrics["val/wer"], metrics["val/cer"]))
+        metrics = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "val_retain/"))
+        }
         # At the optimizer steps taken, as the adapter saved now records them: Lightning's own logging step is
         # one less when validation runs mid-epoch (TensorBoard said 16 where the adapter said 17).
         if metrics and self.trainer.state.fn == "fit" and self.logger is not None and self.trainer.is_global_zero:
             self.logger.log_metrics(metrics, step=self.global_step)
 
-    def _log_examples(self, stage: str) -> None:
-        examples, self.examples = self.examples, []
-        experiment = getattr(self.logger, "experiment", None)
-        if not examples or not hasattr(experiment, "add_text") or not self.trainer.is_global_zero:
-            return
-        rows = ["| reference | prediction | S | D | I |", "|---|---|---|---|---|"]
-        code = self.language
-        for ref, pred in examples:
-            out = jiwer.process_words(normalize(ref, code) or "∅", normalize(pred, code) or "∅")
-            rows.append(f"| {ref} | {pred} | {out.substitutions} | {out.deletions} | {out.insertions} |")
-        experiment.add_text(f"{stage}/examples", "\n".join(rows), self.global_step)
-
-    def on_fit_end(self) -> None:
-        if self.history and self.trainer.is_global_zero:
-            (step0, wer0, cer0), (step1, wer1, cer1) = self.history[0], self.history[-1]
-            print(f"WER: {100 * wer0:.1f}% at step {step0} -> {100 * wer1:.1f}% at step {step1} "
-                  f"(CER {100 * cer0:.1f}% -> {100 * cer1:.1f}%)", flush=True)
-
     # -- checkpoints ------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint holds the trainable (adapter) tensors, the RNG states and the WER history; the frozen
-        base is rebuilt from ``model``, the data position comes from the DataModule."""
+        """A checkpoint holds the trainable (adapter) tensors and the RNG states; the frozen base is rebuilt from
+        ``model``, the data position comes from the DataModule, the WER history from ``ValidationReport``."""
         checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
         checkpoint["rng_states"] = rng_states()
-        checkpoint["wer_history"] = list(self.history)  # the run's WER line spans its resumes
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
-        self.history = [tuple(row) for row in checkpoint.get("wer_history", [])]
 
     def language_name(self) -> str | None:
         return LANGUAGES[self.language] if self.language else None
@@ -454,12 +377,19 @@ class WhisperLoRA(L.LightningModule):
         """What an adapter folder records about its training (``adapter.save_adapter`` writes it):
         enough to rebuild the same base and decode in the right language."""
         hp = self.hparams
-        return {"base_model": hp.model, "from_config": hp.from_config, "init_seed": hp.init_seed,
-                "language": self.language_name(), "task": hp.task, "quantization": hp.quantization,
-                "trim_encoder": self.speed.trim_encoder}
+        return {
+            "base_model": hp.model,
+            "from_config": hp.from_config,
+            "init_seed": hp.init_seed,
+            "language": self.language_name(),
+            "task": hp.task,
+            "quantization": hp.quantization,
+            "trim_encoder": self.speed.trim_encoder,
+        }
 
 
 def error_rates() -> torch.nn.ModuleDict:
     """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
-    return torch.nn.ModuleDict({"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(),
-                                "degenerate": MeanMetric()})
+    return torch.nn.ModuleDict(
+        {"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(), "degenerate": MeanMetric()}
+    )

@@ -139,7 +139,9 @@ def load_base(
     return base
 
 
-def train_flops(config: WhisperConfig, features_shape: torch.Size, label_tokens: int, encoder_backward: bool = True) -> int:
+def train_flops(
+    config: WhisperConfig, features_shape: torch.Size, label_tokens: int, encoder_backward: bool = True
+) -> int:
     """Model FLOPs of one training step by the 6·N·tokens rule (attention scores left out).
 
     Encoder parameters see the mel frames / 2 positions, decoder parameters the label tokens.

@@ -37,7 +37,7 @@ def test_common_voice_reads_every_rate_and_keeps_quotes(tmp_path, tiny_model):
     items = all_items(dm, "train")
     assert [round(x["duration"], 2) for x in items] == [1.0, 1.25, 1.5, 1.75]  # 48k, 8k, 22.05k, 48k
     assert all(x["input_features"].shape == (80, 400) for x in items)  # the tiny model's 4 s window
-    assert items[2]["text"] == "\"No, I don't,\" was the blunt reply."  # CV TSVs are unquoted
+    assert items[2]["text"] == '"No, I don\'t," was the blunt reply.'  # CV TSVs are unquoted
 
 
 def test_setup_validate_and_test_build_only_their_split(tmp_path, tiny_model):
@@ -67,10 +67,14 @@ def test_manifest_jsonl_and_csv(tmp_path, tiny_model):
         writer = csv.DictWriter(f, ["file", "transcript"])
         writer.writeheader()
         writer.writerows(rows)
-    dm = module(tiny_model, source="manifest", path=str(tmp_path / "train.jsonl"), audio_column="file", text_column="transcript")
+    dm = module(
+        tiny_model, source="manifest", path=str(tmp_path / "train.jsonl"), audio_column="file", text_column="transcript"
+    )
     dm.setup("validate")
     assert [x["text"] for x in all_items(dm, "val")] == SENTENCES[:2]
-    dm = module(tiny_model, source="manifest", path=str(tmp_path / "{split}.csv"), audio_column="file", text_column="transcript")
+    dm = module(
+        tiny_model, source="manifest", path=str(tmp_path / "{split}.csv"), audio_column="file", text_column="transcript"
+    )
     dm.setup("test")
     assert [round(x["duration"], 2) for x in all_items(dm, "test")] == [1.0, 1.0]
 
@@ -82,7 +86,9 @@ def test_hugging_face_parquet_dataset_decoded_by_our_decoder(tmp_path, tiny_mode
     for i, rate in enumerate((8000, 48000)):
         sf.write(tmp_path / f"c{i}.flac", tone(1.5, rate), rate)
         payloads.append({"bytes": (tmp_path / f"c{i}.flac").read_bytes(), "path": f"c{i}.flac"})
-    ds = datasets.Dataset.from_dict({"audio": payloads, "sentence": SENTENCES[:2]}).cast_column("audio", datasets.Audio(decode=False))
+    ds = datasets.Dataset.from_dict({"audio": payloads, "sentence": SENTENCES[:2]}).cast_column(
+        "audio", datasets.Audio(decode=False)
+    )
     (tmp_path / "hub" / "data").mkdir(parents=True)
     ds.to_parquet(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
     dm = module(tiny_model, source="hf", path=str(tmp_path / "hub"), text_column="sentence")
@@ -99,8 +105,12 @@ def test_hugging_face_parquet_dataset_decoded_by_our_decoder(tmp_path, tiny_mode
 def test_filters_drop_and_count_long_clips_long_labels_and_empty_text(tmp_path, tiny_model, caplog):
     locale = tmp_path / "mr"
     (locale / "clips").mkdir(parents=True)
-    rows = {"ok.wav": (2.0, "मी घरी जातो."), "long.wav": (5.0, "मी घरी जातो."), "empty.wav": (1.0, "   "),
-            "words.wav": (1.0, "मी घरी जातो " * 80)}
+    rows = {
+        "ok.wav": (2.0, "मी घरी जातो."),
+        "long.wav": (5.0, "मी घरी जातो."),
+        "empty.wav": (1.0, "   "),
+        "words.wav": (1.0, "मी घरी जातो " * 80),
+    }
     lines = ["client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment"]  # legacy header
     for name, (seconds, text) in rows.items():
         sf.write(locale / "clips" / name, tone(seconds, 16000), 16000)
@@ -118,8 +128,20 @@ def test_filters_drop_and_count_long_clips_long_labels_and_empty_text(tmp_path, 
 
 def test_collate_pads_labels_strips_start_token_and_stacks_features():
     items = [
-        {"input_features": np.ones((80, 300), np.float32), "labels": [50258, 1, 2, 50257], "duration": 1.2, "path": "a", "text": "a"},
-        {"input_features": np.zeros((80, 300), np.float32), "labels": [50258, 7, 50257], "duration": 2.9, "path": "b", "text": "b"},
+        {
+            "input_features": np.ones((80, 300), np.float32),
+            "labels": [50258, 1, 2, 50257],
+            "duration": 1.2,
+            "path": "a",
+            "text": "a",
+        },
+        {
+            "input_features": np.zeros((80, 300), np.float32),
+            "labels": [50258, 7, 50257],
+            "duration": 2.9,
+            "path": "b",
+            "text": "b",
+        },
     ]
     batch = collate(items, decoder_start_token_id=50258)
     assert batch["input_features"].shape == (2, 80, 300) and batch["input_features"].dtype == torch.float32
@@ -194,10 +216,15 @@ def test_length_grouping_gives_every_rank_similar_clips_each_step(world, batch, 
     def steps(**group) -> list[np.ndarray]:
         shards = [list(ShardSampler(data, world, r, shuffle=True, seed=1, pad=True, **group)) for r in range(world)]
         assert sorted(sum(shards, [])) == data  # every clip once, whatever the order
-        return [lengths[sum((s[k * batch : (k + 1) * batch] for s in shards), [])] for k in range(-(-len(shards[0]) // batch))]
+        return [
+            lengths[sum((s[k * batch : (k + 1) * batch] for s in shards), [])]
+            for k in range(-(-len(shards[0]) // batch))
+        ]
 
     plain, grouped = steps(), steps(lengths=lengths, batch_size=batch)
-    spread = {name: np.mean([r.max() - r.min() for r in runs]) for name, runs in (("plain", plain), ("grouped", grouped))}
+    spread = {
+        name: np.mean([r.max() - r.min() for r in runs]) for name, runs in (("plain", plain), ("grouped", grouped))
+    }
     assert spread["grouped"] < 0.25 * spread["plain"], spread
     assert grouped[0].max() == lengths.max()  # the longest clip comes first: an OOM shows at once
     sampler = ShardSampler(data, world, 0, shuffle=True, seed=1, pad=True, lengths=lengths, batch_size=batch)
@@ -225,16 +252,27 @@ def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
     np.random.default_rng(0).shuffle(lines)
     (root / "mr" / "test.tsv").write_text("\n".join([header, *lines]) + "\n")
     rows, _ = common_voice_index(str(root), "mr", "train+test")
-    (root / "mr" / "clip_durations.tsv").write_text("clip\tduration[ms]\n" + "".join(
-        f"{Path(p).name}\t{1000 + 250 * int(Path(p).stem[-8:])}\n" for p in rows["audio"].to_pylist()))
+    (root / "mr" / "clip_durations.tsv").write_text(
+        "clip\tduration[ms]\n"
+        + "".join(f"{Path(p).name}\t{1000 + 250 * int(Path(p).stem[-8:])}\n" for p in rows["audio"].to_pylist())
+    )
 
     def frames(grouped: bool, loader: str) -> tuple[int, list[float]]:
-        dm = module(whisper30, path=str(root), train_split="train", val_split="test", batch_size=4, eval_batch_size=4,
-                    trim_encoder=True, group_by_length=grouped)
+        dm = module(
+            whisper30,
+            path=str(root),
+            train_split="train",
+            val_split="test",
+            batch_size=4,
+            eval_batch_size=4,
+            trim_encoder=True,
+            group_by_length=grouped,
+        )
         dm.setup("fit")
         batches = list(getattr(dm, loader)())
         return sum(b["input_features"].shape[0] * b["input_features"].shape[-1] for b in batches), sum(
-            (b["durations"].tolist() for b in batches), [])
+            (b["durations"].tolist() for b in batches), []
+        )
 
     for loader, bound in (("train_dataloader", 0.85), ("val_dataloader", 0.95)):
         (plain, plain_clips), (grouped, grouped_clips) = frames(False, loader), frames(True, loader)
@@ -250,8 +288,11 @@ def test_grouped_trimmed_batches_carry_less_padding(tmp_path, whisper30):
 @requires_shared
 def test_broken_release_skips_exactly_the_broken_rows(whisper30, caplog):
     root = SHARED / "data" / "cv-broken"
-    defects = list(csv.DictReader(open(root / "mr" / "DEFECTS.tsv"), delimiter="\t"))
-    dm = SpeechDataModule(model=whisper30, path=str(root), train_split="train+dev+test", val_split="dev", batch_size=8, num_workers=1)
+    with open(root / "mr" / "DEFECTS.tsv") as f:
+        defects = list(csv.DictReader(f, delimiter="\t"))
+    dm = SpeechDataModule(
+        model=whisper30, path=str(root), train_split="train+dev+test", val_split="dev", batch_size=8, num_workers=1
+    )
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
         # Through a real DataLoader: decoding happens in a worker process, counting in this one.
@@ -260,7 +301,14 @@ def test_broken_release_skips_exactly_the_broken_rows(whisper30, caplog):
     # The truncated_tail clip decodes cleanly to 2.5 s of its 6.3 s ("keep-with-warning or skip"): we keep it.
     keep = [d["path"] for d in defects if d["expected"].startswith("keep") or d["defect"] == "truncated_tail"]
     assert kept == sorted(keep)
-    assert dict(dm.skipped) == {"empty_text": 2, "missing": 2, "empty": 2, "undecodable": 2, "too_long": 1, "label_too_long": 1}
+    assert dict(dm.skipped) == {
+        "empty_text": 2,
+        "missing": 2,
+        "empty": 2,
+        "undecodable": 2,
+        "too_long": 1,
+        "label_too_long": 1,
+    }
     for d in defects:
         if d["expected"].startswith("skip"):
             assert d["path"] in caplog.text, f"{d['defect']} row not named in a warning"
@@ -270,7 +318,9 @@ def test_broken_release_skips_exactly_the_broken_rows(whisper30, caplog):
 
 @requires_shared
 def test_strict_raises_on_the_first_bad_clip_naming_it(whisper30):
-    dm = SpeechDataModule(model=whisper30, path=str(SHARED / "data" / "cv-broken"), val_split="dev", strict=True, num_workers=0)
+    dm = SpeechDataModule(
+        model=whisper30, path=str(SHARED / "data" / "cv-broken"), val_split="dev", strict=True, num_workers=0
+    )
     dm.setup("validate")
     with pytest.raises(AudioError, match=r"common_voice_mr_\d+\.mp3: (missing|empty)"):
         all_items(dm, "val")
@@ -290,8 +340,9 @@ def test_resumed_grouped_epoch_keeps_the_order_it_was_cut_for(tmp_path, tiny_mod
     dm.setup("fit")
     sampler = dm.train_dataloader().sampler
     assert sampler.order_for == (0, 4, 3) and sampler.start == 12
-    cut_for_four = ShardSampler(list(range(24)), 1, 0, shuffle=True, seed=dm.hparams.seed, pad=True,
-                                lengths=dm._lengths("train"), batch_size=3)
+    cut_for_four = ShardSampler(
+        list(range(24)), 1, 0, shuffle=True, seed=dm.hparams.seed, pad=True, lengths=dm._lengths("train"), batch_size=3
+    )
     cut_for_four.order_for = (0, 4, 3)
     assert list(sampler) == list(cut_for_four)[12:]
 
@@ -306,9 +357,14 @@ def test_a_checkpoint_saved_after_an_epochs_end_resumes_the_next_epoch_from_its_
     dm = module(tiny_model, path=str(root), train_split="train", val_split="test", batch_size=4)
 
     def saved(started: int, completed: int, batches: int) -> dict:
-        dm.trainer = NS(world_size=1, current_epoch=completed, fit_loop=NS(
-            epoch_progress=NS(current=NS(started=started, completed=completed)),
-            epoch_loop=NS(batch_progress=NS(current=NS(processed=batches)))))
+        dm.trainer = NS(
+            world_size=1,
+            current_epoch=completed,
+            fit_loop=NS(
+                epoch_progress=NS(current=NS(started=started, completed=completed)),
+                epoch_loop=NS(batch_progress=NS(current=NS(processed=batches))),
+            ),
+        )
         return dm.state_dict()
 
     assert saved(started=4, completed=3, batches=2)["samples"] == 8  # mid-epoch 3: two batches done
@@ -369,16 +425,26 @@ def test_an_unreadable_cache_entry_is_decoded_again_and_replaced(tmp_path, tiny_
 
 def test_manifest_lines_that_cannot_be_read_or_lack_a_field_are_named(tmp_path, tiny_model, caplog):
     sf.write(tmp_path / "a.wav", tone(1.0, 16000), 16000)
-    lines = ['{"audio": "a.wav", "text": "मी घरी जातो."}', '{"audio": "a.wav", "text": "one more', "[1, 2]",
-             '{"audio": "b.wav"}', '{"text": "no audio"}', '{"audio": "a.wav", "text": "ती शाळेत गेली."}']
+    lines = [
+        '{"audio": "a.wav", "text": "मी घरी जातो."}',
+        '{"audio": "a.wav", "text": "one more',
+        "[1, 2]",
+        '{"audio": "b.wav"}',
+        '{"text": "no audio"}',
+        '{"audio": "a.wav", "text": "ती शाळेत गेली."}',
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     dm = module(tiny_model, source="manifest", path=str(tmp_path / "m.jsonl"), val_split="x")
     with caplog.at_level(logging.WARNING):
         dm.setup("validate")
     assert len(dm.datasets["val"]) == 1  # the first row; its repeat, the last row, is a duplicate
     assert dict(dm.skipped) == {"bad_json": 2, "no_text": 1, "no_audio": 1, "duplicate": 1}
-    for where in ("m.jsonl:2: bad_json", "m.jsonl:3: bad_json", "b.wav: no_text (m.jsonl row 2 has no 'text')",
-                  "row 3: no_audio"):
+    for where in (
+        "m.jsonl:2: bad_json",
+        "m.jsonl:3: bad_json",
+        "b.wav: no_text (m.jsonl row 2 has no 'text')",
+        "row 3: no_audio",
+    ):
         assert where in caplog.text
 
 
@@ -406,20 +472,33 @@ def test_manifest_spans_decode_only_their_part_of_the_recording(tmp_path, tiny_m
     rate = 8000
     parts = [tone(2.0, rate, seed=0), tone(3.0, rate, seed=5), tone(1.5, rate, seed=10)]  # 220, 420, 620 Hz
     sf.write(tmp_path / "talk.wav", np.concatenate(parts), rate)
-    rows = [{"audio": "talk.wav", "text": "एक", "offset": 0.0, "duration": 2.0},
-            {"audio": "talk.wav", "text": "दोन", "offset": 2.0, "duration": 3.0},
-            {"audio": "talk.wav", "text": "तीन", "offset": 5.0, "duration": 1.5},
-            {"audio": "talk.wav", "text": "चार", "offset": 6.0, "duration": 4.0},  # runs past the end
-            {"audio": "talk.wav", "text": "पाच", "offset": "soon", "duration": 1.0}]
+    rows = [
+        {"audio": "talk.wav", "text": "एक", "offset": 0.0, "duration": 2.0},
+        {"audio": "talk.wav", "text": "दोन", "offset": 2.0, "duration": 3.0},
+        {"audio": "talk.wav", "text": "तीन", "offset": 5.0, "duration": 1.5},
+        {"audio": "talk.wav", "text": "चार", "offset": 6.0, "duration": 4.0},  # runs past the end
+        {"audio": "talk.wav", "text": "पाच", "offset": "soon", "duration": 1.0},
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     monkeypatch.setattr("soundfile.read", lambda *a, **k: pytest.fail("a span decoded the whole file"))
-    dm = SpeechDataModule(source="manifest", path=str(tmp_path / "m.jsonl"), model=tiny_model, language="mr",
-                          num_workers=0, train_split="train", val_split="train")
+    dm = SpeechDataModule(
+        source="manifest",
+        path=str(tmp_path / "m.jsonl"),
+        model=tiny_model,
+        language="mr",
+        num_workers=0,
+        train_split="train",
+        val_split="train",
+    )
     dm.setup("fit")
     items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
     good = [x for x in items if isinstance(x, dict)]
     assert [x["duration"] for x in good] == pytest.approx([2.0, 3.0, 1.5], abs=1e-3)
-    assert [x["path"] for x in good] == [f"{tmp_path}/talk.wav#t=0,2", f"{tmp_path}/talk.wav#t=2,5", f"{tmp_path}/talk.wav#t=5,6.5"]
+    assert [x["path"] for x in good] == [
+        f"{tmp_path}/talk.wav#t=0,2",
+        f"{tmp_path}/talk.wav#t=2,5",
+        f"{tmp_path}/talk.wav#t=5,6.5",
+    ]
     assert [x["text"] for x in good] == ["एक", "दोन", "तीन"]
     from lightning_asr.data.audio import read_clip
 
@@ -441,8 +520,16 @@ def test_timestamp_share_labels_training_clips_with_their_own_start_and_end(tmp_
     root = write_common_voice(tmp_path / "cv", rows_per_split=8)
 
     def module(share: float) -> SpeechDataModule:
-        dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
-                              num_workers=0, timestamp_share=share, seed=3)
+        dm = SpeechDataModule(
+            path=str(root),
+            model=tiny_model,
+            language="mr",
+            train_split="train",
+            val_split="train",
+            num_workers=0,
+            timestamp_share=share,
+            seed=3,
+        )
         dm.setup("fit")
         return dm
 
@@ -471,8 +558,18 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
     (root / "mr/clips/common_voice_mr_00000005.wav").unlink()
 
     def module(share: float, clips: tuple[int, int] = (2, 4), longest: float | None = None) -> SpeechDataModule:
-        dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
-                              num_workers=0, pack_share=share, pack_clips=clips, seed=3, max_duration_s=longest)
+        dm = SpeechDataModule(
+            path=str(root),
+            model=tiny_model,
+            language="mr",
+            train_split="train",
+            val_split="train",
+            num_workers=0,
+            pack_share=share,
+            pack_clips=clips,
+            seed=3,
+            max_duration_s=longest,
+        )
         dm.setup("fit")
         return dm
 
@@ -493,11 +590,16 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
             body = item["labels"][at:-1]
             marks = [k for k, token in enumerate(body) if token >= first]
             assert body[0] == first and len(marks) % 2 == 0  # opens at <|0.00|>, every segment closed
-            times = [((body[a] - first) * 0.02, (body[b] - first) * 0.02, body[a + 1 : b]) for a, b in zip(marks[::2], marks[1::2])]
+            times = [
+                ((body[a] - first) * 0.02, (body[b] - first) * 0.02, body[a + 1 : b])
+                for a, b in zip(marks[::2], marks[1::2])
+            ]
             assert times[0][1] == pytest.approx(alone["duration"], abs=0.011)  # the item's own clip first
             for k, (start, end, segment) in enumerate(times):
                 length = min(words, key=lambda d: abs(d - (end - start)))
-                assert abs(length - (end - start)) < 0.03 and words[length] == segment  # one clip's words, for its length
+                assert (
+                    abs(length - (end - start)) < 0.03 and words[length] == segment
+                )  # one clip's words, for its length
                 assert length != pytest.approx(2.25, abs=0.01)  # the missing clip is in no window
                 if k + 1 < len(times):
                     assert 0.3 - 0.03 <= times[k + 1][0] - end <= 1.0 + 0.03
@@ -514,6 +616,7 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
     half = module(0.5).datasets["train"]
     packed = [no_ts not in half[(i, e)]["labels"] for i in single for e in range(4)]
     assert 0 < sum(packed) < len(packed)
+
     # data.pack_clips: windows drawn to hold 3-3 clips hold 3 where they fit (clips last 1-2.75 s: in 12 s windows
     # all do, unless a partner is the missing clip or the item itself); the default [2, 4] reaches past 3.
     def counts(clips: tuple[int, int]) -> list[int]:
@@ -537,24 +640,38 @@ def test_pack_leaves_out_clips_past_the_window_or_the_token_budget(tiny_model):
     from lightning_asr.data.dataset import pack
 
     tokenizer = WhisperTokenizer.from_pretrained(tiny_model, language="mr", task="transcribe")
-    clips = [(np.full(12 * SAMPLING_RATE, k + 1, np.float32), tokenizer(text).input_ids, text)
-             for k, text in enumerate(["एक", "दोन", "तीन"])]
+    clips = [
+        (np.full(12 * SAMPLING_RATE, k + 1, np.float32), tokenizer(text).input_ids, text)
+        for k, text in enumerate(["एक", "दोन", "तीन"])
+    ]
     audio, labels, text, count = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, 448)
-    assert text == "एक दोन" and count == 2 and len(audio) == int(24.5 * SAMPLING_RATE)  # a third 12 s clip would end at 37 s
+    assert (
+        text == "एक दोन" and count == 2 and len(audio) == int(24.5 * SAMPLING_RATE)
+    )  # a third 12 s clip would end at 37 s
     assert (audio[: 12 * SAMPLING_RATE] == 1).all() and not audio[12 * SAMPLING_RATE : int(12.5 * SAMPLING_RATE)].any()
     assert (audio[int(12.5 * SAMPLING_RATE) :] == 2).all()
     first = tokenizer.convert_tokens_to_ids("<|0.00|>")
     assert [t - first for t in labels if t >= first] == [0, 600, 625, 1225]  # 0.00, 12.00, 12.50, 24.50 s
     _, alone, text, count = pack(clips, np.array([0.5, 0.5, 0.5]), tokenizer, 30.0, len(clips[0][1]) + 2)
-    assert text == "एक" and count == 1 and [t - first for t in alone if t >= first] == [0, 600]  # the second's words would not fit
+    assert (
+        text == "एक" and count == 1 and [t - first for t in alone if t >= first] == [0, 600]
+    )  # the second's words would not fit
 
 
 def test_full_window_share_keeps_some_trimmed_training_batches_at_the_whole_window(tmp_path, tiny_model):
     from lightning_asr.data import SpeechDataModule
 
     root = write_common_voice(tmp_path / "cv", rows_per_split=12)
-    dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
-                          num_workers=0, trim_encoder=True, full_window_share=0.5)
+    dm = SpeechDataModule(
+        path=str(root),
+        model=tiny_model,
+        language="mr",
+        train_split="train",
+        val_split="train",
+        num_workers=0,
+        trim_encoder=True,
+        full_window_share=0.5,
+    )
     dm.setup("fit")
     items = [dm.datasets["train"][i] for i in range(12)]
     window = items[0]["input_features"].shape[-1]

@@ -68,21 +68,32 @@ def hostile_release(root: Path) -> dict[str, str]:
     (root / "mr" / "train.tsv").write_bytes(b"\xef\xbb\xbf" + b"\r\n".join([HEADER.encode(), *lines]) + b"\r\n")
     (root / "mr" / "dev.tsv").write_text(HEADER + "\n")  # a header-only split
     sf.write(clips / "t0.wav", tone(1.0, 16000), 16000)
-    (root / "mr" / "test.tsv").write_bytes(b"\xef\xbb\xbf" + HEADER.encode() + b"\r\n" + row("t0.wav", "ती शाळेत गेली.").encode() + b"\r\n")
+    (root / "mr" / "test.tsv").write_bytes(
+        b"\xef\xbb\xbf" + HEADER.encode() + b"\r\n" + row("t0.wav", "ती शाळेत गेली.").encode() + b"\r\n"
+    )
     return expected
 
 
 def test_every_hostile_row_is_kept_or_skipped_and_named(tmp_path, tiny_model, caplog):
     expected = hostile_release(tmp_path)
-    dm = SpeechDataModule(model=tiny_model, path=str(tmp_path), train_split="train", val_split="dev", test_split="test",
-                          batch_size=3, num_workers=1)
+    dm = SpeechDataModule(
+        model=tiny_model,
+        path=str(tmp_path),
+        train_split="train",
+        val_split="dev",
+        test_split="test",
+        batch_size=3,
+        num_workers=1,
+    )
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
         batches = [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
     trained = sorted(Path(p).name for b in batches for p in b["paths"])
     assert trained == sorted(name for name, outcome in expected.items() if outcome == "keep")  # good0 once
-    skipped = {Path(item.path).name if item.reason.startswith("bad_") else item.path.split("/clips/")[-1]: item.reason
-               for item in dm.skipped_clips().values()}
+    skipped = {
+        Path(item.path).name if item.reason.startswith("bad_") else item.path.split("/clips/")[-1]: item.reason
+        for item in dm.skipped_clips().values()
+    }
     want = {name: outcome for name, outcome in expected.items() if outcome != "keep"} | {"good0.wav": "duplicate"}
     want["train.tsv:18"], want["train.tsv:19"] = want.pop("latin1.wav"), want.pop("tab.wav")  # named by file:line
     assert skipped == want
@@ -102,7 +113,9 @@ def test_strict_stops_at_the_first_unreadable_row(tmp_path, tiny_model):
     from lightning_asr.data.audio import AudioError
 
     hostile_release(tmp_path)
-    dm = SpeechDataModule(model=tiny_model, path=str(tmp_path), train_split="train", val_split="test", strict=True, num_workers=0)
+    dm = SpeechDataModule(
+        model=tiny_model, path=str(tmp_path), train_split="train", val_split="test", strict=True, num_workers=0
+    )
     with pytest.raises(AudioError, match=r"train.tsv:18: bad_encoding"):
         dm.setup("fit")
 
@@ -111,11 +124,29 @@ def test_fit_on_the_hostile_release_at_batch_size_1_trains_on_every_good_clip(tm
     """One clip a batch, so whole batches are skipped clips (the throughput monitor used to end such runs)."""
     hostile_release(tmp_path / "cv")
     out = subprocess.run(
-        [CLI, "fit", "--config", str(REPO / "configs/demo.yaml"), f"--model.model={REPO}/demo/whisper-tiny-random",
-         f"--data.path={tmp_path}/cv", "--data.train_split=train", "--data.val_split=test", "--data.batch_size=1",
-         "--trainer.max_steps=20", "--trainer.val_check_interval=20", "--model.decoding.max_new_tokens=4",
-         f"--data.cache_dir={tmp_path}/cache", "--throughput.window_size=2", "--trainer.log_every_n_steps=1"],
-        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(REPO)},
+        [
+            CLI,
+            "fit",
+            "--config",
+            str(REPO / "configs/demo.yaml"),
+            f"--model.model={REPO}/demo/whisper-tiny-random",
+            f"--data.path={tmp_path}/cv",
+            "--data.train_split=train",
+            "--data.val_split=test",
+            "--data.batch_size=1",
+            "--trainer.max_steps=20",
+            "--trainer.val_check_interval=20",
+            "--model.decoding.max_new_tokens=4",
+            f"--data.cache_dir={tmp_path}/cache",
+            "--throughput.window_size=2",
+            "--trainer.log_every_n_steps=1",
+        ],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     log = out.stdout + out.stderr

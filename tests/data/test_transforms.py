@@ -37,7 +37,9 @@ def test_noise_is_mixed_at_the_asked_snr():
 
 def test_draws_follow_the_seed_and_stay_in_range(tmp_path):
     sf.write(tmp_path / "hum.wav", 0.2 * np.sin(2 * np.pi * 50 * np.arange(8000) / SAMPLING_RATE), SAMPLING_RATE)
-    augment = AudioAugment(speed_factors=[0.9, 1.1], noise_prob=1.0, noise_dir=str(tmp_path), snr_min_db=5, snr_max_db=15)
+    augment = AudioAugment(
+        speed_factors=[0.9, 1.1], noise_prob=1.0, noise_dir=str(tmp_path), snr_min_db=5, snr_max_db=15
+    )
     clip = tone(1.5, SAMPLING_RATE)
     out = [augment(clip, np.random.default_rng([3, 0, i]), max_seconds=30) for i in range(12)]
     again = [augment(clip, np.random.default_rng([3, 0, i]), max_seconds=30) for i in range(12)]
@@ -52,9 +54,12 @@ def test_draws_follow_the_seed_and_stay_in_range(tmp_path):
 
 
 def test_knobs_are_checked(tmp_path):
-    for bad, match in ((dict(speed_factors=[3.0]), "speed_factors"), (dict(noise_prob=1.5), "noise_prob"),
-                       (dict(snr_min_db=20, snr_max_db=10), "snr_min_db"),
-                       (dict(noise_prob=0.5, noise_dir=str(tmp_path)), "noise_dir: no")):
+    for bad, match in (
+        (dict(speed_factors=[3.0]), "speed_factors"),
+        (dict(noise_prob=1.5), "noise_prob"),
+        (dict(snr_min_db=20, snr_max_db=10), "snr_min_db"),
+        (dict(noise_prob=0.5, noise_dir=str(tmp_path)), "noise_dir: no"),
+    ):
         with pytest.raises(ValueError, match=f"data.augment.{match}"):
             AudioAugment(**bad)
 
@@ -75,8 +80,16 @@ def test_only_training_clips_are_augmented_and_reproducibly(tmp_path, tiny_model
     root = write_common_voice(tmp_path / "cv", rows_per_split=3)
 
     def module(**augment) -> SpeechDataModule:
-        dm = SpeechDataModule(path=str(root), model=tiny_model, language="mr", train_split="train", val_split="train",
-                              num_workers=0, augment=AudioAugment(**augment), seed=5)
+        dm = SpeechDataModule(
+            path=str(root),
+            model=tiny_model,
+            language="mr",
+            train_split="train",
+            val_split="train",
+            num_workers=0,
+            augment=AudioAugment(**augment),
+            seed=5,
+        )
         dm.setup("fit")
         return dm
 
@@ -87,8 +100,13 @@ def test_only_training_clips_are_augmented_and_reproducibly(tmp_path, tiny_model
         assert not np.array_equal(train["input_features"], clean["input_features"])
         val = noisy.datasets["val"][i]  # the same clips as validation: untouched
         assert val["duration"] == clean["duration"] and np.array_equal(val["input_features"], clean["input_features"])
-    assert np.array_equal(noisy.datasets["train"][(1, 0)]["input_features"], module(**noisy.hparams.augment).datasets["train"][(1, 0)]["input_features"])
-    assert not np.array_equal(noisy.datasets["train"][(1, 0)]["input_features"], noisy.datasets["train"][(1, 1)]["input_features"])
+    assert np.array_equal(
+        noisy.datasets["train"][(1, 0)]["input_features"],
+        module(**noisy.hparams.augment).datasets["train"][(1, 0)]["input_features"],
+    )
+    assert not np.array_equal(
+        noisy.datasets["train"][(1, 0)]["input_features"], noisy.datasets["train"][(1, 1)]["input_features"]
+    )
     # Through the loader: the training sampler asks for (index, epoch), evaluation for plain indices.
     assert isinstance(next(iter(noisy.train_dataloader().sampler)), tuple)
     assert isinstance(next(iter(noisy.val_dataloader().sampler)), int)

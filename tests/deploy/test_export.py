@@ -21,8 +21,18 @@ def adapter30(tmp_path_factory, whisper30) -> Path:
     """An adapter on a tiny random base with Whisper's 30 s window (faster-whisper pads every input to
     30 s), trained by the demo command for a few steps."""
     tmp = tmp_path_factory.mktemp("export-fit")
-    run(demo_args(tmp, f"--model.model={whisper30}", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
-                  "--data.max_samples=4", "--model.decoding.max_new_tokens=8", "--model.validate_before_training=false"), tmp)
+    run(
+        demo_args(
+            tmp,
+            f"--model.model={whisper30}",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--data.max_samples=4",
+            "--model.decoding.max_new_tokens=8",
+            "--model.validate_before_training=false",
+        ),
+        tmp,
+    )
     return tmp / "adapters" / "last"
 
 
@@ -41,10 +51,27 @@ def own_words(tmp_path_factory, adapter30) -> Path:
 
 
 def test_ct2_export_loads_in_faster_whisper_and_passes_the_parity_check(tmp_path, adapter30, own_words):
-    out = run(["export", str(adapter30), "whisper-ct2", "--format", "ct2", "--quantization", "float32",
-               "--check", str(own_words), "--check_quantization", "none", *SHORT], tmp_path)
+    out = run(
+        [
+            "export",
+            str(adapter30),
+            "whisper-ct2",
+            "--format",
+            "ct2",
+            "--quantization",
+            "float32",
+            "--check",
+            str(own_words),
+            "--check_quantization",
+            "none",
+            *SHORT,
+        ],
+        tmp_path,
+    )
     folder = tmp_path / "whisper-ct2"
-    assert {"model.bin", "tokenizer.json", "preprocessor_config.json", "vocabulary.json"} <= {p.name for p in folder.iterdir()}
+    assert {"model.bin", "tokenizer.json", "preprocessor_config.json", "vocabulary.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     report = json.loads((folder / "parity.json").read_text())
     assert report["clips"] == 6 and report["runtime"].startswith("faster-whisper") and report["within_tolerance"]
     assert report["adapter_scores"]["wer"] == 0.0 and report["exported_scores"]["wer"] == 0.0
@@ -61,19 +88,38 @@ def test_ct2_export_loads_in_faster_whisper_and_passes_the_parity_check(tmp_path
 def readme_one_liner(runtime: str, folders: dict[str, Path], cwd: Path) -> str:
     """The README's `python -c` line that loads an exported folder in ``runtime``, run as typed but for
     its folder and clip names; returns what it printed."""
-    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("python -c") and runtime in line)
+    line = next(
+        line
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("python -c") and runtime in line
+    )
     clip = sorted((CLIPS / "clips").glob("*.mp3"))[0]
     for name, folder in folders.items():
         line = line.replace(f'"{name}"', f'"{folder}"')
     line = line.replace('"clip.mp3"', f'"{clip}"')
-    result = subprocess.run(line.replace("python", sys.executable, 1), shell=True, cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        line.replace("python", sys.executable, 1), shell=True, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def test_transformers_export_passes_the_parity_check_through_the_pipeline(tmp_path, adapter30, own_words):
-    run(["export", str(adapter30), "whisper-hf", "--dtype", "float32", "--check", str(own_words),
-         "--check_quantization", "none", *SHORT], tmp_path)
+    run(
+        [
+            "export",
+            str(adapter30),
+            "whisper-hf",
+            "--dtype",
+            "float32",
+            "--check",
+            str(own_words),
+            "--check_quantization",
+            "none",
+            *SHORT,
+        ],
+        tmp_path,
+    )
     report = json.loads((tmp_path / "whisper-hf/parity.json").read_text())
     assert report["runtime"].startswith("transformers") and report["within_tolerance"]
     assert report["exported_scores"]["wer"] == report["adapter_scores"]["wer"] == 0.0
@@ -99,10 +145,20 @@ def test_parity_check_fails_when_the_exported_model_transcribes_differently(tmp_
         torch.manual_seed(0)
         model.model.decoder.embed_tokens.weight.add_(torch.randn_like(model.model.decoder.embed_tokens.weight))
     model.save_pretrained(tmp_path / "hf")
-    report = parity(str(adapter30), str(tmp_path / "hf"), "transformers", str(own_words), quantization="none",
-                    max_new_tokens=8, num_workers=0)
+    report = parity(
+        str(adapter30),
+        str(tmp_path / "hf"),
+        "transformers",
+        str(own_words),
+        quantization="none",
+        max_new_tokens=8,
+        num_workers=0,
+    )
     assert not report["within_tolerance"] and report["exported_scores"]["wer"] > 0.5
-    assert report["clips_transcribed_differently"] > 0 and report["differences"][0]["adapter"] != report["differences"][0]["exported"]
+    assert (
+        report["clips_transcribed_differently"] > 0
+        and report["differences"][0]["adapter"] != report["differences"][0]["exported"]
+    )
 
 
 def test_export_errors_name_what_is_wrong(tmp_path, adapter30):
@@ -122,10 +178,32 @@ def test_export_parity_benchmark_runs_the_check_command_per_task_and_format(tmp_
 
     (tmp_path / "data/cv-synth").mkdir(parents=True)
     (tmp_path / "data/cv-synth/mr").symlink_to(CLIPS)  # the demo clips in a task's place
-    subprocess.run([sys.executable, "-m", "benchmarks.export_parity", "--adapter", f"cv-synth-mr={adapter30}", "--model", whisper30,
-                    "--data-dir", str(tmp_path / "data"), "--formats", "transformers-fp16", "--limit", "3",
-                    "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--name", "export-x"],
-                   check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.export_parity",
+            "--adapter",
+            f"cv-synth-mr={adapter30}",
+            "--model",
+            whisper30,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--formats",
+            "transformers-fp16",
+            "--limit",
+            "3",
+            "--work",
+            str(tmp_path / "work"),
+            "--results",
+            str(tmp_path / "results"),
+            "--name",
+            "export-x",
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     report = json.loads((tmp_path / "results/export-x.json").read_text())
     row = report["runs"]["cv-synth-mr/transformers-fp16"]
     assert row["clips"] == 3 and row["runtime"].startswith("transformers") and row["exit_code"] in (0, 1)

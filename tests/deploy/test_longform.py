@@ -27,8 +27,13 @@ def tokenizer():
 
 
 def test_segments_are_read_from_timestamp_tokens(tokenizer):
-    t = lambda s: tokenizer.convert_tokens_to_ids(f"<|{s:.2f}|>")
-    hello, world = tokenizer(" hello", add_special_tokens=False).input_ids, tokenizer(" world", add_special_tokens=False).input_ids
+    def t(s: float) -> int:
+        return tokenizer.convert_tokens_to_ids(f"<|{s:.2f}|>")
+
+    hello, world = (
+        tokenizer(" hello", add_special_tokens=False).input_ids,
+        tokenizer(" world", add_special_tokens=False).input_ids,
+    )
     prompt = tokenizer.prefix_tokens[:3]
     # Paired (closing + opening) and single timestamps, then a segment the window cut off.
     ids = [*prompt, t(0), *hello, t(2.4), t(2.4), *world, t(5), *hello, t(7.5), *world, tokenizer.eos_token_id]
@@ -49,7 +54,11 @@ def test_a_long_file_is_read_one_window_at_a_time(tmp_path, tiny_model, monkeypa
     module = tiny_module(tiny_model, quantization="none")
     randomize_lora_b(module, std=0.05)
     reads, read = [], longform.read_window
-    monkeypatch.setattr(longform, "read_window", lambda path, start, seconds: reads.append((start, seconds)) or read(path, start, seconds))
+    monkeypatch.setattr(
+        longform,
+        "read_window",
+        lambda path, start, seconds: reads.append((start, seconds)) or read(path, start, seconds),
+    )
     segments, language = longform.transcribe_long(module.eval(), str(tmp_path / "long.wav"))
     assert language == "mr" and all(seconds <= 30.0 for _, seconds in reads)
     assert reads[0][0] == 0 and reads[-1][0] + reads[-1][1] == pytest.approx(95.0)  # the whole file, windows in order
@@ -65,8 +74,12 @@ def test_long_form_decodes_in_the_modules_decoding_mode(tmp_path, tiny_model, mo
     sf.write(tmp_path / "a.wav", tone(4.0, 16000), 16000)
     module = compiled_fp8_module(tiny_model)
     seen, detect, generate = [], longform.detect_languages, module.model.generate
-    monkeypatch.setattr(longform, "detect_languages", lambda *a, **k: seen.append(fp8_casts(module.model)) or detect(*a, **k))
-    monkeypatch.setattr(module.model, "generate", lambda *a, **k: seen.append(fp8_casts(module.model)) or generate(*a, **k))
+    monkeypatch.setattr(
+        longform, "detect_languages", lambda *a, **k: seen.append(fp8_casts(module.model)) or detect(*a, **k)
+    )
+    monkeypatch.setattr(
+        module.model, "generate", lambda *a, **k: seen.append(fp8_casts(module.model)) or generate(*a, **k)
+    )
     longform.transcribe_long(module, str(tmp_path / "a.wav"))
     assert len(seen) == 2 and all(s == {"disabled"} for s in seen)
     assert fp8_casts(module.model) != {"disabled"}  # back to FP8 afterwards
@@ -78,7 +91,11 @@ def test_a_window_keeps_its_segments_while_their_times_run_forward():
 
     done = [(0.0, 4.0, "a"), (4.0, 9.0, "b"), (0.0, 1.0, "loop"), (1.0, 2.0, "more")]
     assert in_order(done, (2.0, "tail"), 30.0) == ([(0.0, 4.0, "a"), (4.0, 9.0, "b")], None, True)
-    assert in_order([(0.0, 4.0, "a"), (4.0, 12.0, "b")], (12.0, "tail"), 10.0) == ([(0.0, 4.0, "a"), (4.0, 10.0, "b")], None, True)
+    assert in_order([(0.0, 4.0, "a"), (4.0, 12.0, "b")], (12.0, "tail"), 10.0) == (
+        [(0.0, 4.0, "a"), (4.0, 10.0, "b")],
+        None,
+        True,
+    )
     assert in_order([(0.0, 4.0, "a")], (4.0, "tail"), 30.0) == ([(0.0, 4.0, "a")], (4.0, "tail"), False)
     # A segment that closes before it opens (`<|24.92|> … fat<|4.96|>`, seen at a window boundary) is where it breaks.
     assert in_order([(0.0, 24.92, "a"), (24.92, 4.96, "fat")], None, 30.0) == ([(0.0, 24.92, "a")], None, True)
@@ -160,20 +177,29 @@ def test_long_form_loses_no_more_speech_than_transformers_long_form(tmp_path):
 
     path, words = spoken_digits(tmp_path)
     base = str(SHARED / "models/whisper-base")
-    run(["transcribe", str(path), "--base", base, "--language", "en", "--timestamps", "true", "--num_workers", "0"],
-        tmp_path)
+    run(
+        ["transcribe", str(path), "--base", base, "--language", "en", "--timestamps", "true", "--num_workers", "0"],
+        tmp_path,
+    )
     row = json.loads((tmp_path / "transcripts.jsonl").read_text())
     ours = [(s["start"], s["end"]) for s in row["segments"]]
     # transformers' long-form on the model transcribe decodes with (the same base, the same generation config).
     module = decoder_module(None, base, "en", None, None, None, "generate")
     module.configure_model()
     processor = module.processor
-    features = processor(load_audio(str(path)), sampling_rate=16_000, return_tensors="pt", truncation=False,
-                         padding="longest", return_attention_mask=True)
+    features = processor(
+        load_audio(str(path)),
+        sampling_rate=16_000,
+        return_tensors="pt",
+        truncation=False,
+        padding="longest",
+        return_attention_mask=True,
+    )
     torch.manual_seed(0)
     with torch.no_grad():
-        out = module.model.get_base_model().generate(**features, language="en", task="transcribe", return_timestamps=True,
-                                                     return_segments=True, **FALLBACK)
+        out = module.model.get_base_model().generate(
+            **features, language="en", task="transcribe", return_timestamps=True, return_segments=True, **FALLBACK
+        )
     theirs = [(float(s["start"]), float(s["end"])) for s in out["segments"][0]]
     assert len(ours) >= 3 and ours[0][0] < 5 and ours[-1][1] > words[-1][1] - 10
     assert all(a[0] < b[0] and a[1] <= b[0] + 0.02 for a, b in zip(ours, ours[1:]))  # in order, not overlapping

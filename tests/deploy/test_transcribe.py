@@ -25,8 +25,15 @@ def test_transcribe_writes_text_and_jsonl(tmp_path, adapter):
     texts = {}
     for decoding in ("generate", "static"):
         out = tmp_path / decoding
-        transcribe(clips, adapter=adapter, output=str(out), num_workers=0, max_new_tokens=5, accelerator="cpu",
-                   decoding=decoding)
+        transcribe(
+            clips,
+            adapter=adapter,
+            output=str(out),
+            num_workers=0,
+            max_new_tokens=5,
+            accelerator="cpu",
+            decoding=decoding,
+        )
         rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
         assert [r["path"] for r in rows] == clips and [r["duration"] for r in rows] == [1.5, 1.5]
         assert out.with_suffix(".txt").read_text().splitlines() == [f"{r['path']}\t{r['text']}" for r in rows]
@@ -44,10 +51,14 @@ def test_export_merges_into_a_standard_whisper_folder(tmp_path, tiny_model, adap
     ids = torch.tensor([[50258, 50320, 50359, 50363]])
     with torch.no_grad():
         merged = model(input_features=features, decoder_input_ids=ids).logits
-        trained_unquantized = merge_reference(tiny_model, adapter)(input_features=features, decoder_input_ids=ids).logits
+        trained_unquantized = merge_reference(tiny_model, adapter)(
+            input_features=features, decoder_input_ids=ids
+        ).logits
     torch.testing.assert_close(merged, trained_unquantized, rtol=1e-4, atol=1e-4)
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "exported"), device=-1)
-    assert isinstance(asr({"raw": tone(1.0, 16000), "sampling_rate": 16000}, generate_kwargs={"max_new_tokens": 3})["text"], str)
+    assert isinstance(
+        asr({"raw": tone(1.0, 16000), "sampling_rate": 16000}, generate_kwargs={"max_new_tokens": 3})["text"], str
+    )
 
 
 def merge_reference(tiny_model, adapter):

@@ -47,8 +47,9 @@ def talkative(model: str, **kwargs) -> WhisperLoRA:
 
 
 def static_ids(module, features: torch.Tensor, max_new_tokens: int = 24, cuda_graph: bool = False) -> torch.Tensor:
-    return greedy(module.model.get_base_model(), features, prompt_ids(module.processor.tokenizer), max_new_tokens,
-                  cuda_graph)
+    return greedy(
+        module.model.get_base_model(), features, prompt_ids(module.processor.tokenizer), max_new_tokens, cuda_graph
+    )
 
 
 def features(batch: int = 6, seed: int = 0) -> torch.Tensor:
@@ -65,7 +66,7 @@ def test_static_decoding_gives_generates_tokens(talkative_model, quantization):
     ended = (ours == eos).any(1)
     assert 0 < ended.sum() < len(ours), "the check needs rows that end and rows that do not"
     assert torch.equal(ours[:, : ref.shape[1]], ref)
-    assert (ours[:, ref.shape[1]:] == eos).all()  # generate() stops when every row has ended
+    assert (ours[:, ref.shape[1] :] == eos).all()  # generate() stops when every row has ended
     # Whisper's first-token suppression: suppress what row 0 began with, and both must move off it.
     config = module.model.generation_config
     config.begin_suppress_tokens = [*config.begin_suppress_tokens, int(ref[0, 0])]
@@ -83,7 +84,7 @@ def test_static_decoding_stops_when_every_row_has_ended(talkative_model):
     ids = static_ids(module, features(), max_new_tokens=200)
     hook.remove()
     last = max(int((row != eos).nonzero().max()) for row in ids)  # the longest row's last real token
-    assert last < 100 and (ids[:, last + 1:] == eos).all()
+    assert last < 100 and (ids[:, last + 1 :] == eos).all()
     assert len(calls) < last + 1 + 8 + 1  # stopped within one check interval of the last row ending
 
 
@@ -124,13 +125,17 @@ def test_static_decoding_keeps_autocast_on_a_kbit_base(talkative_model):
     assert torch.equal(graphed, eager)
 
 
-@pytest.mark.parametrize(("quantization", "cuda_graph", "expected"),
-                         [("none", True, True), ("nf4", True, True), ("int8", True, False), ("nf4", False, False)])
+@pytest.mark.parametrize(
+    ("quantization", "cuda_graph", "expected"),
+    [("none", True, True), ("nf4", True, True), ("int8", True, False), ("nf4", False, False)],
+)
 def test_module_asks_for_graphs_except_on_int8(talkative_model, monkeypatch, quantization, cuda_graph, expected):
     module = talkative(talkative_model, quantization=quantization)
     module.decoding.method, module.decoding.cuda_graph = "static", cuda_graph
     asked = []
-    monkeypatch.setattr(module_py, "greedy", lambda *args, cuda_graph: asked.append(cuda_graph) or greedy(*args, cuda_graph))
+    monkeypatch.setattr(
+        module_py, "greedy", lambda *args, cuda_graph: asked.append(cuda_graph) or greedy(*args, cuda_graph)
+    )
     module.transcribe(features(2))
     assert asked == [expected]
 

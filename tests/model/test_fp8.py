@@ -13,8 +13,12 @@ pytest.importorskip("torchao.float8", reason="model.speed.fp8 needs torchao (pip
 
 def frozen_linears(module: WhisperLoRA) -> list[str]:
     whisper = module.model.get_base_model().model
-    return [name for stack in ("encoder", "decoder") for name, m in getattr(whisper, stack).layers.named_modules()
-            if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+    return [
+        name
+        for stack in ("encoder", "decoder")
+        for name, m in getattr(whisper, stack).layers.named_modules()
+        if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad
+    ]
 
 
 def loss_and_grads(module: WhisperLoRA, batch: dict) -> tuple[float, list[torch.Tensor]]:
@@ -50,15 +54,19 @@ def test_fp8_swaps_the_frozen_base_layers_and_trains_close_to_full_precision(tin
 def test_fp8_decodes_in_the_base_dtype_and_trains_in_fp8_again(tiny_model, batch, merge_lora):
     decoding = Decoding(max_new_tokens=8, method="static", merge_lora=merge_lora)
     plain = tiny_module(tiny_model, quantization="none", decoding=decoding)
-    quick = tiny_module(tiny_model, quantization="none", decoding=decoding, speed=Speed(gradient_checkpointing=False, fp8=True))
+    quick = tiny_module(
+        tiny_model, quantization="none", decoding=decoding, speed=Speed(gradient_checkpointing=False, fp8=True)
+    )
     for module in (plain, quick):
         randomize_lora_b(module, std=0.05)
         module.eval()
     features = batch["input_features"]
     assert quick.transcribe(features) == plain.transcribe(features)
     with torch.no_grad(), fp8.high_precision(quick.model):  # the context transcribe decodes in
-        torch.testing.assert_close(quick.model(input_features=features, labels=batch["labels"]).logits,
-                                   plain.model(input_features=features, labels=batch["labels"]).logits)
+        torch.testing.assert_close(
+            quick.model(input_features=features, labels=batch["labels"]).logits,
+            plain.model(input_features=features, labels=batch["labels"]).logits,
+        )
     # Outside it, FP8 again: the configs it swapped out are back.
     with torch.no_grad():
         outside = quick.model(input_features=features, labels=batch["labels"]).logits
@@ -86,7 +94,12 @@ def test_fp8_compiled_layers_train_on_an_fp8_gpu(tiny_model, batch):
 
     torch._dynamo.reset()
     counters.clear()
-    module = tiny_module(tiny_model, quantization="none", dtype="bfloat16", speed=Speed(gradient_checkpointing=True, compile=True, fp8=True))
+    module = tiny_module(
+        tiny_model,
+        quantization="none",
+        dtype="bfloat16",
+        speed=Speed(gradient_checkpointing=True, compile=True, fp8=True),
+    )
     module.model.to("cuda")
     randomize_lora_b(module)
     cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -16,7 +16,8 @@ def lora_grads(module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("quantization", ["none", "int8"])
 @pytest.mark.parametrize("recompute", [False, True])
 def test_token_loss_equals_transformers_loss_and_gradients_while_projecting_only_label_tokens(
-        tiny_model, batch, quantization, recompute):
+    tiny_model, batch, quantization, recompute
+):
     assert (batch["labels"] == LABEL_PAD).any()  # sentences of several lengths: some rows are padded
     module = tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True))
     randomize_lora_b(module, std=0.05)  # B = 0 would give every LoRA A a zero gradient

@@ -14,8 +14,9 @@ def texts(n: int, seed: int) -> list[str]:
     return [""] + ["".join(rng.choices(ALPHABET, k=rng.randint(1, 40))) for _ in range(n - 1)]
 
 
-@pytest.mark.parametrize("ours, theirs", [(WordErrorRate, torchmetrics.text.WordErrorRate),
-                                          (CharErrorRate, torchmetrics.text.CharErrorRate)])
+@pytest.mark.parametrize(
+    "ours, theirs", [(WordErrorRate, torchmetrics.text.WordErrorRate), (CharErrorRate, torchmetrics.text.CharErrorRate)]
+)
 def test_error_rates_match_torchmetrics(ours, theirs):
     ours, theirs = ours(), theirs()
     for seed in range(3):  # several updates accumulate

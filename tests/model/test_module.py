@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_asr.callbacks import ValidationReport
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.model.knobs import Decoding, Speed
 from lightning_asr.model.lora import LoRA
 from lightning_asr.model.module import NonFiniteLossError, WhisperLoRA
 from lightning_asr.model.whisper import LANGUAGES, load_base, load_processor, train_flops
+from lightning_asr.text import clean_transcript
 from tests.conftest import (
+    SENTENCES,
     compiled_fp8_module,
     fp8_casts,
     gpu,
@@ -39,7 +42,12 @@ def test_trainable_count_matches_a_hand_count(tiny_model):
 
 @pytest.mark.parametrize("quantization, layer", [("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)])
 def test_kbit_base_trains_only_lora_and_loss_falls(tiny_model, batch, quantization, layer):
-    module = tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True), lora=LoRA(r=16, alpha=32, dropout=0.0))
+    module = tiny_module(
+        tiny_model,
+        quantization=quantization,
+        speed=Speed(gradient_checkpointing=True),
+        lora=LoRA(r=16, alpha=32, dropout=0.0),
+    )
     q_proj = module.model.get_base_model().model.encoder.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, layer)  # the real bitsandbytes path, on CPU
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
@@ -67,12 +75,30 @@ def test_gradient_checkpointing_is_active_in_lightning_training(tmp_path, tiny_m
             return loss
 
     def saved_tensors(checkpointing: bool) -> int:
-        module = Probe(model=tiny_model, language="mr", quantization="none", speed=Speed(gradient_checkpointing=checkpointing),
-                       lora=LoRA(r=4), validate_before_training=False)
-        data = SpeechDataModule(path=str(write_common_voice(tmp_path / str(checkpointing))), model=tiny_model,
-                                language="mr", num_workers=0, batch_size=2)
-        L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False).fit(module, data)
+        module = Probe(
+            model=tiny_model,
+            language="mr",
+            quantization="none",
+            speed=Speed(gradient_checkpointing=checkpointing),
+            lora=LoRA(r=4),
+            validate_before_training=False,
+        )
+        data = SpeechDataModule(
+            path=str(write_common_voice(tmp_path / str(checkpointing))),
+            model=tiny_model,
+            language="mr",
+            num_workers=0,
+            batch_size=2,
+        )
+        L.Trainer(
+            accelerator="cpu",
+            max_steps=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(module, data)
         return seen["saved"]
 
     without = saved_tensors(False)
@@ -85,7 +111,11 @@ def test_prompt_ids_for_marathi(tiny_model):
     processor = load_processor(tiny_model, "Marathi", "transcribe")
     assert processor.tokenizer.prefix_tokens == [50258, 50320, 50359, 50363]
     assert processor.tokenizer.convert_ids_to_tokens([50258, 50320, 50359, 50363]) == [
-        "<|startoftranscript|>", "<|mr|>", "<|transcribe|>", "<|notimestamps|>"]
+        "<|startoftranscript|>",
+        "<|mr|>",
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ]
 
 
 def test_generation_starts_from_audio_alone(tiny_model, batch):
@@ -93,8 +123,13 @@ def test_generation_starts_from_audio_alone(tiny_model, batch):
     module.eval()
     texts, degenerate = module.transcribe(batch["input_features"])
     assert len(texts) == 4 and len(degenerate) == 4
-    ids = module.model.generate(input_features=batch["input_features"], language="mr", task="transcribe",
-                                max_new_tokens=5, return_dict_in_generate=True)
+    ids = module.model.generate(
+        input_features=batch["input_features"],
+        language="mr",
+        task="transcribe",
+        max_new_tokens=5,
+        return_dict_in_generate=True,
+    )
     # Only the forced prompt precedes generation: nothing from the labels leaks in.
     assert ids.sequences.shape[1] <= 5 + 4
 
@@ -102,7 +137,10 @@ def test_generation_starts_from_audio_alone(tiny_model, batch):
 def test_outdated_generation_config_is_a_clear_error(tmp_path):
     folder = write_tiny_model(tmp_path / "old")
     (folder / "generation_config.json").write_text('{"decoder_start_token_id": 50258, "eos_token_id": 50257}')
-    with pytest.raises(ValueError, match="lacks lang_to_id, task_to_id, is_multilingual, no_timestamps_token_id.*generation_config.json"):
+    with pytest.raises(
+        ValueError,
+        match="lacks lang_to_id, task_to_id, is_multilingual, no_timestamps_token_id.*generation_config.json",
+    ):
         load_base(str(folder), "none")
 
 
@@ -113,16 +151,40 @@ def test_unknown_language_fails_before_loading():
 
 def test_validation_gives_finite_metrics_and_zero_shot_at_step_0(tmp_path, tiny_model):
     root = write_common_voice(tmp_path / "cv")
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="int8", lora=LoRA(r=4), decoding=Decoding(max_new_tokens=6),
-                         speed=Speed(gradient_checkpointing=False), warmup_steps=1)
-    data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, eval_batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0,
-                        logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
+    module = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="int8",
+        lora=LoRA(r=4),
+        decoding=Decoding(max_new_tokens=6),
+        speed=Speed(gradient_checkpointing=False),
+        warmup_steps=1,
+    )
+    data = SpeechDataModule(
+        path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, eval_batch_size=2
+    )
+    report = ValidationReport()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[report],
+        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for name in ("val/wer", "val/wer_norm", "val/cer", "val/degenerate"):
         assert math.isfinite(metrics[name])
-    assert [step for step, *_ in module.history] == [0, 2]  # zero-shot, then after the epoch
+    assert [step for step, *_ in report.history] == [0, 2]  # zero-shot, then after the epoch
+    assert report.history[-1][1] == pytest.approx(metrics["val/wer"])
+    # The examples table holds the validation split's own transcripts (test.tsv: the guide validates on test).
+    refs = [ref for ref, _ in report.examples]
+    assert refs and set(refs) <= {clean_transcript(s) for s in SENTENCES}
+    events = b"".join(p.read_bytes() for p in tmp_path.rglob("events.out.tfevents.*"))
+    assert b"val/examples" in events and refs[0].encode() in events
     assert 0.0 <= metrics["val/degenerate"] <= 1.0
 
 
@@ -142,7 +204,9 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny_model, batch, monke
 @pytest.mark.gpu
 @pytest.mark.parametrize("quantization", ["int8", "nf4", "none"])
 def test_training_step_on_gpu(tiny_model, batch, quantization):
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization=quantization, lora=LoRA(r=4), validate_before_training=False)
+    module = WhisperLoRA(
+        model=tiny_model, language="mr", quantization=quantization, lora=LoRA(r=4), validate_before_training=False
+    )
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", logger=False)
     module.trainer = trainer
     module._trainer = trainer
@@ -158,8 +222,11 @@ def test_training_step_on_gpu(tiny_model, batch, quantization):
 def outside_a_trainer(module: WhisperLoRA) -> None:
     """training_step as a Trainer calls it, without one: logging, the learning rate and the strategy stubbed."""
     module.log = lambda *args, **kwargs: None
-    module._trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])],
-                                      strategy=L.pytorch.strategies.SingleDeviceStrategy("cpu"), world_size=1)
+    module._trainer = SimpleNamespace(
+        optimizers=[SimpleNamespace(param_groups=[{"lr": 0.0}])],
+        strategy=L.pytorch.strategies.SingleDeviceStrategy("cpu"),
+        world_size=1,
+    )
 
 
 def int8_nodes_in_graph(loss: torch.Tensor) -> int:
@@ -198,8 +265,10 @@ def test_compiled_layers_train_like_eager_and_decode_without_compiling(tiny_mode
 
     torch._dynamo.reset()
     counters.clear()
-    modules = {c: tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True, compile=c))
-               for c in (False, True)}
+    modules = {
+        c: tiny_module(tiny_model, quantization=quantization, speed=Speed(gradient_checkpointing=True, compile=c))
+        for c in (False, True)
+    }
     grads, losses = {}, {}
     for compiled, module in modules.items():
         randomize_lora_b(module)
@@ -245,6 +314,7 @@ def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwar
             def run(*args):
                 ran.append(tag)
                 return gm(*args)
+
             return run
 
         double = torch.compile(lambda x: 2 * x, backend=backend)
@@ -258,6 +328,7 @@ def test_compiled_checkpointed_layers_recompute_the_forwards_graph_on_the_forwar
             def start():
                 torch._C.init_num_threads()
                 counts.append(torch.get_num_threads())
+
             thread = threading.Thread(target=start)
             thread.start()
             thread.join()
@@ -288,7 +359,9 @@ def test_compile_refuses_int8_and_merge_lora_any_k_bit_base():
     with pytest.raises(ValueError, match="model.speed.compile: true needs model.quantization: none or nf4 .got 'int8'"):
         WhisperLoRA(model="unused", language="mr", quantization="int8", speed=Speed(compile=True))
     for quantization in ("int8", "nf4"):
-        with pytest.raises(ValueError, match=f"model.decoding.merge_lora: true needs model.quantization: none .got '{quantization}'"):
+        with pytest.raises(
+            ValueError, match=f"model.decoding.merge_lora: true needs model.quantization: none .got '{quantization}'"
+        ):
             WhisperLoRA(model="unused", language="mr", quantization=quantization, decoding=Decoding(merge_lora=True))
 
 
@@ -300,8 +373,11 @@ def test_merge_lora_skips_the_lora_branch_and_restores_the_exact_base(tiny_model
     base = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_" not in n}
     features = batch["input_features"].to(getattr(torch, dtype))
     branch_calls = []
-    hooks = [m.register_forward_hook(lambda *_: branch_calls.append(1))
-             for n, m in module.model.named_modules() if n.endswith("lora_A.default")]
+    hooks = [
+        m.register_forward_hook(lambda *_: branch_calls.append(1))
+        for n, m in module.model.named_modules()
+        if n.endswith("lora_A.default")
+    ]
     merged_texts, _ = module.transcribe(features)
     assert not branch_calls  # the update was in the weights, not in a branch
     for n, p in module.model.named_parameters():
@@ -325,15 +401,38 @@ def test_merge_lora_skips_the_lora_branch_and_restores_the_exact_base(tiny_model
 def test_attention_kernel_choice_holds_in_forward_recompute_and_decoding(tmp_path, tiny_model, cudnn):
     """cuDNN attention is off (unless asked) wherever attention runs, backward's recompute included."""
     seen = []
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", speed=Speed(gradient_checkpointing=True, cudnn_attention=cudnn),
-                         lora=LoRA(r=4), validate_before_training=False, decoding=Decoding(max_new_tokens=4))
+    module = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="none",
+        speed=Speed(gradient_checkpointing=True, cudnn_attention=cudnn),
+        lora=LoRA(r=4),
+        validate_before_training=False,
+        decoding=Decoding(max_new_tokens=4),
+    )
     module.configure_model()
     attention = module.model.get_base_model().model.decoder.layers[0].self_attn
-    attention.register_forward_pre_hook(lambda *_: seen.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled())))
-    data = SpeechDataModule(path=str(write_common_voice(tmp_path)), model=tiny_model, language="mr", num_workers=0,
-                            batch_size=2, eval_batch_size=2)
-    L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=1, val_check_interval=1, logger=False,
-              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(module, data)
+    attention.register_forward_pre_hook(
+        lambda *_: seen.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled()))
+    )
+    data = SpeechDataModule(
+        path=str(write_common_voice(tmp_path)),
+        model=tiny_model,
+        language="mr",
+        num_workers=0,
+        batch_size=2,
+        eval_batch_size=2,
+    )
+    L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=1,
+        val_check_interval=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, data)
     assert {grad for grad, _ in seen} == {True, False}  # training (forward, recompute) and decoding both ran
     assert len(seen) >= 3 and {flag for _, flag in seen} == {cudnn}
     assert torch.backends.cuda.cudnn_sdp_enabled()  # and the process default is back afterwards
@@ -355,13 +454,28 @@ def test_a_retained_set_in_another_language_is_scored_beside_the_target(tmp_path
 
     target = write_common_voice(tmp_path / "target", splits=("test",), rows_per_split=3)
     other = write_common_voice(tmp_path / "other", splits=("test",), rows_per_split=2, rates=(16000,))
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora=LoRA(r=4), decoding=Decoding("static", max_new_tokens=4),
-                         speed=Speed(gradient_checkpointing=False))
-    data = SpeechDataModule(path=str(target), model=tiny_model, language="mr", num_workers=0, eval_batch_size=2,
-                            val_split="test", retain=RetainedSet(path=str(other), locale="mr", language="English"))
+    module = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="none",
+        lora=LoRA(r=4),
+        decoding=Decoding("static", max_new_tokens=4),
+        speed=Speed(gradient_checkpointing=False),
+    )
+    data = SpeechDataModule(
+        path=str(target),
+        model=tiny_model,
+        language="mr",
+        num_workers=0,
+        eval_batch_size=2,
+        val_split="test",
+        retain=RetainedSet(path=str(other), locale="mr", language="English"),
+    )
     seen = []
     transcribe = module.transcribe
-    module.transcribe = lambda features, language=None: seen.append((len(features), language)) or transcribe(features, language)
+    module.transcribe = lambda features, language=None: (
+        seen.append((len(features), language)) or transcribe(features, language)
+    )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     result = {k: v for per_loader in trainer.validate(module, data) for k, v in per_loader.items()}
     assert sorted(seen) == [(1, "mr"), (2, "en"), (2, "mr")]  # 3 target clips in Marathi, 2 retained in English
@@ -380,8 +494,10 @@ def test_spec_augment_masks_training_features_on_the_audio_only_and_never_outsid
     def capture(module):
         outside_a_trainer(module)
         encoder = module.model.get_base_model().model.encoder
-        return encoder.register_forward_pre_hook(lambda _, args, kwargs: seen.append((args[0] if args else kwargs["input_features"]).clone()),
-                                                 with_kwargs=True)
+        return encoder.register_forward_pre_hook(
+            lambda _, args, kwargs: seen.append((args[0] if args else kwargs["input_features"]).clone()),
+            with_kwargs=True,
+        )
 
     features, frames = batch["input_features"], batch["input_features"].shape[-1]
     audio_frames = (batch["durations"] * 100).ceil().long().tolist()
@@ -419,7 +535,9 @@ def test_spec_augment_knobs_are_checked():
 
 
 @pytest.mark.parametrize("quantization", ["none", "int8"])
-def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_encoder(tmp_path, tiny_model, batch, quantization):
+def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_encoder(
+    tmp_path, tiny_model, batch, quantization
+):
     lora = LoRA(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "proj_out"], encoder=False)
     module = tiny_module(tiny_model, quantization=quantization, lora=lora, speed=Speed(gradient_checkpointing=True))
     adapted = [n for n, _ in module.model.named_modules() if n.endswith("lora_A")]
@@ -434,7 +552,9 @@ def test_decoder_only_lora_trains_like_the_full_forward_with_a_gradient_free_enc
     expected = {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
     module.zero_grad()
     grad_on = []
-    hook = module.model.get_base_model().model.encoder.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
+    hook = module.model.get_base_model().model.encoder.register_forward_hook(
+        lambda *_: grad_on.append(torch.is_grad_enabled())
+    )
     outside_a_trainer(module)
     loss = module.training_step(batch, 0)
     hook.remove()

@@ -10,8 +10,12 @@ from tests.conftest import DEMO_MODEL, gpu, randomize_lora_b, tiny_module
 def loss_and_grads(module, batch, device="cpu"):
     module.train()
     with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-        loss = token_loss(module.model.get_base_model(), batch["labels"].to(device), True,
-                          input_features=batch["input_features"].to(device))
+        loss = token_loss(
+            module.model.get_base_model(),
+            batch["labels"].to(device),
+            True,
+            input_features=batch["input_features"].to(device),
+        )
     loss.backward()
     grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
     module.zero_grad()
@@ -27,7 +31,8 @@ def recorded(monkeypatch) -> list:
 
 @pytest.mark.parametrize("quantization", ["none", "int8"])
 def test_offload_encoder_hands_each_checkpointed_layer_input_to_the_hooks_and_leaves_gradients_unchanged(
-        tiny_model, batch, quantization, monkeypatch):
+    tiny_model, batch, quantization, monkeypatch
+):
     def module(**speed):
         m = tiny_module(tiny_model, quantization=quantization, speed=Speed(**speed))
         randomize_lora_b(m, std=0.05)
@@ -57,8 +62,9 @@ def test_offload_encoder_hands_each_checkpointed_layer_input_to_the_hooks_and_le
 @pytest.mark.gpu
 def test_offload_encoder_on_gpu_keeps_layer_inputs_in_pinned_host_memory(tiny_model, batch, monkeypatch):
     def module(offload_encoder):
-        m = tiny_module(tiny_model, quantization="none",
-                        speed=Speed(gradient_checkpointing=True, offload_encoder=offload_encoder))
+        m = tiny_module(
+            tiny_model, quantization="none", speed=Speed(gradient_checkpointing=True, offload_encoder=offload_encoder)
+        )
         randomize_lora_b(m, std=0.05)
         return m.cuda()
 
@@ -70,8 +76,9 @@ def test_offload_encoder_on_gpu_keeps_layer_inputs_in_pinned_host_memory(tiny_mo
     offloaded = [p for p in packed if isinstance(p, tuple)]
     # What was already in host memory (0-d scalars autograd keeps on the CPU) is kept as it was handed over.
     assert not any(p.device.type == "cuda" for p in packed if not isinstance(p, tuple))
-    assert offloaded and all(device.type == "cuda" and host.device.type == "cpu" and host.is_pinned()
-                             for device, host in offloaded)
+    assert offloaded and all(
+        device.type == "cuda" and host.device.type == "cpu" and host.is_pinned() for device, host in offloaded
+    )
     torch.testing.assert_close(loss, expected_loss)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected[name], msg=name)
@@ -84,14 +91,19 @@ def test_compiled_checkpointed_layers_take_back_what_was_offloaded_with_its_stri
     torch._dynamo.reset()
 
     def module(offload_encoder):
-        m = tiny_module(tiny_model, quantization="none",
-                        speed=Speed(gradient_checkpointing=True, compile=True, offload_encoder=offload_encoder))
+        m = tiny_module(
+            tiny_model,
+            quantization="none",
+            speed=Speed(gradient_checkpointing=True, compile=True, offload_encoder=offload_encoder),
+        )
         randomize_lora_b(m, std=0.05)
         return m
 
     expected_loss, expected = loss_and_grads(module(False), batch)
     round_trips = []
-    monkeypatch.setattr(offload, "pack", lambda t: round_trips.append(t.is_contiguous()) or (t.device, offload.copy_to(t, "cpu")))
+    monkeypatch.setattr(
+        offload, "pack", lambda t: round_trips.append(t.is_contiguous()) or (t.device, offload.copy_to(t, "cpu"))
+    )
     loss, grads = loss_and_grads(module(True), batch)
     assert False in round_trips  # the transposed first layer input went round too
     torch.testing.assert_close(loss, expected_loss)
@@ -99,17 +111,22 @@ def test_compiled_checkpointed_layers_take_back_what_was_offloaded_with_its_stri
         torch.testing.assert_close(grad, expected[name], msg=name)
 
 
-@pytest.mark.parametrize(("speed", "lora_encoder", "says"), [
-    (Speed(gradient_checkpointing=False, offload_encoder=True), True, "every activation of every encoder layer"),
-    (Speed(offload_encoder=True), False, "does nothing with model.lora.encoder: false"),
-    (Speed(offload_encoder=True), True, None),
-])
+@pytest.mark.parametrize(
+    ("speed", "lora_encoder", "says"),
+    [
+        (Speed(gradient_checkpointing=False, offload_encoder=True), True, "every activation of every encoder layer"),
+        (Speed(offload_encoder=True), False, "does nothing with model.lora.encoder: false"),
+        (Speed(offload_encoder=True), True, None),
+    ],
+)
 def test_offload_encoder_warns_where_it_costs_more_or_does_nothing(speed, lora_encoder, says, caplog):
     from lightning_asr.model.lora import LoRA
     from lightning_asr.model.module import WhisperLoRA
 
     with caplog.at_level("WARNING", logger="lightning_asr.model.knobs"):
-        WhisperLoRA(model=str(DEMO_MODEL), language="mr", quantization="none", speed=speed, lora=LoRA(encoder=lora_encoder))
+        WhisperLoRA(
+            model=str(DEMO_MODEL), language="mr", quantization="none", speed=speed, lora=LoRA(encoder=lora_encoder)
+        )
     offload_warnings = [r.getMessage() for r in caplog.records if "offload_encoder" in r.getMessage()]
     assert len(offload_warnings) == (says is not None)
     assert says is None or says in offload_warnings[0]

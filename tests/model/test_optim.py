@@ -17,12 +17,29 @@ from tests.conftest import tiny_module, write_common_voice
 def fitted(tmp_path, tiny_model, max_steps: int = -1, max_epochs: int | None = None, **module_kwargs) -> L.Trainer:
     """A few real training steps of a tiny model through Lightning (configure_optimizers as the CLI runs it)."""
     root = write_common_voice(tmp_path / "cv", rows_per_split=4)
-    module = WhisperLoRA(model=tiny_model, language="mr", quantization="none", lora=module_kwargs.pop("lora", LoRA(r=4)),
-                         decoding=Decoding(max_new_tokens=4), speed=Speed(gradient_checkpointing=False),
-                         validate_before_training=False, **module_kwargs)
-    data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, train_split="train")
-    trainer = L.Trainer(accelerator="cpu", max_steps=max_steps, max_epochs=max_epochs, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="none",
+        lora=module_kwargs.pop("lora", LoRA(r=4)),
+        decoding=Decoding(max_new_tokens=4),
+        speed=Speed(gradient_checkpointing=False),
+        validate_before_training=False,
+        **module_kwargs,
+    )
+    data = SpeechDataModule(
+        path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2, train_split="train"
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, data)
     return trainer
 
@@ -57,7 +74,9 @@ def test_loraplus_gives_every_b_matrix_the_larger_rate_and_trains_each_weight_on
     names = {id(p): n for n, p in module.model.named_parameters()}
     rates = {names[id(p)]: group["lr"] for group in optimizer.param_groups for p in group["params"]}
     trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
-    assert sorted(rates) == sorted(trainable) and sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+    assert sorted(rates) == sorted(trainable) and sum(len(g["params"]) for g in optimizer.param_groups) == len(
+        trainable
+    )
     assert {rate for n, rate in rates.items() if "lora_A" in n} == {1e-3}
     assert [rate for n, rate in rates.items() if "lora_B" in n] == pytest.approx([16e-3] * (len(trainable) // 2))
     assert {g["weight_decay"] for g in optimizer.param_groups if g["params"]} == {0.01}
@@ -70,8 +89,14 @@ def test_loraplus_moves_b_faster_in_a_real_fit(tmp_path, tiny_model):
     moved = {}
     for ratio in (1.0, 16.0):
         torch.manual_seed(0)
-        trainer = fitted(tmp_path / str(ratio), tiny_model, max_steps=3, warmup_steps=0, learning_rate=1e-3,
-                         lora=LoRA(r=4, dropout=0.0, loraplus_ratio=ratio))
+        trainer = fitted(
+            tmp_path / str(ratio),
+            tiny_model,
+            max_steps=3,
+            warmup_steps=0,
+            learning_rate=1e-3,
+            lora=LoRA(r=4, dropout=0.0, loraplus_ratio=ratio),
+        )
         b = [p for n, p in trainer.lightning_module.model.named_parameters() if "lora_B" in n]
         moved[ratio] = sum(p.detach().abs().sum().item() for p in b)  # B starts at zero
     assert moved[16.0] > 4 * moved[1.0] > 0
@@ -83,10 +108,17 @@ def test_rslora_scales_by_the_root_of_the_rank_and_the_adapter_says_so(tmp_path,
     assert q_proj.scaling["default"] == pytest.approx(8 / math.sqrt(16))
     save_adapter(module, tmp_path / "adapter")
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["use_rslora"] is True
-    again = WhisperLoRA(model=tiny_model, language="mr", quantization="none", adapter=str(tmp_path / "adapter"),
-                        speed=Speed(gradient_checkpointing=False))
+    again = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="none",
+        adapter=str(tmp_path / "adapter"),
+        speed=Speed(gradient_checkpointing=False),
+    )
     again.configure_model()
-    assert again.model.get_base_model().model.encoder.layers[0].self_attn.q_proj.scaling["default"] == pytest.approx(2.0)
+    assert again.model.get_base_model().model.encoder.layers[0].self_attn.q_proj.scaling["default"] == pytest.approx(
+        2.0
+    )
 
 
 def test_loraplus_ratio_must_be_positive():
