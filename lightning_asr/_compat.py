@@ -25,7 +25,7 @@ MOVED = {
     "metrics": ("model.metrics",),
     "rng": ("model.rng",),
     "adapter": ("model.adapter",),
-    "dataset": ("data.dataset", "batch"),
+    "dataset": ("data.dataset", "data.windows", "batch"),
     "sources": ("data.sources",),
     "sampling": ("data.sampling",),
     "audio": ("data.audio", "batch"),

@@ -22,12 +22,13 @@ from transformers import WhisperProcessor
 from lightning_asr.batch import Batch, Skipped
 from lightning_asr.data import sources
 from lightning_asr.data.audio import usable_cache
-from lightning_asr.data.dataset import SpeechDataset, collate
+from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
 from lightning_asr.data.sampling import ShardSampler
 from lightning_asr.data.skips import SkipLedger
 from lightning_asr.data.sources import DataConfigError, clip_lengths
 from lightning_asr.data.transforms import AudioAugment
+from lightning_asr.data.windows import Pack, Timestamps
 from lightning_asr.model.knobs import as_dict
 from lightning_asr.model.whisper import language_code, load_processor, max_target_positions
 
@@ -84,7 +85,7 @@ class SpeechDataModule(L.LightningDataModule):
             times (``transcribe --timestamps``, long files). 0 (the guide's labels) by default.
         pack_share: share of training clips (drawn per clip and epoch, seeded) each put first in a
             window with other training clips (``pack_clips``), 0.3-1.0 s apart, up to 30 s, labelled
-            with every clip's start and end as timestamp tokens (:func:`~lightning_asr.data.dataset.pack`),
+            with every clip's start and end as timestamp tokens (:func:`~lightning_asr.data.windows.pack`),
             so the adapter keeps writing several timed segments per window; the rest stay single-clip
             windows (labelled as ``timestamp_share`` says). ``group_by_length`` still sorts by each
             item's first clip. 0 by default.
@@ -198,21 +199,23 @@ class SpeechDataModule(L.LightningDataModule):
         """The dataset of stage part ``name`` (``train``, ``val``, ``retain``, ``test``, ``predict``): only training
         clips are augmented, timestamped or packed."""
         hp, train = self.hparams, name == "train"
-        return SpeechDataset(
-            self.rows(split, labelled=name != "predict", retained=name == "retain"),
-            self.processor,
+        rules = ClipRules(
             max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
-            max_label_tokens=max_tokens,
-            strict=hp.strict,
-            cache_dir=self._cache_dir or None,
-            with_labels=name != "predict",
             min_duration_s=hp.min_duration_s,
+            max_label_tokens=max_tokens,
+            with_labels=name != "predict",
+        )
+        windows = [Pack(hp.pack_share, tuple(hp.pack_clips)), Timestamps(hp.timestamp_share)]
+        return SpeechDataset(
+            self.rows(split, labelled=rules.with_labels, retained=name == "retain"),
+            self.processor,
+            rules,
             language=self.retain_language if name == "retain" else self.language,
-            augment=self.augment if train else None,
-            timestamp_share=hp.timestamp_share if train else 0.0,
-            pack_share=hp.pack_share if train else 0.0,
-            pack_clips=tuple(hp.pack_clips),
+            cache_dir=self._cache_dir or None,
+            strict=hp.strict,
             seed=hp.seed,
+            clip_transforms=[self.augment] if train and self.augment.enabled else [],
+            window_transforms=[t for t in windows if t.share] if train else [],
         )
 
     def _check_not_empty(self, name: str, split: str) -> None:
@@ -238,8 +241,7 @@ class SpeechDataModule(L.LightningDataModule):
             lengths=lengths,
             batch_size=batch_size,
             window=self.hparams.group_window,
-            with_epoch=train
-            and (self.augment.enabled or self.hparams.timestamp_share > 0 or self.hparams.pack_share > 0),
+            with_epoch=train and dataset.draws,
         )
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:

@@ -1,6 +1,9 @@
-"""One row to model inputs: the clip decoded and checked, its log-mel features and labels; collation."""
+"""One row to model inputs: the clip decoded and checked against its rules, transformed, its log-mel features and
+labels; collation."""
 
 import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -8,185 +11,118 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_asr.batch import FRAMES_PER_SECOND, LABEL_PAD, SAMPLING_RATE, TIME_STEP_S, Batch, Skipped
+from lightning_asr.batch import FRAMES_PER_SECOND, LABEL_PAD, SAMPLING_RATE, Batch, Skipped
 from lightning_asr.data.audio import AudioError, clip_name, header_seconds, log_mel, read_clip
-from lightning_asr.data.transforms import AudioAugment
+from lightning_asr.data.windows import Window
 from lightning_asr.text import clean_transcript
+
+# A clip transform: (waveform, rng, longest seconds) -> waveform, e.g. ``AudioAugment``.
+ClipTransform = Callable[[np.ndarray, np.random.Generator, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClipRules:
+    """What a row must be to become an item. Labelled clips are held to more than unlabelled ones: a clip that is too
+    short, digital silence, or cut short of its stated length cannot match its transcript, so it would teach the model
+    to invent words; the same clip is still transcribed when asked."""
+
+    max_duration_s: float = 30.0
+    min_duration_s: float = 0.0  # labelled clips only
+    max_label_tokens: int = 448
+    with_labels: bool = True
 
 
 class SpeechDataset(Dataset):
     """Decodes one clip per item, in whichever worker asks for it.
 
-    Bad rows come back as :class:`Skipped` (or raise, with ``strict``) so one broken file costs one
-    clip, not the run. Labelled clips are held to more than unlabelled ones: a clip that is too
-    short, digital silence, or cut short of its stated length cannot match its transcript, so it
-    would teach the model to invent words; the same clip is still transcribed when asked.
-
-    With ``augment`` (training only), an item is asked for as ``(index, epoch)`` (the sampler's
-    ``with_epoch``), and the clip's augmentation is drawn from an RNG seeded by ``seed``, epoch and index.
-    ``timestamp_share`` and ``pack_share`` are drawn the same way (see :func:`pack`).
+    Bad rows come back as :class:`Skipped` (or raise, with ``strict``) so one broken file costs one clip, not the run.
+    Training items go through ``clip_transforms`` (each decoded clip's waveform, packed partners too) and then
+    ``window_transforms`` (the item: packing, timestamped labels; ``lightning_asr.data.windows``). With either, an item
+    is asked for as ``(index, epoch)`` (the sampler's ``with_epoch``), and every draw comes from an RNG seeded by
+    ``seed``, the epoch and the index: the same in any worker and after a resume.
     """
 
     def __init__(
         self,
         rows: pa.Table,
         processor: Any,
-        max_duration_s: float = 30.0,
-        max_label_tokens: int = 448,
-        strict: bool = False,
-        cache_dir: str | None = None,
-        with_labels: bool = True,
-        min_duration_s: float = 0.0,
+        rules: ClipRules = ClipRules(),  # noqa: B008 (frozen)
+        *,
         language: str | None = None,
-        augment: AudioAugment | None = None,
+        cache_dir: str | None = None,
+        strict: bool = False,
         seed: int = 0,
-        timestamp_share: float = 0.0,
-        pack_share: float = 0.0,
-        pack_clips: tuple[int, int] = (2, 4),
+        clip_transforms: Sequence[ClipTransform] = (),
+        window_transforms: Sequence[Callable] = (),
     ) -> None:
-        self.rows, self.processor, self.language = rows, processor, language
-        self.augment, self.seed = (augment if augment and augment.enabled else None), seed
-        self.max_duration_s, self.max_label_tokens, self.min_duration_s = (
-            max_duration_s,
-            max_label_tokens,
-            min_duration_s,
-        )
-        self.strict, self.cache_dir, self.with_labels = strict, cache_dir, with_labels
-        self.timestamp_share, self.pack_share, self.pack_clips = timestamp_share, pack_share, pack_clips
+        self.rows, self.processor, self.rules, self.language = rows, processor, rules, language
+        self.cache_dir, self.strict, self.seed = cache_dir, strict, seed
+        self.clip_transforms, self.window_transforms = list(clip_transforms), list(window_transforms)
+
+    @property
+    def draws(self) -> bool:
+        """Whether items draw from a per-epoch RNG (the sampler then hands out ``(index, epoch)``)."""
+        return bool(self.clip_transforms or self.window_transforms)
+
+    # What the window transforms read (lightning_asr.data.windows.Source).
+    max_duration_s = property(lambda self: self.rules.max_duration_s)
+    max_label_tokens = property(lambda self: self.rules.max_label_tokens)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _row(self, index: int) -> tuple[Any, str]:
-        return self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         try:
-            waveform, labels, text, name = self._clip(index, epoch)
+            window, name = self.load(index, epoch)
         except AudioError as err:
             if self.strict:
                 raise
             return err.skipped
-        duration, clips = len(waveform) / SAMPLING_RATE, 1
-        if (
-            labels is not None
-            and self.pack_share
-            and np.random.default_rng([self.seed, epoch, index, 2]).random() < self.pack_share
-        ):
-            waveform, labels, text, clips = self._pack(index, epoch, waveform, labels, text)
-            duration = len(waveform) / SAMPLING_RATE
-        elif (
-            labels is not None
-            and self.timestamp_share
-            and np.random.default_rng([self.seed, epoch, index, 1]).random() < self.timestamp_share
-        ):
-            labels = with_timestamps(labels, duration, self.processor.tokenizer)
-        features = log_mel(self.processor.feature_extractor, waveform)
+        if window.labels is not None:
+
+            def draw(stream: int) -> np.random.Generator:
+                return np.random.default_rng([self.seed, epoch, index, stream])
+
+            for transform in self.window_transforms:
+                window = transform(window, draw, self, index, epoch)
         return {
-            "input_features": features,
-            "labels": labels,
-            "duration": duration,
+            "input_features": log_mel(self.processor.feature_extractor, window.waveform),
+            "labels": window.labels,
+            "duration": len(window.waveform) / SAMPLING_RATE,
             "path": name,
-            "text": text,
+            "text": window.text,
             "language": self.language,
-            "clips": clips,
+            "clips": window.clips,
         }
 
-    def _clip(self, index: int, epoch: int) -> tuple[np.ndarray, list[int] | None, str, str]:
-        """Row ``index`` decoded, checked and augmented: (waveform, labels, text, name); raises :class:`AudioError`."""
-        audio, text = self._row(index)
-        name = clip_name(audio)
-        text = clean_transcript(text)
+    def load(self, index: int, epoch: int) -> tuple[Window, str]:
+        """Row ``index`` decoded, checked and through the clip transforms, and its name; raises :class:`AudioError`."""
+        audio, text = self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
+        name, text, rules = clip_name(audio), clean_transcript(text), self.rules
         labels = None
-        if self.with_labels:
+        if rules.with_labels:
             labels = self.processor.tokenizer(text).input_ids
-            if len(labels) > self.max_label_tokens:
-                raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {self.max_label_tokens}")
+            if len(labels) > rules.max_label_tokens:
+                raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {rules.max_label_tokens}")
         # A recording longer than the window is not decoded whole (nor cached) only to be found too long: its header
         # says so first (a fraction of a millisecond; a 2-hour WAV took a worker 4.6 GB and 17 s every epoch).
         stated = header_seconds(audio) if isinstance(audio, str) else None
-        if stated is not None and stated > self.max_duration_s + 1:
-            raise AudioError(name, "too_long", f"{stated:.1f} s > {self.max_duration_s:g} s")
-        waveform = read_clip(audio, name, self.cache_dir, self.with_labels)
+        if stated is not None and stated > rules.max_duration_s + 1:
+            raise AudioError(name, "too_long", f"{stated:.1f} s > {rules.max_duration_s:g} s")
+        waveform = read_clip(audio, name, self.cache_dir, rules.with_labels)
         duration = len(waveform) / SAMPLING_RATE
-        if duration > self.max_duration_s:
-            raise AudioError(name, "too_long", f"{duration:.1f} s > {self.max_duration_s:g} s")
-        if self.with_labels and duration < self.min_duration_s:
-            raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {self.min_duration_s:g} s")
-        if self.with_labels and not waveform.any():
+        if duration > rules.max_duration_s:
+            raise AudioError(name, "too_long", f"{duration:.1f} s > {rules.max_duration_s:g} s")
+        if rules.with_labels and duration < rules.min_duration_s:
+            raise AudioError(name, "too_short", f"{1000 * duration:.0f} ms < {rules.min_duration_s:g} s")
+        if rules.with_labels and not waveform.any():
             raise AudioError(name, "silent", "every sample is zero")
-        if self.augment is not None:
-            waveform = self.augment(waveform, np.random.default_rng([self.seed, epoch, index]), self.max_duration_s)
-        return waveform, labels, text, name
-
-    def _pack(
-        self, index: int, epoch: int, waveform: np.ndarray, labels: list[int], text: str
-    ) -> tuple[np.ndarray, list[int], str, int]:
-        """Clip ``index`` first in a window with ``pack_clips`` clips in all, the others drawn from this split
-        (see :func:`pack`). A partner that fails to load is left out here; it is skipped and counted as its own item."""
-        rng = np.random.default_rng([self.seed, epoch, index, 3])
-        clips = [(waveform, labels, text)]
-        fewest, most = self.pack_clips
-        for partner in rng.integers(0, len(self), int(rng.integers(fewest - 1, most))):
-            if partner == index:
-                continue
-            try:
-                clips.append(self._clip(int(partner), epoch)[:3])
-            except AudioError:
-                continue
-        gaps = rng.uniform(*PACK_GAP_S, len(clips))
-        window = min(self.max_duration_s, 30.0)  # timestamp tokens end at 30.00 s
-        return pack(clips, gaps, self.processor.tokenizer, window, self.max_label_tokens)
-
-
-# Silence after each clip of a packed window.
-PACK_GAP_S = (0.3, 1.0)
-
-
-def pack(
-    clips: list[tuple[np.ndarray, list[int], str]], gaps: np.ndarray, tokenizer: Any, window_s: float, max_tokens: int
-) -> tuple[np.ndarray, list[int], str, int]:
-    """Clips joined into one window, each followed by its gap, labelled in Whisper's timestamped form:
-    ``<|sot|><|lang|><|task|><|0.00|> first <|t1|><|t2|> second <|t3|> … <|eot|>``, every clip's start
-    and end on Whisper's 20 ms grid. The first clip starts at 0, as a single clip's window does; clips
-    that would end past ``window_s`` or take the labels past ``max_tokens`` are left out. Returns the
-    window, its labels, the clips' texts joined and how many clips it holds.
-
-    Whisper learned segment times from windows of several utterances; an adapter trained only on
-    one clip a window writes about one segment per window afterwards (benchmarks/results/timestamps.md).
-    """
-    no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
-    if no_timestamps not in clips[0][1]:  # a tokenizer without Whisper's prefix: nothing to place times in
-        return (*clips[0], 1)
-    first = no_timestamps + 1  # <|0.00|>
-    prefix = clips[0][1][: clips[0][1].index(no_timestamps)]
-    audio, tokens, texts, t = [], [], [], 0.0
-    for (waveform, labels, text), gap in zip(clips, gaps):
-        end = t + len(waveform) / SAMPLING_RATE
-        words = labels[labels.index(no_timestamps) + 1 : -1]
-        if audio and (end > window_s or len(prefix) + len(tokens) + len(words) + 3 > max_tokens):
-            continue
-        tokens += [first + int(round(t / TIME_STEP_S)), *words, first + int(round(min(end, window_s) / TIME_STEP_S))]
-        pause = np.zeros(int(gap * SAMPLING_RATE), np.float32)
-        audio += [waveform, pause]
-        texts.append(text)
-        t = end + len(pause) / SAMPLING_RATE
-    joined = np.concatenate(audio[:-1])  # no trailing pause: the window ends with the last clip
-    return joined, [*prefix, *tokens, clips[0][1][-1]], " ".join(texts), len(texts)
-
-
-def with_timestamps(labels: list[int], duration: float, tokenizer: Any) -> list[int]:
-    """``<|sot|><|lang|><|task|><|notimestamps|> text <|eot|>`` as Whisper's timestamped form of one
-    segment, ``<|sot|><|lang|><|task|><|0.00|> text <|end|><|eot|>``, the end the clip's length on
-    Whisper's 20 ms grid (at most 30.00 s)."""
-    no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
-    if no_timestamps not in labels:  # already timestamped, or a tokenizer without the prefix
-        return labels
-    first = no_timestamps + 1  # <|0.00|>; <|t|> is first + t / TIME_STEP_S
-    at = labels.index(no_timestamps)
-    end = first + min(int(round(duration / TIME_STEP_S)), int(round(30.0 / TIME_STEP_S)))
-    return [*labels[:at], first, *labels[at + 1 : -1], end, labels[-1]]
+        if self.clip_transforms:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            for transform in self.clip_transforms:
+                waveform = transform(waveform, rng, rules.max_duration_s)
+        return Window(waveform, labels, text), name
 
 
 def collate(

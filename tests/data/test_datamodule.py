@@ -637,7 +637,7 @@ def test_pack_share_joins_training_clips_into_windows_timed_by_their_boundaries(
 def test_pack_leaves_out_clips_past_the_window_or_the_token_budget(tiny_model):
     from transformers import WhisperTokenizer
 
-    from lightning_asr.data.dataset import pack
+    from lightning_asr.data.windows import pack
 
     tokenizer = WhisperTokenizer.from_pretrained(tiny_model, language="mr", task="transcribe")
     clips = [
