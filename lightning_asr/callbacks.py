@@ -220,9 +220,6 @@ class ValidationReport(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.examples = []
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.examples = []
-
     def on_validation_batch_end(
         self,
         trainer: L.Trainer,
@@ -235,16 +232,9 @@ class ValidationReport(L.Callback):
         if dataloader_idx == 0:  # the target language, not the retained set
             self._keep(pl_module, outputs)
 
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: list | None,
-        batch: Batch,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._keep(pl_module, outputs)
+    # A test run keeps its examples as validation does (one dataloader: the target language).
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
 
     def _keep(self, pl_module: L.LightningModule, pairs: list | None) -> None:
         room = getattr(pl_module.hparams, "log_examples", 0) - len(self.examples)

@@ -183,8 +183,9 @@ def test_validation_gives_finite_metrics_and_zero_shot_at_step_0(tmp_path, tiny_
     # The examples table holds the validation split's own transcripts (test.tsv: the guide validates on test).
     refs = [ref for ref, _ in report.examples]
     assert refs and set(refs) <= {clean_transcript(s) for s in SENTENCES}
+    trainer.test(module, data)  # the same table for a test run
     events = b"".join(p.read_bytes() for p in tmp_path.rglob("events.out.tfevents.*"))
-    assert b"val/examples" in events and refs[0].encode() in events
+    assert b"val/examples" in events and b"test/examples" in events and refs[0].encode() in events
     assert 0.0 <= metrics["val/degenerate"] <= 1.0
 
 
