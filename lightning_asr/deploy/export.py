@@ -90,21 +90,9 @@ def export(
         num_workers: audio decoding processes for the adapter's side.
         accelerator: ``auto``, ``cpu`` or ``gpu``, for both sides.
     """
-    target = Path(output)
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"export: {output} is a file, not a folder; choose another output folder")
-    if target.exists() and not overwrite and any(target.iterdir()):
-        raise FileExistsError(f"export: {output} already holds files; choose another folder or pass --overwrite true")
-    if tolerance < 0:
-        raise ValueError(f"export: --tolerance is a number of WER points, 0 or more; got {tolerance:g}")
-    if format == "ct2":
-        _require_ct2()
-    info = adapter_info(adapter)
+    target, info = Path(output), adapter_info(adapter)
     base = base or info.get("base_model")
-    if not base:
-        raise ValueError("export: give --base (the adapter does not name its base)")
-    if check is not None and not Path(check).exists():
-        raise FileNotFoundError(f"export: --check {check}: no such folder or manifest")
+    _check_arguments(target, overwrite, tolerance, format, base, check)
     if format == "transformers":
         _save_merged(adapter, info, base, dtype, target)
     else:
@@ -136,6 +124,24 @@ def export(
     (target / "parity.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(parity_table(report), flush=True)
     return 0 if report["within_tolerance"] else 1
+
+
+def _check_arguments(
+    target: Path, overwrite: bool, tolerance: float, format: str, base: str | None, check: str | None
+) -> None:
+    """Every argument that can be wrong, before minutes of loading and merging: one line naming it."""
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"export: {target} is a file, not a folder; choose another output folder")
+    if target.exists() and not overwrite and any(target.iterdir()):
+        raise FileExistsError(f"export: {target} already holds files; choose another folder or pass --overwrite true")
+    if tolerance < 0:
+        raise ValueError(f"export: --tolerance is a number of WER points, 0 or more; got {tolerance:g}")
+    if format == "ct2":
+        _require_ct2()
+    if not base:
+        raise ValueError("export: give --base (the adapter does not name its base)")
+    if check is not None and not Path(check).exists():
+        raise FileNotFoundError(f"export: --check {check}: no such folder or manifest")
 
 
 def _require_ct2() -> None:

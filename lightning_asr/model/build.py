@@ -50,6 +50,8 @@ def build_model(
 
         enable_trimmed_encoder(base)
     base = prepare_for_training(base, quantization, speed.gradient_checkpointing)
+    if quantization == "nf4":
+        keep_4bit_layout_trainable(base)
     if not lora.encoder:  # it runs without autograd: nothing to recompute
         for layer in base.model.encoder.layers:
             layer.gradient_checkpointing = False
@@ -95,6 +97,16 @@ def prepare_for_training(
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         base.enable_input_require_grads()
     return base
+
+
+def keep_4bit_layout_trainable(base: torch.nn.Module) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for inference the first time its layer runs in
+    eval mode, and packs it back only to save: the packed matmul adds the bias in place, which autograd refuses, so the
+    first training step after a validation failed ("a view of a leaf Variable … in-place", bitsandbytes 0.50). Training
+    layers keep the trainable layout; a GPU never repacks."""
+    for module in base.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def compile_layers(whisper: torch.nn.Module, quantization: Quantization, checkpointing: bool) -> None:

@@ -62,8 +62,16 @@ def load_processor(model: str, language: str | None, task: str) -> WhisperProces
     """Tokenizer + feature extractor whose label prefix is ``<|sot|><|lang|><|task|><|notimestamps|>``.
     ``language`` ``None`` (detected per clip) puts English there as a placeholder: decoding always
     names its language, and the prefix keeps its four tokens."""
-    name = LANGUAGES[language_code(language or "en")]
-    return WhisperProcessor.from_pretrained(resolve_model(model), language=name, task=task)
+    code = language_code(language or "en")
+    processor = WhisperProcessor.from_pretrained(resolve_model(model), language=LANGUAGES[code], task=task)
+    if f"<|{code}|>" not in processor.tokenizer.get_vocab():
+        # transformers' language list is the newest checkpoint's: an older tokenizer would map the missing token to
+        # <|endoftext|> and build a prefix without a language (Cantonese came with large-v3).
+        raise ValueError(
+            f"language: {LANGUAGES[code]} ({code}) is not a language of {model}: its tokenizer has no <|{code}|> token; "
+            "choose a checkpoint that has it (Cantonese: whisper-large-v3 or later) or another language"
+        )
+    return processor
 
 
 def quantization_config(quantization: Quantization) -> BitsAndBytesConfig | None:
