@@ -99,6 +99,11 @@ def check_knobs(quantization: str, lora: Any, decoding: Decoding, speed: Speed) 
             f"model.decoding.merge_lora: true needs model.quantization: none (got {quantization!r}): "
             "a LoRA update cannot be merged into k-bit weights without requantizing them"
         )
+    if lora.dora and quantization != "none":
+        raise ValueError(
+            f"model.lora.dora: true needs model.quantization: none (got {quantization!r}): on a k-bit base peft's "
+            "DoRA broke int8 training and its nf4 adapter did not reload to the same outputs (peft 0.21)"
+        )
     if speed.offload_encoder and not lora.encoder:
         log.warning(
             "model.speed.offload_encoder does nothing with model.lora.encoder: false (the encoder runs "

@@ -31,6 +31,9 @@ class LoRA:
             through it): faster, at a WER cost that benchmarks/quality.py measures.
         rslora: scale the update by alpha / sqrt(r) instead of alpha / r (rsLoRA, PEFT's ``use_rslora``): a
             larger update at the same learning rate, one that keeps its size as the rank grows.
+        dora: weight-decomposed LoRA (DoRA, PEFT's ``use_dora``): a trained magnitude per output feature beside
+            the low-rank direction; more accuracy per rank in its paper, a slower step and more memory. Needs an
+            unquantized base (``quantization: none``).
         loraplus_ratio: learning rate of the B matrices over ``model.learning_rate`` (LoRA+, PEFT's
             ``create_loraplus_optimizer``; its paper uses 16): B starts at zero and moves faster; 1
             trains A and B alike (the guide).
@@ -44,6 +47,7 @@ class LoRA:
     modules_to_save: list[str] = field(default_factory=list)
     encoder: bool = True
     rslora: bool = False
+    dora: bool = False
     loraplus_ratio: float = 1.0
 
     def __post_init__(self) -> None:
@@ -69,6 +73,7 @@ class LoRA:
             bias=self.bias,
             modules_to_save=list(self.modules_to_save) or None,
             use_rslora=self.rslora,
+            use_dora=self.dora,
         )
 
 

@@ -19,7 +19,7 @@ from lightning_asr.model.knobs import Decoding, Speed, as_dict, check_knobs
 from lightning_asr.model.lora import LoRA, merged, trainable_state
 from lightning_asr.model.loss import token_loss
 from lightning_asr.model.metrics import CharErrorRate, WordErrorRate
-from lightning_asr.model.optim import adamw, check_warmup, linear_schedule
+from lightning_asr.model.optim import Optimizer, adamw, check_warmup, linear_schedule, optimizer_class
 from lightning_asr.model.rng import rng_states, set_rng_states
 from lightning_asr.model.spec_augment import SpecAugment, audio_mask
 from lightning_asr.model.whisper import LANGUAGES, Quantization, language_code, load_processor, train_flops
@@ -63,6 +63,9 @@ class WhisperLoRA(L.LightningModule):
         warmup_share: the warm-up as a share of the run's optimizer steps instead (0.1: a tenth), so
             that it follows the run's length in epochs and batch size; ``null`` uses ``warmup_steps``.
         weight_decay: AdamW weight decay on adapter weights.
+        optimizer: ``adamw`` (torch's, the guide's), ``adamw8bit`` (bitsandbytes' 8-bit states: less memory for a
+            large rank or ``lora.modules_to_save``) or ``paged_adamw8bit`` (its states paged to host memory under
+            pressure).
         validate_before_training: run a full validation before the first step, so the zero-shot WER
             is logged at step 0 next to every later value. Turn off for quick runs.
         max_bad_steps: stop with an error after this many non-finite losses in a row (each is skipped).
@@ -87,6 +90,7 @@ class WhisperLoRA(L.LightningModule):
         warmup_steps: int | None = 50,
         warmup_share: float | None = None,
         weight_decay: float = 0.0,
+        optimizer: Optimizer = "adamw",
         validate_before_training: bool = True,
         max_bad_steps: int = 10,
         log_examples: int = 8,
@@ -95,6 +99,7 @@ class WhisperLoRA(L.LightningModule):
         # Once, and at parse time, not after loading a 3 GB model; None: detect each clip's (auto).
         self.language = None if language == "auto" else language_code(language, "model.language")
         check_warmup(warmup_steps, warmup_share)
+        optimizer_class(optimizer)  # a misspelt name fails here, not when fit starts
         lora, spec_augment, decoding, speed = map(as_dict, (lora, spec_augment, decoding, speed))
         self.lora, self.spec_augment = LoRA(**lora), SpecAugment(**spec_augment)
         self.decoding, self.speed = Decoding(**decoding), Speed(**speed)
@@ -205,7 +210,7 @@ class WhisperLoRA(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, self.lora.loraplus_ratio)
+        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, self.lora.loraplus_ratio, hp.optimizer)
         scheduler = linear_schedule(
             optimizer, self.trainer.estimated_stepping_batches, hp.warmup_steps, hp.warmup_share
         )

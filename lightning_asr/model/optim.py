@@ -1,8 +1,10 @@
-"""The optimizer and its schedule: AdamW over the adapter's weights (LoRA+'s faster B matrices where asked), a
+"""The optimizer and its schedule: AdamW (torch's, or bitsandbytes' 8-bit) over the adapter's weights (LoRA+'s faster B matrices where asked), a
 linear warm-up to the peak learning rate, then a linear decay to 0 at the run's last step (the guide's schedule)."""
 
 import math
+from typing import Literal
 
+import bitsandbytes as bnb
 import torch
 from peft import PeftModel
 from peft.optimizers import create_loraplus_optimizer
@@ -24,13 +26,31 @@ def check_warmup(steps: int | None, share: float | None) -> None:
         )
 
 
-def adamw(model: PeftModel, lr: float, weight_decay: float, loraplus_ratio: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW over ``model``'s trainable weights. With ``loraplus_ratio`` above 1, LoRA+ (peft's own grouping): every
-    B matrix at ``lr × loraplus_ratio``, the A matrices at ``lr``."""
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit"]
+
+
+def optimizer_class(name: Optimizer) -> type[torch.optim.Optimizer]:
+    """torch's AdamW (the guide's), or bitsandbytes' AdamW with 8-bit states (a quarter of AdamW's state memory),
+    paged to host memory under pressure with ``paged_adamw8bit``."""
+    if name == "adamw":
+        return torch.optim.AdamW
+    if name == "adamw8bit":
+        return bnb.optim.AdamW8bit
+    if name == "paged_adamw8bit":
+        return bnb.optim.PagedAdamW8bit
+    raise ValueError(f"model.optimizer: {name!r} is not one of adamw, adamw8bit, paged_adamw8bit")
+
+
+def adamw(
+    model: PeftModel, lr: float, weight_decay: float, loraplus_ratio: float = 1.0, name: Optimizer = "adamw"
+) -> torch.optim.Optimizer:
+    """AdamW (``name``: which implementation) over ``model``'s trainable weights. With ``loraplus_ratio`` above 1,
+    LoRA+ (peft's own grouping): every B matrix at ``lr × loraplus_ratio``, the A matrices at ``lr``."""
+    cls = optimizer_class(name)
     if loraplus_ratio == 1.0:
-        return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+        return cls([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     return create_loraplus_optimizer(
-        model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=loraplus_ratio, loraplus_weight_decay=weight_decay
+        model, cls, lr=lr, loraplus_lr_ratio=loraplus_ratio, loraplus_weight_decay=weight_decay
     )
 
 

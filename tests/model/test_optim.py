@@ -124,3 +124,63 @@ def test_rslora_scales_by_the_root_of_the_rank_and_the_adapter_says_so(tmp_path,
 def test_loraplus_ratio_must_be_positive():
     with pytest.raises(ValueError, match="model.lora.loraplus_ratio"):
         LoRA(loraplus_ratio=0)
+
+
+def test_dora_with_8bit_adamw_trains_through_a_fit_and_its_adapter_reloads_in_plain_peft(tmp_path, tiny_model):
+    """``model.lora.dora`` and ``model.optimizer: adamw8bit`` on the unquantized base, through a real Lightning fit: the
+    optimizer is bitsandbytes', DoRA's magnitudes train, and the saved adapter gives the same outputs in plain peft."""
+    import bitsandbytes as bnb
+    from peft import PeftModel
+
+    from lightning_asr.model.whisper import load_base
+
+    root = write_common_voice(tmp_path / "cv")
+    module = WhisperLoRA(
+        model=tiny_model,
+        language="mr",
+        quantization="none",
+        lora=LoRA(r=4, dora=True),
+        optimizer="adamw8bit",
+        learning_rate=1e-2,
+        warmup_steps=0,
+        validate_before_training=False,
+        speed=Speed(gradient_checkpointing=False),
+        decoding=Decoding(max_new_tokens=4),
+    )
+    data = SpeechDataModule(path=str(root), model=tiny_model, language="mr", num_workers=0, batch_size=2)
+    module.configure_model()
+    magnitudes = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_magnitude" in n}
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(module, data)
+    assert isinstance(trainer.optimizers[0], bnb.optim.AdamW8bit)
+    now = dict(module.model.named_parameters())
+    assert magnitudes and any(not torch.equal(now[n], before) for n, before in magnitudes.items())
+    save_adapter(module, tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(load_base(tiny_model, "none"), tmp_path / "adapter").eval()
+    module.model.eval()
+    features, labels = torch.randn(1, 80, 400), torch.tensor([[50258, 50320, 50359, 50363, 400, 50257]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(input_features=features, decoder_input_ids=labels).logits,
+            module.model(input_features=features, decoder_input_ids=labels).logits,
+        )
+
+
+def test_an_optimizer_name_we_do_not_have_fails_at_parse_time(tiny_model):
+    with pytest.raises(ValueError, match="model.optimizer: 'sgd' is not one of adamw, adamw8bit, paged_adamw8bit"):
+        WhisperLoRA(model=tiny_model, language="mr", optimizer="sgd")
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_dora_on_a_kbit_base_is_refused_at_parse_time(tiny_model, quantization):
+    with pytest.raises(
+        ValueError, match=f"model.lora.dora: true needs model.quantization: none \\(got '{quantization}'\\)"
+    ):
+        WhisperLoRA(model=tiny_model, language="mr", quantization=quantization, lora=LoRA(dora=True))
