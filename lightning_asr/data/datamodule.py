@@ -21,6 +21,7 @@ from transformers import WhisperProcessor
 
 from lightning_asr.batch import Batch, Skipped
 from lightning_asr.data import sources
+from lightning_asr.data.archive import unpacked
 from lightning_asr.data.audio import usable_cache
 from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
@@ -156,12 +157,8 @@ class SpeechDataModule(L.LightningDataModule):
         are dropped and named; so are, for labelled splits, empty transcripts and later copies of a
         clip listed twice."""
         hp = self.hparams
-        if retained:
-            table, skipped = sources.index("common_voice", self.retain.path, self.retain.locale, split)
-        else:
-            table, skipped = sources.index(
-                hp.source, hp.path, hp.locale, split, hp.audio_column, hp.text_column, hp.hf_config
-            )
+        source, path, locale = self._where(retained)
+        table, skipped = sources.index(source, path, locale, split, hp.audio_column, hp.text_column, hp.hf_config)
         self._note(skipped)
         max_samples = self.retain.max_samples if retained else hp.max_samples
         if max_samples is not None:
@@ -218,6 +215,21 @@ class SpeechDataModule(L.LightningDataModule):
             window_transforms=[t for t in windows if t.share] if train else [],
         )
 
+    def _where(self, retained: bool) -> tuple[str, str, str]:
+        """The source, path and locale of the target data (or the retained set); a release archive as the folder it
+        unpacks to."""
+        hp = self.hparams
+        source, path, locale = (
+            ("common_voice", self.retain.path, self.retain.locale) if retained else (hp.source, hp.path, hp.locale)
+        )
+        return source, unpacked(path) if source == "common_voice" else path, locale
+
+    def prepare_data(self) -> None:
+        # Once per node, before any rank reads: a downloaded release archive is unpacked here.
+        self._where(retained=False)
+        if self.retain is not None:
+            self._where(retained=True)
+
     def _check_not_empty(self, name: str, split: str) -> None:
         if len(self.datasets[name]):
             return
@@ -271,12 +283,7 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _lengths(self, name: str) -> np.ndarray:
         if name not in self._clip_lengths:
-            hp = self.hparams
-            folder = (
-                sources.release_folder("common_voice", self.retain.path, self.retain.locale)
-                if name == "retain"
-                else sources.release_folder(hp.source, hp.path, hp.locale)
-            )
+            folder = sources.release_folder(*self._where(retained=name == "retain"))
             tsv = folder / "clip_durations.tsv" if folder else None
             start = time.perf_counter()
             self._clip_lengths[name] = clip_lengths(self.datasets[name].rows, tsv)
