@@ -62,7 +62,9 @@ def main() -> None:
         build_model(work / "model", TINY if args.tiny else LARGE_V2, "cpu" if args.tiny else "cuda")
     mode = {m.name: m for m in MODES}[args.mode]
     if args.tiny:
-        mode = dataclasses.replace(mode, batch_size=4, compile=False)
+        mode = dataclasses.replace(
+            mode, overrides={**mode.overrides, "data.batch_size": 4, "model.speed.compile": False}
+        )
     steps = args.steps + args.warmup + args.profile_steps
     if not (work / "clips" / "clips.jsonl").is_file():
         make_clips(work / "clips", 2 * mode.batch_size * (steps + 1))  # two GPUs, one epoch
