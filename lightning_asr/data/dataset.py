@@ -64,10 +64,6 @@ class SpeechDataset(Dataset):
         """Whether items draw from a per-epoch RNG (the sampler then hands out ``(index, epoch)``)."""
         return bool(self.clip_transforms or self.window_transforms)
 
-    # What the window transforms read (lightning_asr.data.windows.Source).
-    max_duration_s = property(lambda self: self.rules.max_duration_s)
-    max_label_tokens = property(lambda self: self.rules.max_label_tokens)
-
     def __len__(self) -> int:
         return len(self.rows)
 

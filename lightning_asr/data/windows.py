@@ -30,8 +30,7 @@ class Source(Protocol):
     """What a window transform may ask of the dataset it runs in."""
 
     processor: Any
-    max_duration_s: float
-    max_label_tokens: int
+    rules: Any  # lightning_asr.data.dataset.ClipRules: max_duration_s, max_label_tokens
 
     def __len__(self) -> int: ...
 
@@ -62,8 +61,8 @@ class Pack:
                 continue
             parts.append((other.waveform, other.labels, other.text))
         gaps = rng.uniform(*PACK_GAP_S, len(parts))
-        window_s = min(dataset.max_duration_s, 30.0)  # timestamp tokens end at 30.00 s
-        return Window(*pack(parts, gaps, dataset.processor.tokenizer, window_s, dataset.max_label_tokens))
+        window_s = min(dataset.rules.max_duration_s, 30.0)  # timestamp tokens end at 30.00 s
+        return Window(*pack(parts, gaps, dataset.processor.tokenizer, window_s, dataset.rules.max_label_tokens))
 
 
 @dataclass(frozen=True)
