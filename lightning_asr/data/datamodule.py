@@ -25,7 +25,8 @@ from lightning_asr.data.archive import unpacked
 from lightning_asr.data.audio import usable_cache
 from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
-from lightning_asr.data.sampling import ShardSampler
+from lightning_asr.data.mixture import DataSource, MixedDataset, Mixture, check_sources
+from lightning_asr.data.sampling import ShardSampler, position
 from lightning_asr.data.skips import SkipLedger
 from lightning_asr.data.sources import DataConfigError, clip_lengths
 from lightning_asr.data.transforms import AudioAugment
@@ -93,6 +94,10 @@ class SpeechDataModule(L.LightningDataModule):
         pack_clips: fewest and most clips a packed window is drawn to hold (uniformly, both included);
             clips that would end past 30 s or take the labels past the decoder's limit are left out,
             so a window of long clips holds fewer. ``[2, 4]`` by default.
+        sources: several corpora trained on together (:class:`~lightning_asr.data.mixture.DataSource`), each
+            with a weight: batches draw from them in proportion, an epoch is as many draws as they have training
+            rows, and validation scores each as ``val/<name>/*`` (those in ``language`` also pooled into ``val/*``).
+            ``test`` and ``predict`` read the first. ``None``: the one corpus of ``source``, ``path`` and ``locale``.
         processor: the model's processor, handed over by the CLI (built once); ``None`` builds it
             from ``model``, ``language`` and ``task``.
     """
@@ -129,12 +134,21 @@ class SpeechDataModule(L.LightningDataModule):
         timestamp_share: float = 0.0,
         pack_share: float = 0.0,
         pack_clips: tuple[int, int] = (2, 4),
+        sources: list[DataSource] | None = None,
         processor: WhisperProcessor | None = None,
     ) -> None:
         super().__init__()
         check_arguments(locals())
         retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
         self.retain = RetainedSet(**retain) if retain else None
+        self.corpora = [DataSource(**as_dict(s)) for s in sources or []]
+        check_sources(self.corpora)
+        # Without data.sources, the one corpus of data.source, data.path and data.locale.
+        self.corpora = self.corpora or [
+            DataSource(
+                "data", path, source, locale, audio_column=audio_column, text_column=text_column, hf_config=hf_config
+            )
+        ]
         try:
             self.augment = AudioAugment(**augment)
         except ValueError as err:  # a noise folder is checked at parse time, not an hour into the first epoch
@@ -142,23 +156,33 @@ class SpeechDataModule(L.LightningDataModule):
         # Resolved once, and here, not after loading a model.
         self.language = None if language == "auto" else language_code(language, "data.language")  # auto: predict only
         self.retain_language = language_code(self.retain.language, "data.retain.language") if self.retain else None
+        self.languages = {
+            c.name: language_code(c.language, f"data.sources ({c.name}).language") if c.language else self.language
+            for c in self.corpora
+        }
         self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
         self.ledger = SkipLedger(strict)
         self._resume: dict | None = None
         self._clip_lengths: dict[str, np.ndarray] = {}
+        self._parts: dict[str, list[DataSource]] = {}  # each dataset's corpora, in the order laid end to end
         self._cache_dir: str | None = None  # data.cache_dir once checked writable ("" when it is not)
         self.processor = processor
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def rows(self, split: str, labelled: bool = True, retained: bool = False) -> pa.Table:
-        """The index of one split (of the retained set with ``retained``). Rows that cannot be read
-        are dropped and named; so are, for labelled splits, empty transcripts and later copies of a
-        clip listed twice."""
+    def rows(
+        self, split: str, labelled: bool = True, retained: bool = False, corpus: DataSource | None = None
+    ) -> pa.Table:
+        """The index of one split of ``corpus`` (the first source by default; the retained set with ``retained``).
+        Rows that cannot be read are dropped and named; so are, for labelled splits, empty transcripts and later
+        copies of a clip listed twice."""
         hp = self.hparams
-        source, path, locale = self._where(retained)
-        table, skipped = sources.index(source, path, locale, split, hp.audio_column, hp.text_column, hp.hf_config)
+        corpus = corpus or (self._retained() if retained else self.corpora[0])
+        source, path, locale = self._where(corpus)
+        table, skipped = sources.index(
+            source, path, locale, split, corpus.audio_column, hp.text_column and corpus.text_column, corpus.hf_config
+        )
         self._note(skipped)
         max_samples = self.retain.max_samples if retained else hp.max_samples
         if max_samples is not None:
@@ -169,32 +193,50 @@ class SpeechDataModule(L.LightningDataModule):
         self._note(dropped)
         return table
 
+    @property
+    def scored(self) -> tuple[list[str], list[str]]:
+        """Each validation dataloader's metric prefix, in order, and those pooled into ``val/*`` (sources in the
+        target language); read by the module's scoreboard."""
+        parts = [k for k in self.datasets if k == "val" or k.startswith("val/")] or ["val"]
+        pooled = [k for k in parts if k.startswith("val/") and self.languages[k[4:]] == self.language]
+        if parts != ["val"] and not pooled:  # no source in the target language: val/* pools them all
+            pooled = list(parts)
+        return parts + (["val_retain"] if "retain" in self.datasets else []), pooled
+
     # -- Lightning hooks ---------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if self.processor is None:
             self.processor = load_processor(hp.model, self.language, hp.task)
-        splits = {
-            "fit": {"train": hp.train_split, "val": hp.val_split},
-            "validate": {"val": hp.val_split},
-            "test": {"test": hp.test_split},
-            "predict": {"predict": hp.test_split},
-        }[stage]
-        if self.retain is not None and stage in ("fit", "validate"):
-            splits["retain"] = self.retain.split
+        several, first = len(self.corpora) > 1, self.corpora[0]
+        parts: dict[str, tuple[str, list[DataSource]]] = {
+            "fit": {"train": (hp.train_split, self.corpora)},
+            "test": {"test": (hp.test_split, [first])},
+            "predict": {"predict": (hp.test_split, [first])},
+        }.get(stage, {})
+        if stage in ("fit", "validate"):
+            for c in self.corpora:
+                split = hp.val_split if c.val_split is None else c.val_split
+                if split:
+                    parts[f"val/{c.name}" if several else "val"] = (split, [c])
+            if self.retain is not None:
+                parts["retain"] = (self.retain.split, [self._retained()])
         max_tokens = max_target_positions(hp.model)
         if self._cache_dir is None:
             self._cache_dir = usable_cache(hp.cache_dir) or ""
-        for name, split in splits.items():
+        for name, (split, corpora) in parts.items():
             if name not in self.datasets:
-                self.datasets[name] = self._dataset(name, split, max_tokens)
+                self.datasets[name] = self._dataset(name, split, corpora, max_tokens)
                 self._check_not_empty(name, split)
         log.info("data: %s", ", ".join(f"{k} {len(v)} rows" for k, v in self.datasets.items()))
 
-    def _dataset(self, name: str, split: str, max_tokens: int) -> SpeechDataset:
-        """The dataset of stage part ``name`` (``train``, ``val``, ``retain``, ``test``, ``predict``): only training
-        clips are augmented, timestamped or packed."""
+    def _dataset(
+        self, name: str, split: str, corpora: list[DataSource], max_tokens: int
+    ) -> SpeechDataset | MixedDataset:
+        """The dataset of stage part ``name`` (``train``, ``val``, ``val/<source>``, ``retain``, ``test``,
+        ``predict``): only training clips are augmented, timestamped or packed. Training on several sources lays
+        their datasets end to end (the sampler draws from them by weight)."""
         hp, train = self.hparams, name == "train"
         rules = ClipRules(
             max_duration_s=hp.max_duration_s or self.processor.feature_extractor.chunk_length,
@@ -203,32 +245,41 @@ class SpeechDataModule(L.LightningDataModule):
             with_labels=name != "predict",
         )
         windows = [Pack(hp.pack_share, tuple(hp.pack_clips)), Timestamps(hp.timestamp_share)]
-        return SpeechDataset(
-            self.rows(split, labelled=rules.with_labels, retained=name == "retain"),
-            self.processor,
-            rules,
-            language=self.retain_language if name == "retain" else self.language,
-            cache_dir=self._cache_dir or None,
-            strict=hp.strict,
-            seed=hp.seed,
-            clip_transforms=[self.augment] if train and self.augment.enabled else [],
-            window_transforms=[t for t in windows if t.share] if train else [],
-        )
+        parts = []
+        for c in corpora:
+            if train and not c.weight and len(corpora) > 1:
+                continue  # validated only
+            retained = name == "retain"
+            split_of = c.train_split if train and c.train_split else split
+            parts.append(
+                SpeechDataset(
+                    self.rows(split_of, labelled=rules.with_labels, retained=retained, corpus=c),
+                    self.processor,
+                    rules,
+                    language=self.retain_language if retained else self.languages[c.name],
+                    cache_dir=self._cache_dir or None,
+                    strict=hp.strict,
+                    seed=hp.seed,
+                    clip_transforms=[self.augment] if train and self.augment.enabled else [],
+                    window_transforms=[t for t in windows if t.share] if train else [],
+                )
+            )
+            self._parts.setdefault(name, []).append(c)
+        return parts[0] if len(corpora) == 1 else MixedDataset(parts)
 
-    def _where(self, retained: bool) -> tuple[str, str, str]:
-        """The source, path and locale of the target data (or the retained set); a release archive as the folder it
-        unpacks to."""
-        hp = self.hparams
-        source, path, locale = (
-            ("common_voice", self.retain.path, self.retain.locale) if retained else (hp.source, hp.path, hp.locale)
-        )
-        return source, unpacked(path) if source == "common_voice" else path, locale
+    def _retained(self) -> DataSource:
+        r = self.retain
+        return DataSource("retain", r.path, "common_voice", r.locale, weight=0.0, language=r.language)
+
+    def _where(self, corpus: DataSource) -> tuple[str, str, str]:
+        """A corpus's source, path and locale; a release archive as the folder it unpacks to."""
+        path = unpacked(corpus.path) if corpus.source == "common_voice" else corpus.path
+        return corpus.source, path, corpus.locale
 
     def prepare_data(self) -> None:
         # Once per node, before any rank reads: a downloaded release archive is unpacked here.
-        self._where(retained=False)
-        if self.retain is not None:
-            self._where(retained=True)
+        for corpus in self.corpora + ([self._retained()] if self.retain is not None else []):
+            self._where(corpus)
 
     def _check_not_empty(self, name: str, split: str) -> None:
         if len(self.datasets[name]):
@@ -254,18 +305,12 @@ class SpeechDataModule(L.LightningDataModule):
             batch_size=batch_size,
             window=self.hparams.group_window,
             with_epoch=train and dataset.draws,
+            mixture=Mixture([len(p) for p in dataset.parts], [c.weight for c in self._parts[name]])
+            if train and isinstance(dataset, MixedDataset)
+            else None,
         )
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
-            # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
-            # a global count resumes correctly under any world size (to within one batch).
-            sampler.set_epoch(self._resume["epoch"])
-            sampler.start = self._resume["samples"] // world
-            # The grouped order of the interrupted epoch was cut for its world size and batch.
-            sampler.order_for = (
-                self._resume["epoch"],
-                self._resume.get("world", world),
-                self._resume.get("batch_size", self.hparams.batch_size),
-            )
+            sampler.resume(self._resume, self.hparams.batch_size)
             self._resume = None
         workers = self.hparams.num_workers
         return DataLoader(
@@ -283,15 +328,15 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _lengths(self, name: str) -> np.ndarray:
         if name not in self._clip_lengths:
-            folder = sources.release_folder(*self._where(retained=name == "retain"))
-            tsv = folder / "clip_durations.tsv" if folder else None
-            start = time.perf_counter()
-            self._clip_lengths[name] = clip_lengths(self.datasets[name].rows, tsv)
+            dataset, start = self.datasets[name], time.perf_counter()
+            parts = dataset.parts if isinstance(dataset, MixedDataset) else [dataset]
+            lengths = []
+            for part, corpus in zip(parts, self._parts[name]):
+                folder = sources.release_folder(*self._where(corpus))
+                lengths.append(clip_lengths(part.rows, folder / "clip_durations.tsv" if folder else None))
+            self._clip_lengths[name] = np.concatenate(lengths)
             log.info(
-                "group_by_length: %s lengths of %d clips in %.1f s",
-                name,
-                len(self.datasets[name]),
-                time.perf_counter() - start,
+                "group_by_length: %s lengths of %d clips in %.1f s", name, len(dataset), time.perf_counter() - start
             )
         return self._clip_lengths[name]
 
@@ -307,10 +352,11 @@ class SpeechDataModule(L.LightningDataModule):
         return self._loader("train", self.hparams.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        val = self._loader("val", self.hparams.eval_batch_size, train=False)
-        if "retain" not in self.datasets:
-            return val
-        return [val, self._loader("retain", self.hparams.eval_batch_size, train=False)]
+        names = [k for k in self.datasets if k == "val" or k.startswith("val/")] + ["retain"] * (
+            "retain" in self.datasets
+        )
+        loaders = [self._loader(k, self.hparams.eval_batch_size, train=False) for k in names]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.hparams.eval_batch_size, train=False)
@@ -347,24 +393,9 @@ class SpeechDataModule(L.LightningDataModule):
             log.info(self.summary())
 
     def state_dict(self) -> dict:
-        """The training position, so a resumed run continues with the next unseen batch."""
-        if self.trainer is None:
-            return {}
-        epochs = self.trainer.fit_loop.epoch_progress.current
-        # Saved after an epoch's end (SIGTERM there, or the end of training) the batch count is still the
-        # finished epoch's while current_epoch is already the next: that epoch starts at its first clip.
-        batches = (
-            self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if epochs.started > epochs.completed
-            else 0
-        )
-        samples = batches * self.hparams.batch_size * self.trainer.world_size
-        return {
-            "epoch": self.trainer.current_epoch,
-            "samples": samples,
-            "world": self.trainer.world_size,
-            "batch_size": self.hparams.batch_size,
-        }
+        """The training position, so a resumed run continues with the next unseen batch (every source's too: a
+        mixture's order is a function of seed and epoch)."""
+        return position(self.trainer, self.hparams.batch_size) if self.trainer is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None

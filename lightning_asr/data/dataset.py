@@ -92,13 +92,25 @@ class SpeechDataset(Dataset):
             "clips": window.clips,
         }
 
+    def _in_language(self, labels: list[int]) -> list[int]:
+        """Labels whose prefix names this dataset's language: the processor's prefix names the target's, and a source
+        in another language (``data.sources``) must train toward its own token, not learn to translate."""
+        tokenizer = self.processor.tokenizer
+        if (
+            self.language is None
+            or len(labels) < 2
+            or labels[0] != tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+        ):
+            return labels
+        return [labels[0], tokenizer.convert_tokens_to_ids(f"<|{self.language}|>"), *labels[2:]]
+
     def load(self, index: int, epoch: int) -> tuple[Window, str]:
         """Row ``index`` decoded, checked and through the clip transforms, and its name; raises :class:`AudioError`."""
         audio, text = self.rows["audio"][index].as_py(), self.rows["text"][index].as_py()
         name, text, rules = clip_name(audio), clean_transcript(text), self.rules
         labels = None
         if rules.with_labels:
-            labels = self.processor.tokenizer(text).input_ids
+            labels = self._in_language(self.processor.tokenizer(text).input_ids)
             if len(labels) > rules.max_label_tokens:
                 raise AudioError(name, "label_too_long", f"{len(labels)} tokens > {rules.max_label_tokens}")
         # A recording longer than the window is not decoded whole (nor cached) only to be found too long: its header

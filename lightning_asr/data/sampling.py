@@ -4,6 +4,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from lightning_asr.data.mixture import Mixture
+
 
 class ShardSampler(DistributedSampler):
     """A rank's share of the data, shuffled per epoch, startable mid-epoch.
@@ -20,6 +22,9 @@ class ShardSampler(DistributedSampler):
 
     ``with_epoch`` yields ``(index, epoch)`` instead of the index: what a dataset that augments
     seeds each clip's draw with (a worker's copy of the dataset never sees ``set_epoch``).
+
+    With ``mixture`` (several weighted sources, :class:`~lightning_asr.data.mixture.Mixture`) the epoch's shuffled
+    order is the mixture's draws instead of a permutation of the dataset; the rest is the same.
     """
 
     def __init__(
@@ -34,16 +39,24 @@ class ShardSampler(DistributedSampler):
         batch_size: int = 1,
         window: int = 64,
         with_epoch: bool = False,
+        mixture: Mixture | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.pad, self.start, self.lengths, self.batch_size, self.window = pad, 0, lengths, batch_size, window
         self.order_for: tuple[int, int, int] | None = None  # (epoch, world, batch) of a resumed epoch
-        self.with_epoch = with_epoch
+        self.with_epoch, self.mixture = with_epoch, mixture
+
+    def _size(self) -> int:
+        return len(self.mixture) if self.mixture is not None else len(self.dataset)
 
     def _shard(self) -> list[int]:
-        n = len(self.dataset)
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        n = self._size()
+        if self.mixture is not None:
+            order = self.mixture.order(self.seed, self.epoch)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(n))
         if self.lengths is not None:
             # Training sorts within windows of up to ``window`` steps of the shuffled order (the
             # epoch stays random); evaluation sorts everything.
@@ -58,13 +71,22 @@ class ShardSampler(DistributedSampler):
             order += order[: self.num_replicas - n % self.num_replicas]
         return order[self.rank :: self.num_replicas]
 
+    def resume(self, state: dict, batch_size: int) -> None:
+        """Start the interrupted epoch of ``state`` (:func:`position`) at its next unseen clip."""
+        # Rank r's shard is order[r::W], so the first m clips of every shard are order[:m * W]:
+        # a global count resumes correctly under any world size (to within one batch).
+        self.set_epoch(state["epoch"])
+        self.start = state["samples"] // self.num_replicas
+        # The grouped order of the interrupted epoch was cut for its world size and batch.
+        self.order_for = (state["epoch"], state.get("world", self.num_replicas), state.get("batch_size", batch_size))
+
     def __iter__(self):
         shard = self._shard()[self.start :]
         self.start = 0
         return iter([(i, self.epoch) for i in shard] if self.with_epoch else shard)
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = self._size()
         if self.pad:
             return -(-n // self.num_replicas)
         return len(range(self.rank, n, self.num_replicas))
@@ -85,3 +107,17 @@ def group_by_length(order: list[int], lengths: np.ndarray, span: int) -> list[in
     first = max(range(len(windows)), key=lambda i: lengths[windows[i][0]])
     windows.insert(0, windows.pop(first))
     return np.concatenate(windows).tolist()
+
+
+def position(trainer, batch_size: int) -> dict:
+    """Where training is: its epoch and the clips of it already taken, across all ranks."""
+    epochs = trainer.fit_loop.epoch_progress.current
+    # Saved after an epoch's end (SIGTERM there, or the end of training) the batch count is still the
+    # finished epoch's while current_epoch is already the next: that epoch starts at its first clip.
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed if epochs.started > epochs.completed else 0
+    return {
+        "epoch": trainer.current_epoch,
+        "samples": batches * batch_size * trainer.world_size,
+        "world": trainer.world_size,
+        "batch_size": batch_size,
+    }

@@ -7,8 +7,12 @@ this project's CI machine, rapidfuzz 0.04 s. Same definitions (whitespace-split 
 same numbers. And the paired bootstrap that says whether two adapters' WERs differ beyond noise.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
+import torch
 from rapidfuzz.distance import Levenshtein
+from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate as _CharErrorRate
 from torchmetrics.text import WordErrorRate as _WordErrorRate
 
@@ -58,3 +62,55 @@ def error_rates(refs: list[str], preds: list[str], language: str | None) -> dict
     wer_norm.update(norm_preds, norm_refs)
     cer.update(norm_preds, norm_refs)
     return {"wer": float(wer.compute()), "wer_norm": float(wer_norm.compute()), "cer": float(cer.compute())}
+
+
+def score_set() -> torch.nn.ModuleDict:
+    """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
+    return torch.nn.ModuleDict(
+        {"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(), "degenerate": MeanMetric()}
+    )
+
+
+class Scoreboard(torch.nn.Module):
+    """Validation's and test's scores under their logged prefixes.
+
+    Each evaluation dataloader has a prefix: ``val`` (the target), ``val_retain`` (``data.retain``) or, with several
+    sources (``data.sources``), ``val/<source>``. A source's scores are also pooled into ``val/*`` where
+    ``pooled`` says so (the sources in the target language), so the monitored ``val/wer_norm`` stays one number.
+
+    Args:
+        prefixes: each evaluation dataloader's prefix, in dataloader order.
+        pooled: the prefixes also counted into ``val/*``.
+    """
+
+    def __init__(self, prefixes: Sequence[str] = ("val", "val_retain"), pooled: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.prefixes, self.pooled = list(prefixes), set(pooled)
+        # ModuleDict keys cannot hold '/': a source's scores are kept under its prefix with '@' instead.
+        names = {"val", "test", *(p.replace("/", "@") for p in self.prefixes)}
+        self.sets = torch.nn.ModuleDict({name: score_set() for name in sorted(names)})
+
+    def update(self, stage: str, dataloader_idx: int, preds: list[str], refs: list[str], language, degenerate) -> None:
+        """One batch's transcripts against its references, into the scores its dataloader counts toward."""
+        prefix = "test" if stage == "test" else self.prefixes[dataloader_idx]
+        targets = [prefix] + (["val"] if prefix in self.pooled else [])
+        norm_preds, norm_refs = [normalize(p, language) for p in preds], [normalize(r, language) for r in refs]
+        for name in targets:
+            scores = self.sets[name.replace("/", "@")]
+            scores["wer"].update(preds, refs)
+            scores["wer_norm"].update(norm_preds, norm_refs)
+            scores["cer"].update(norm_preds, norm_refs)
+            scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
+
+    def log(self, module, stage: str, direct: bool) -> None:
+        """Every score this stage updated, as ``<prefix>/<name>``; the target's ``wer`` on the progress bar."""
+        for key, scores in self.sets.items():
+            prefix = key.replace("@", "/")
+            if (stage == "test") != (prefix == "test"):
+                continue
+            # The target's set is logged always (as before sources existed); the others only where they were used.
+            if prefix not in ("val", "test") and not scores["wer"].update_called:
+                continue
+            for name, metric in scores.items():
+                bar = name == "wer" and prefix in ("val", "test")
+                module.log(f"{prefix}/{name}", metric, prog_bar=bar, add_dataloader_idx=False, logger=direct)

@@ -9,7 +9,6 @@ import lightning as L
 import torch
 from peft import PeftModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torchmetrics import MeanMetric
 
 from lightning_asr.batch import Batch
 from lightning_asr.model import fp8
@@ -18,12 +17,12 @@ from lightning_asr.model.decode import detect_languages, graphed, greedy, prompt
 from lightning_asr.model.knobs import Decoding, Speed, as_dict, check_knobs
 from lightning_asr.model.lora import LoRA, merged, trainable_state
 from lightning_asr.model.loss import token_loss
-from lightning_asr.model.metrics import CharErrorRate, WordErrorRate
+from lightning_asr.model.metrics import Scoreboard
 from lightning_asr.model.optim import Optimizer, adamw, check_warmup, linear_schedule, optimizer_class
 from lightning_asr.model.rng import rng_states, set_rng_states
 from lightning_asr.model.spec_augment import SpecAugment, audio_mask
 from lightning_asr.model.whisper import LANGUAGES, Quantization, language_code, load_processor, train_flops
-from lightning_asr.text import clean_transcript, is_degenerate, normalize
+from lightning_asr.text import clean_transcript, is_degenerate
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +111,9 @@ class WhisperLoRA(L.LightningModule):
         self.processor = load_processor(model, self.language, task)
         self.bad_steps = 0
         self.flops_per_batch: int | None = None
-        # The target's scores, and the same for a retained set in another language (``data.retain``):
-        # what the fine-tune costs the base elsewhere, logged under ``val_retain/``.
-        self.scores, self.retained = error_rates(), error_rates()
+        # The target's scores, a retained set's in another language (``data.retain``: what the fine-tune costs the
+        # base elsewhere, ``val_retain/``) and each source's (``data.sources``); the DataModule names them in setup.
+        self.scores = Scoreboard()
         # Every (clip, reference, prediction) of the last ``test`` run, in order: per-clip errors for
         # paired comparisons (benchmarks/quality.py) and the clips an export's parity check decodes
         # again (export.py), from the same decode that gave test/wer.
@@ -283,31 +282,26 @@ class WhisperLoRA(L.LightningModule):
         conv = self.model.get_base_model().model.encoder.conv1.weight
         return conv.dtype
 
-    def _evaluate(self, batch: Batch, retained: bool = False) -> list[tuple[str, str]] | None:
+    def _evaluate(self, batch: Batch, stage: str, dataloader_idx: int = 0) -> list[tuple[str, str]] | None:
         if not batch["paths"]:
             return None
         language = batch.get("language") or self.language
         preds, degenerate = self.transcribe(batch["input_features"], language)
         refs = batch["texts"]
-        scores = self.retained if retained else self.scores
-        scores["wer"].update(preds, refs)
-        norm_preds, norm_refs = [normalize(p, language) for p in preds], [normalize(r, language) for r in refs]
-        scores["wer_norm"].update(norm_preds, norm_refs)
-        scores["cer"].update(norm_preds, norm_refs)
-        scores["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
+        self.scores.update(stage, dataloader_idx, preds, refs, language, degenerate)
         if self._trainer is not None and self.trainer.testing:
             self.test_transcripts += zip(batch["paths"], refs, preds)
         return list(zip(refs, preds))
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, str]] | None:
         """The (reference, prediction) pairs, for the callbacks (``ValidationReport``'s examples)."""
-        return self._evaluate(batch, retained=dataloader_idx == 1)
+        return self._evaluate(batch, "val", dataloader_idx)
 
     def on_test_epoch_start(self) -> None:
         self.test_transcripts = []
 
     def test_step(self, batch: Batch, batch_idx: int) -> list[tuple[str, str]] | None:
-        return self._evaluate(batch)
+        return self._evaluate(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         if not batch["paths"]:
@@ -336,15 +330,13 @@ class WhisperLoRA(L.LightningModule):
             raise ValueError(
                 f"model.language: auto only transcribes (predict); {stage} needs the transcripts' language"
             )
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if getattr(data, "scored", None):  # each validation dataloader's prefix, from the DataModule
+            self.scores = Scoreboard(*data.scored)
 
     def _log_metrics(self, stage: str) -> None:
         # fit's validation scores reach the logger from on_validation_end, at the step the adapters record.
-        direct = not (stage == "val" and self.trainer.state.fn == "fit")
-        for name, metric in self.scores.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "wer", add_dataloader_idx=False, logger=direct)
-        if stage == "val" and self.retained["wer"].update_called:
-            for name, metric in self.retained.items():
-                self.log(f"val_retain/{name}", metric, add_dataloader_idx=False, logger=direct)
+        self.scores.log(self, stage, direct=not (stage == "val" and self.trainer.state.fn == "fit"))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -391,10 +383,3 @@ class WhisperLoRA(L.LightningModule):
             "quantization": hp.quantization,
             "trim_encoder": self.speed.trim_encoder,
         }
-
-
-def error_rates() -> torch.nn.ModuleDict:
-    """WER (orthographic and normalised), CER and the degenerate share: torchmetrics objects, synced under DDP."""
-    return torch.nn.ModuleDict(
-        {"wer": WordErrorRate(), "wer_norm": WordErrorRate(), "cer": CharErrorRate(), "degenerate": MeanMetric()}
-    )
