@@ -1,10 +1,6 @@
-"""The DataModule: which rows each stage reads (``sources``), how they are cleaned and counted, and
-the loaders (``dataset`` decodes a clip, ``sampling`` orders them).
-
-Three sources sit behind ``source``: a local Common Voice release, a manifest (csv/tsv/jsonl) and a
-Hugging Face dataset. All three become the same two-column index (``audio``, ``text``) held in Arrow
-memory; no audio is touched until a worker needs the clip.
-"""
+"""The DataModule: which rows each stage reads (``sources``; several weighted corpora, ``mixture``), how they are
+cleaned and counted, and the loaders (``dataset`` decodes a clip, ``sampling`` orders them). Every corpus becomes the
+same two-column index (``audio``, ``text``) in Arrow memory; no audio is touched until a worker needs the clip."""
 
 import functools
 import logging
@@ -26,12 +22,14 @@ from lightning_asr.data.audio import usable_cache
 from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
 from lightning_asr.data.mixture import DataSource, MixedDataset, Mixture, check_sources
+from lightning_asr.data.nonspeech import NonSpeechSet, NoSpeech
 from lightning_asr.data.sampling import ShardSampler, position
 from lightning_asr.data.skips import SkipLedger
 from lightning_asr.data.sources import DataConfigError, clip_lengths
 from lightning_asr.data.transforms import AudioAugment
 from lightning_asr.data.windows import Pack, Timestamps
 from lightning_asr.model.knobs import as_dict
+from lightning_asr.model.metrics import NO_SPEECH
 from lightning_asr.model.whisper import language_code, load_processor, max_target_positions
 
 log = logging.getLogger(__name__)
@@ -94,6 +92,9 @@ class SpeechDataModule(L.LightningDataModule):
         pack_clips: fewest and most clips a packed window is drawn to hold (uniformly, both included);
             clips that would end past 30 s or take the labels past the decoder's limit are left out,
             so a window of long clips holds fewer. ``[2, 4]`` by default.
+        no_speech: training on generated silence, noise and music (and on clips with empty transcripts) toward no
+            words, and the share of such clips the model writes words on (:class:`~lightning_asr.data.nonspeech.NoSpeech`);
+            off by default.
         sources: several corpora trained on together (:class:`~lightning_asr.data.mixture.DataSource`), each
             with a weight: batches draw from them in proportion, an epoch is as many draws as they have training
             rows, and validation scores each as ``val/<name>/*`` (those in ``language`` also pooled into ``val/*``).
@@ -134,6 +135,7 @@ class SpeechDataModule(L.LightningDataModule):
         timestamp_share: float = 0.0,
         pack_share: float = 0.0,
         pack_clips: tuple[int, int] = (2, 4),
+        no_speech: NoSpeech = NoSpeech(),  # noqa: B008 (frozen)
         sources: list[DataSource] | None = None,
         processor: WhisperProcessor | None = None,
     ) -> None:
@@ -141,6 +143,8 @@ class SpeechDataModule(L.LightningDataModule):
         check_arguments(locals())
         retain, augment = (as_dict(retain) if retain else None), as_dict(augment)
         self.retain = RetainedSet(**retain) if retain else None
+        r = self.retain  # read as one more corpus, never trained on
+        self.retained = DataSource("retain", r.path, "common_voice", r.locale, 0.0, r.language) if r else None
         self.corpora = [DataSource(**as_dict(s)) for s in sources or []]
         check_sources(self.corpora)
         # Without data.sources, the one corpus of data.source, data.path and data.locale.
@@ -151,6 +155,7 @@ class SpeechDataModule(L.LightningDataModule):
         ]
         try:
             self.augment = AudioAugment(**augment)
+            self.no_speech = NoSpeech(**as_dict(no_speech))
         except ValueError as err:  # a noise folder is checked at parse time, not an hour into the first epoch
             raise DataConfigError(str(err)) from None
         # Resolved once, and here, not after loading a model.
@@ -172,13 +177,13 @@ class SpeechDataModule(L.LightningDataModule):
     # -- rows ------------------------------------------------------------------------------------
 
     def rows(
-        self, split: str, labelled: bool = True, retained: bool = False, corpus: DataSource | None = None
+        self, split: str, labelled: bool = True, retained: bool = False, corpus: DataSource | None = None, train=False
     ) -> pa.Table:
         """The index of one split of ``corpus`` (the first source by default; the retained set with ``retained``).
         Rows that cannot be read are dropped and named; so are, for labelled splits, empty transcripts and later
         copies of a clip listed twice."""
         hp = self.hparams
-        corpus = corpus or (self._retained() if retained else self.corpora[0])
+        corpus = corpus or (self.retained if retained else self.corpora[0])
         source, path, locale = self._where(corpus)
         table, skipped = sources.index(
             source, path, locale, split, corpus.audio_column, hp.text_column and corpus.text_column, corpus.hf_config
@@ -189,7 +194,7 @@ class SpeechDataModule(L.LightningDataModule):
             table = table.slice(0, max_samples)
         if not labelled:  # predictions keep every input, repeats included: their outputs line up with the inputs
             return table
-        table, dropped = sources.clean(table)
+        table, dropped = sources.clean(table, keep_empty=train and self.no_speech.train_empty)
         self._note(dropped)
         return table
 
@@ -201,7 +206,8 @@ class SpeechDataModule(L.LightningDataModule):
         pooled = [k for k in parts if k.startswith("val/") and self.languages[k[4:]] == self.language]
         if parts != ["val"] and not pooled:  # no source in the target language: val/* pools them all
             pooled = list(parts)
-        return parts + (["val_retain"] if "retain" in self.datasets else []), pooled
+        extra = [p for k, p in (("retain", "val_retain"), ("nospeech", NO_SPEECH)) if k in self.datasets]
+        return parts + extra, pooled
 
     # -- Lightning hooks ---------------------------------------------------------------------------
 
@@ -221,7 +227,11 @@ class SpeechDataModule(L.LightningDataModule):
                 if split:
                     parts[f"val/{c.name}" if several else "val"] = (split, [c])
             if self.retain is not None:
-                parts["retain"] = (self.retain.split, [self._retained()])
+                parts["retain"] = (self.retain.split, [self.retained])
+            if self.no_speech.eval_clips:
+                self.datasets["nospeech"] = NonSpeechSet(
+                    self.no_speech.eval_clips, self.processor, self.language, hp.seed
+                )
         max_tokens = max_target_positions(hp.model)
         if self._cache_dir is None:
             self._cache_dir = usable_cache(hp.cache_dir) or ""
@@ -244,7 +254,7 @@ class SpeechDataModule(L.LightningDataModule):
             max_label_tokens=max_tokens,
             with_labels=name != "predict",
         )
-        windows = [Pack(hp.pack_share, tuple(hp.pack_clips)), Timestamps(hp.timestamp_share)]
+        windows = [Pack(hp.pack_share, tuple(hp.pack_clips)), Timestamps(hp.timestamp_share), self.no_speech]
         parts = []
         for c in corpora:
             if train and not c.weight and len(corpora) > 1:
@@ -253,7 +263,7 @@ class SpeechDataModule(L.LightningDataModule):
             split_of = c.train_split if train and c.train_split else split
             parts.append(
                 SpeechDataset(
-                    self.rows(split_of, labelled=rules.with_labels, retained=retained, corpus=c),
+                    self.rows(split_of, labelled=rules.with_labels, retained=retained, corpus=c, train=train),
                     self.processor,
                     rules,
                     language=self.retain_language if retained else self.languages[c.name],
@@ -267,10 +277,6 @@ class SpeechDataModule(L.LightningDataModule):
             self._parts.setdefault(name, []).append(c)
         return parts[0] if len(corpora) == 1 else MixedDataset(parts)
 
-    def _retained(self) -> DataSource:
-        r = self.retain
-        return DataSource("retain", r.path, "common_voice", r.locale, weight=0.0, language=r.language)
-
     def _where(self, corpus: DataSource) -> tuple[str, str, str]:
         """A corpus's source, path and locale; a release archive as the folder it unpacks to."""
         path = unpacked(corpus.path) if corpus.source == "common_voice" else corpus.path
@@ -278,7 +284,7 @@ class SpeechDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Once per node, before any rank reads: a downloaded release archive is unpacked here.
-        for corpus in self.corpora + ([self._retained()] if self.retain is not None else []):
+        for corpus in self.corpora + ([self.retained] if self.retain is not None else []):
             self._where(corpus)
 
     def _check_not_empty(self, name: str, split: str) -> None:
@@ -352,9 +358,8 @@ class SpeechDataModule(L.LightningDataModule):
         return self._loader("train", self.hparams.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        names = [k for k in self.datasets if k == "val" or k.startswith("val/")] + ["retain"] * (
-            "retain" in self.datasets
-        )
+        names = [k for k in self.datasets if k == "val" or k.startswith("val/")]
+        names += [k for k in ("retain", "nospeech") if k in self.datasets]
         loaders = [self._loader(k, self.hparams.eval_batch_size, train=False) for k in names]
         return loaders[0] if len(loaders) == 1 else loaders
 
@@ -369,12 +374,7 @@ class SpeechDataModule(L.LightningDataModule):
         return batch
 
     def _note(self, skipped: list[Skipped]) -> None:
-        if not self.ledger.note(skipped):
-            return
-        trainer = self.trainer
-        if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            counts = {f"data/skipped_{k}": float(v) for k, v in self.skipped.items()}
-            trainer.logger.log_metrics(counts, step=trainer.global_step)
+        self.ledger.note(skipped, self.trainer)
 
     @property
     def skipped(self) -> Counter[str]:

@@ -20,8 +20,9 @@ class SkipLedger:
         self.strict = strict
         self._items: dict[tuple[str, str], Skipped] = {}
 
-    def note(self, skipped: list[Skipped]) -> bool:
-        """Record ``skipped``; whether any was new."""
+    def note(self, skipped: list[Skipped], trainer=None) -> bool:
+        """Record ``skipped``; whether any was new. New ones update the counts ``trainer``'s logger shows
+        (``data/skipped_<reason>``)."""
         if skipped and self.strict:
             first = skipped[0]
             raise AudioError(first.path, first.reason, first.detail)
@@ -32,6 +33,9 @@ class SkipLedger:
                 self._items[key] = item
                 log.warning("skipped %s", item)
                 new = True
+        if new and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            counts = {f"data/skipped_{k}": float(v) for k, v in self.counts().items()}
+            trainer.logger.log_metrics(counts, step=trainer.global_step)
         return new
 
     def counts(self) -> Counter[str]:

@@ -358,10 +358,11 @@ def release_folder(source: str, path: str, locale: str) -> Path | None:
     return common_voice_folder(path, locale) if source == "common_voice" else None
 
 
-def clean(table: pa.Table) -> tuple[pa.Table, list[Skipped]]:
-    """A labelled split without rows that cannot train: empty transcripts, then later copies of a clip listed twice
-    (the first is kept)."""
-    table, empty = _drop(table, _empty(table["text"]), "empty_text", "transcript is empty")
+def clean(table: pa.Table, keep_empty: bool = False) -> tuple[pa.Table, list[Skipped]]:
+    """A labelled split without rows that cannot train: empty transcripts (unless ``keep_empty``: they then train
+    toward no words), then later copies of a clip listed twice (the first is kept)."""
+    empty_rows = [] if keep_empty else _empty(table["text"])
+    table, empty = _drop(table, empty_rows, "empty_text", "transcript is empty")
     table, repeats = _drop(table, _repeats(table["audio"]), "duplicate", "listed again: used once")
     return table, empty + repeats
 

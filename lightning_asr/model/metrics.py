@@ -71,11 +71,15 @@ def score_set() -> torch.nn.ModuleDict:
     )
 
 
+NO_SPEECH = "val_nospeech"  # generated clips without speech (data.no_speech.eval_clips)
+
+
 class Scoreboard(torch.nn.Module):
     """Validation's and test's scores under their logged prefixes.
 
-    Each evaluation dataloader has a prefix: ``val`` (the target), ``val_retain`` (``data.retain``) or, with several
-    sources (``data.sources``), ``val/<source>``. A source's scores are also pooled into ``val/*`` where
+    Each evaluation dataloader has a prefix: ``val`` (the target), ``val_retain`` (``data.retain``), ``val_nospeech``
+    (``data.no_speech.eval_clips``: the share of clips with any words written) or, with several sources
+    (``data.sources``), ``val/<source>``. A source's scores are also pooled into ``val/*`` where
     ``pooled`` says so (the sources in the target language), so the monitored ``val/wer_norm`` stays one number.
 
     Args:
@@ -88,11 +92,19 @@ class Scoreboard(torch.nn.Module):
         self.prefixes, self.pooled = list(prefixes), set(pooled)
         # ModuleDict keys cannot hold '/': a source's scores are kept under its prefix with '@' instead.
         names = {"val", "test", *(p.replace("/", "@") for p in self.prefixes)}
-        self.sets = torch.nn.ModuleDict({name: score_set() for name in sorted(names)})
+        self.sets = torch.nn.ModuleDict({name: score_set() for name in sorted(names - {NO_SPEECH})})
+        if NO_SPEECH in names:  # no reference words: the share of clips with any written, and of runaway ones
+            self.sets[NO_SPEECH] = torch.nn.ModuleDict({"words": MeanMetric(), "degenerate": MeanMetric()})
 
     def update(self, stage: str, dataloader_idx: int, preds: list[str], refs: list[str], language, degenerate) -> None:
         """One batch's transcripts against its references, into the scores its dataloader counts toward."""
         prefix = "test" if stage == "test" else self.prefixes[dataloader_idx]
+        if prefix == NO_SPEECH:
+            self.sets[NO_SPEECH]["words"].update(
+                torch.tensor([bool(normalize(p, language).split()) for p in preds], dtype=torch.float32)
+            )
+            self.sets[NO_SPEECH]["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
+            return
         targets = [prefix] + (["val"] if prefix in self.pooled else [])
         norm_preds, norm_refs = [normalize(p, language) for p in preds], [normalize(r, language) for r in refs]
         for name in targets:
@@ -109,7 +121,7 @@ class Scoreboard(torch.nn.Module):
             if (stage == "test") != (prefix == "test"):
                 continue
             # The target's set is logged always (as before sources existed); the others only where they were used.
-            if prefix not in ("val", "test") and not scores["wer"].update_called:
+            if prefix not in ("val", "test") and not next(iter(scores.values())).update_called:
                 continue
             for name, metric in scores.items():
                 bar = name == "wer" and prefix in ("val", "test")

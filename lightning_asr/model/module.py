@@ -348,7 +348,9 @@ class WhisperLoRA(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         metrics = {
-            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "val_retain/"))
+            k: float(v)
+            for k, v in self.trainer.callback_metrics.items()
+            if k.startswith(("val/", "val_retain/", "val_nospeech/"))
         }
         # At the optimizer steps taken, as the adapter saved now records them: Lightning's own logging step is
         # one less when validation runs mid-epoch (TensorBoard said 16 where the adapter said 17).
