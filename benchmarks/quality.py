@@ -16,7 +16,8 @@ recorded English digits) and seed:
    the adapter by plain ``PeftModel.from_pretrained``, decoded by the package's own
    ``WhisperLoRA.transcribe`` (greedy ``generate(language, task)`` from the audio alone), the language's normaliser (Whisper's English normaliser for English), per-clip
    errors. A cv-synth-mr adapter is also scored on cv-synth/en in English: what the fine-tune costs
-   the base's other languages.
+   the base's other languages; and every adapter on generated silence, noise and music: the share of clips it
+   writes words on (``benchmarks/forgetting.py``, with the levers against both).
 
 The report gives, per config, the mean ± sd over seeds and a paired bootstrap 95 % confidence
 interval of the WER difference to the recipe over the same test clips (per-clip errors averaged
@@ -43,6 +44,7 @@ import lightning as L
 import torch
 
 from benchmarks import commit, lightning_asr, machine, write_json
+from benchmarks.forgetting import LEVERS, lever_table, no_speech_words
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.sources import common_voice_index
 from lightning_asr.model.knobs import Decoding
@@ -86,6 +88,7 @@ VARIANTS = {
     "augment-all": SPEC + SPEED + NOISE,
     "decoder-only": ["--model.lora.encoder=false"],
     "timestamps": ["--data.timestamp_share=0.5"],
+    **LEVERS,  # replay, no-speech, both: benchmarks/forgetting.py
 }
 
 
@@ -185,7 +188,7 @@ def fit_config(
         "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}",
         f"--adapter_checkpoint.dirpath={out}/adapters",
-        *VARIANTS.get(name, []),
+        *variant(name, task),
         *(overrides or []),
     ]
     if tiny:  # the code path on CPU: a random tiny base, fp32, nothing compiled
@@ -199,6 +202,12 @@ def fit_config(
             "--data.max_samples=8",
         ]
     return train_once(args, out, out / "adapters" / "last")
+
+
+def variant(name: str, task: str) -> list[str]:
+    """A variant's fit arguments (some depend on the task's paths)."""
+    arguments = VARIANTS.get(name, [])
+    return arguments(TASKS[task]) if callable(arguments) else arguments
 
 
 def config_file(name: str) -> Path:
@@ -259,6 +268,7 @@ def scores(args: argparse.Namespace, task: str, adapter: str | None = None) -> d
     result = evaluate(args.model, str(data), locale, language, **evaluation)
     if retained:
         result["retained"] = evaluate(args.model, str(retained[0]), retained[1], retained[2], **evaluation)
+    result["no_speech"] = no_speech_words(args.model, language, adapter, 6 if args.tiny else 60, args.tiny)
     return result
 
 
@@ -479,6 +489,8 @@ def markdown(report: dict, command: str) -> str:
             if retained:
                 line += f" {100 * row.get('retained_wer_norm_mean', float('nan')):.1f} |"
             lines.append(line)
+        if baseline in result["runs"]:
+            lines += lever_table(result, baseline)
     if report.get("not_run"):
         lines += [
             "",

@@ -662,3 +662,31 @@ def test_speed_modes_read_their_configs_as_the_command_does(capsys):
         ), mode.name
         checked += 1
     assert checked == len(MODES) > 40
+
+
+def test_the_forgetting_levers_train_and_are_scored_against_the_recipe_config(tmp_path):
+    """benchmarks/forgetting.py through benchmarks.quality: replay (data.sources with the retained set in English)
+    and no-speech (data.no_speech.share) against recipe-config, each adapter scored on the target, the retained set
+    and generated non-speech clips, with paired intervals."""
+    import shutil
+
+    from tests.conftest import write_common_voice
+
+    data = tmp_path / "data"
+    write_common_voice(data / "cv-synth", rows_per_split=4)
+    write_common_voice(tmp_path / "en", rows_per_split=2)
+    shutil.move(tmp_path / "en" / "mr", data / "cv-synth" / "en")
+    command = [sys.executable, "-m", "benchmarks.quality", "--tiny", "--tasks", "cv-synth-mr", "--seeds", "1", "2"]
+    command += ["--configs", "recipe-config", "replay", "no-speech", "--baseline", "recipe-config", "--jobs", "2"]
+    command += ["--data-dir", str(data), "--work", str(tmp_path / "work"), "--results", str(tmp_path), "--name", "f"]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    task = json.loads((tmp_path / "f.json").read_text())["tasks"]["cv-synth-mr"]
+    replayed = task["runs"]["replay"]["1"]
+    assert {"retained", "no_speech"} <= set(replayed) and replayed["no_speech"]["clips"] == 6
+    assert set(replayed["no_speech"]["clip_words"]) <= {0, 1}
+    # replay's fit drew both sources: its log names the English one.
+    fit_log = (tmp_path / "work/cv-synth-mr/replay/seed1/fit.log").read_text()
+    assert "data: train 6 rows, val/target 4 rows" in fit_log  # 4 Marathi and 2 English clips, weighted 2:1
+    table = (tmp_path / "f.md").read_text()
+    assert "| zero-shot base |" in table and "| `replay` |" in table and "| `no-speech` |" in table
