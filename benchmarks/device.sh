@@ -30,14 +30,13 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
 # benchmarks/tta.py's job (every run of its RUNS, both tasks, 3 seeds, 14 at once: results/tta.md, 2026-12-07) ran
 # ~12 minutes on an H100 with its scoring; the dev splits it validates on travel (`prepare` keeps their clips).
-# JOBS now: issue 45's equal-data check, the packed configs at the guide's 3 epochs against the recipe config on the
-# same unquantized base (the int8 recipe runs ~6x slower on whisper-base), layers eager (14 processes compiling at once
-# cost more than they train). 48 runs and their scoring took 22 min on an H100 (2026-12-07); the int8 `packed` runs on
-# the digits came last.
+# JOBS now: issue 50's levers against forgetting and hallucination: the recipe config as shipped (int8) without and
+# with replay, no-speech and both, 3 seeds, on cv-synth/mr, every adapter also scored on cv-synth/en and on generated
+# non-speech clips. The previous job (issue 45's equal-data check, 48 unquantized runs) took 22 min on an H100.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "$QUALITY --baseline recipe-unquantized --configs packed-dense-bf16 packed-dense-lean-bf16 packed-dense-offload-bf16 packed-dense-nf4-offload-compile-b10 packed-dense-nf4-offload packed-bf16 packed --override=--model.speed.compile=false --jobs 14 --work /tmp/qa --results /tmp/res --name quality-equal-data"
+  "$QUALITY --tasks cv-synth-mr --baseline recipe-config --configs recipe-config replay no-speech replay-no-speech --jobs 12 --work /tmp/qf --results /tmp/res --name quality-forgetting"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
