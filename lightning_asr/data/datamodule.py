@@ -4,7 +4,6 @@ same two-column index (``audio``, ``text``) in Arrow memory; no audio is touched
 
 import functools
 import logging
-import time
 from collections import Counter
 from typing import Literal
 
@@ -23,9 +22,10 @@ from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
 from lightning_asr.data.mixture import DataSource, MixedDataset, Mixture, check_sources
 from lightning_asr.data.nonspeech import NonSpeechSet, NoSpeech
-from lightning_asr.data.sampling import ShardSampler, position
+from lightning_asr.data.sampling import ShardSampler, dataset_lengths, position
 from lightning_asr.data.skips import SkipLedger
-from lightning_asr.data.sources import DataConfigError, clip_lengths
+from lightning_asr.data.sources import DataConfigError
+from lightning_asr.data.spontaneous import LongClips, prepare_windows, spontaneous_index
 from lightning_asr.data.transforms import AudioAugment
 from lightning_asr.data.windows import Pack, Timestamps
 from lightning_asr.model.knobs import as_dict
@@ -39,10 +39,11 @@ class SpeechDataModule(L.LightningDataModule):
     """Common Voice (or a manifest, or a Hugging Face dataset) for Whisper fine-tuning.
 
     Args:
-        source: where rows come from: ``common_voice`` (a local release), ``manifest``
-            (csv/tsv/jsonl with an audio path and a text column) or ``hf`` (a dataset id).
-        path: the release folder (holding ``<locale>/`` or being it), the manifest file (a
-            ``{split}`` placeholder picks one per split), or the dataset id.
+        source: where rows come from: ``common_voice`` (a local release), ``spontaneous`` (a Common Voice
+            Spontaneous Speech release), ``manifest`` (csv/tsv/jsonl with an audio path and a text column) or ``hf``
+            (a dataset id).
+        path: the release folder (holding ``<locale>/`` or being it) or its downloaded ``.tar.gz``, the manifest file
+            (a ``{split}`` placeholder picks one per split), or the dataset id.
         locale: Common Voice locale folder, e.g. ``mr``.
         train_split: split(s) to train on; ``+`` joins several (the guide's ``train+dev``).
         val_split: split validated on during ``fit`` and by ``validate``.
@@ -73,6 +74,9 @@ class SpeechDataModule(L.LightningDataModule):
         audio_column: audio column of a manifest or dataset.
         text_column: text column of a manifest or dataset; ``None`` for unlabelled audio (``predict``).
         hf_config: dataset config name for ``source: hf`` (e.g. the language).
+        long_clips: a Spontaneous Speech recording longer than the window: ``window`` cuts it into windows of whole
+            segments labelled with the words said in each (found once by the base model, kept beside the TSV), ``skip``
+            skips and counts it.
         seed: shuffling seed; the order is a function of seed and epoch, so resume replays it.
         retain: a Common Voice split in another language (:class:`RetainedSet`) scored at every
             validation as ``val_retain/*``: how much of the base's other languages the fine-tune
@@ -129,6 +133,7 @@ class SpeechDataModule(L.LightningDataModule):
         audio_column: str = "audio",
         text_column: str | None = "text",
         hf_config: str | None = None,
+        long_clips: LongClips = "window",
         seed: int = 42,
         retain: RetainedSet | None = None,
         augment: AudioAugment = AudioAugment(),  # noqa: B008 (LightningCLI shows a dataclass default's fields)
@@ -145,14 +150,10 @@ class SpeechDataModule(L.LightningDataModule):
         self.retain = RetainedSet(**retain) if retain else None
         r = self.retain  # read as one more corpus, never trained on
         self.retained = DataSource("retain", r.path, "common_voice", r.locale, 0.0, r.language) if r else None
-        self.corpora = [DataSource(**as_dict(s)) for s in sources or []]
-        check_sources(self.corpora)
         # Without data.sources, the one corpus of data.source, data.path and data.locale.
-        self.corpora = self.corpora or [
-            DataSource(
-                "data", path, source, locale, audio_column=audio_column, text_column=text_column, hf_config=hf_config
-            )
-        ]
+        one = DataSource("data", path, source, locale, audio_column=audio_column, text_column=text_column)
+        self.corpora = check_sources([DataSource(**as_dict(s)) for s in sources or []]) or [one]
+        one.hf_config = hf_config
         try:
             self.augment = AudioAugment(**augment)
             self.no_speech = NoSpeech(**as_dict(no_speech))
@@ -179,15 +180,16 @@ class SpeechDataModule(L.LightningDataModule):
     def rows(
         self, split: str, labelled: bool = True, retained: bool = False, corpus: DataSource | None = None, train=False
     ) -> pa.Table:
-        """The index of one split of ``corpus`` (the first source by default; the retained set with ``retained``).
-        Rows that cannot be read are dropped and named; so are, for labelled splits, empty transcripts and later
-        copies of a clip listed twice."""
+        """One split of ``corpus`` (by default the first; the retained set with ``retained``), without the rows that
+        cannot be read nor, when labelled, empty transcripts (unless trained on) and repeats: each named."""
         hp = self.hparams
         corpus = corpus or (self.retained if retained else self.corpora[0])
         source, path, locale = self._where(corpus)
-        table, skipped = sources.index(
-            source, path, locale, split, corpus.audio_column, hp.text_column and corpus.text_column, corpus.hf_config
-        )
+        if source == "spontaneous":
+            table, skipped = spontaneous_index(path, locale, split, hp.max_duration_s or 30.0, hp.long_clips, hp.model)
+        else:
+            columns = corpus.audio_column, hp.text_column and corpus.text_column
+            table, skipped = sources.index(source, path, locale, split, *columns, corpus.hf_config)
         self._note(skipped)
         max_samples = self.retain.max_samples if retained else hp.max_samples
         if max_samples is not None:
@@ -279,13 +281,18 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _where(self, corpus: DataSource) -> tuple[str, str, str]:
         """A corpus's source, path and locale; a release archive as the folder it unpacks to."""
-        path = unpacked(corpus.path) if corpus.source == "common_voice" else corpus.path
+        path = unpacked(corpus.path) if corpus.source in ("common_voice", "spontaneous") else corpus.path
         return corpus.source, path, corpus.locale
 
     def prepare_data(self) -> None:
-        # Once per node, before any rank reads: a downloaded release archive is unpacked here.
+        # Once per node, before any rank reads: a downloaded archive is unpacked, long recordings are windowed.
+        hp = self.hparams
         for corpus in self.corpora + ([self.retained] if self.retain is not None else []):
-            self._where(corpus)
+            source, path, locale = self._where(corpus)
+            if source == "spontaneous" and hp.long_clips == "window":
+                for split in {corpus.train_split or hp.train_split, corpus.val_split or hp.val_split, hp.test_split}:
+                    language = self.languages.get(corpus.name, self.retain_language)
+                    prepare_windows(path, locale, split, hp.max_duration_s or 30.0, hp.model, language)
 
     def _check_not_empty(self, name: str, split: str) -> None:
         if len(self.datasets[name]):
@@ -334,16 +341,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _lengths(self, name: str) -> np.ndarray:
         if name not in self._clip_lengths:
-            dataset, start = self.datasets[name], time.perf_counter()
-            parts = dataset.parts if isinstance(dataset, MixedDataset) else [dataset]
-            lengths = []
-            for part, corpus in zip(parts, self._parts[name]):
-                folder = sources.release_folder(*self._where(corpus))
-                lengths.append(clip_lengths(part.rows, folder / "clip_durations.tsv" if folder else None))
-            self._clip_lengths[name] = np.concatenate(lengths)
-            log.info(
-                "group_by_length: %s lengths of %d clips in %.1f s", name, len(dataset), time.perf_counter() - start
-            )
+            folders = [sources.release_folder(*self._where(c)) for c in self._parts[name]]
+            self._clip_lengths[name] = dataset_lengths(self.datasets[name], folders, name)
         return self._clip_lengths[name]
 
     def collate(self, items: list, train: bool = False) -> Batch:

@@ -50,8 +50,9 @@ class DataSource:
     hf_config: str | None = None
 
 
-def check_sources(sources: Sequence[DataSource]) -> None:
-    """``data.sources`` at parse time: names unique and usable as metric keys, weights non-negative, some positive."""
+def check_sources(sources: list[DataSource]) -> list[DataSource]:
+    """``data.sources`` at parse time (names unique and usable as metric keys, weights non-negative, some positive);
+    the sources."""
     names = [s.name for s in sources]
     for i, s in enumerate(sources):
         if not s.name or any(c in s.name for c in "/ \t"):
@@ -62,6 +63,7 @@ def check_sources(sources: Sequence[DataSource]) -> None:
             raise DataConfigError(f"data.sources[{i}].weight ({s.name}): must be >= 0, got {s.weight}")
     if sources and not any(s.weight > 0 for s in sources):
         raise DataConfigError("data.sources: every weight is 0, so there is nothing to train on")
+    return sources
 
 
 class Mixture:

@@ -1,10 +1,17 @@
 """Sampling: every clip once per epoch per rank, grouped by length if asked, resumable mid-epoch."""
 
+import logging
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_asr.data.mixture import Mixture
+from lightning_asr.data.sources import clip_lengths
+
+log = logging.getLogger(__name__)
 
 
 class ShardSampler(DistributedSampler):
@@ -121,3 +128,16 @@ def position(trainer, batch_size: int) -> dict:
         "world": trainer.world_size,
         "batch_size": batch_size,
     }
+
+
+def dataset_lengths(dataset: Dataset, folders: list[Path | None], name: str) -> np.ndarray:
+    """A length for every row of ``dataset`` (each part's, for several sources laid end to end), for
+    :func:`group_by_length`: Common Voice's ``clip_durations.tsv`` in each part's release folder where it has one."""
+    start = time.perf_counter()
+    parts = getattr(dataset, "parts", [dataset])
+    lengths = [
+        clip_lengths(part.rows, folder / "clip_durations.tsv" if folder else None)
+        for part, folder in zip(parts, folders)
+    ]
+    log.info("group_by_length: %s lengths of %d clips in %.1f s", name, len(dataset), time.perf_counter() - start)
+    return np.concatenate(lengths)

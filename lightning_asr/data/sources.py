@@ -30,7 +30,7 @@ class DataConfigError(ValueError):
     """A wrong path, split, column or language in the data configuration."""
 
 
-def _read_table(path: Path, columns: list[str], kind: str) -> tuple[pa.Table, list[Skipped]]:
+def read_table(path: Path, columns: list[str], kind: str) -> tuple[pa.Table, list[Skipped]]:
     """Read a csv/tsv/jsonl file's ``columns`` as strings, and the rows that could not be read.
 
     Arrow reads a clean file in one pass. A file it rejects (a byte that is not UTF-8, a malformed
@@ -143,7 +143,7 @@ def common_voice_index(root: str, locale: str, split: str) -> tuple[pa.Table, li
         if not tsv.is_file():
             found = sorted(p.stem for p in base.glob("*.tsv"))
             raise DataConfigError(f"split {name!r}: {tsv} does not exist; splits here: {found}")
-        table, bad = _read_table(tsv, ["path", "sentence"], "Common Voice split")
+        table, bad = read_table(tsv, ["path", "sentence"], "Common Voice split")
         skipped += bad
         clips = str(base / "clips") + os.sep
         escapes = pc.match_substring_regex(table["path"], _ESCAPES)
@@ -192,7 +192,7 @@ def clip_lengths(rows: pa.Table, durations_tsv: Path | None = None) -> np.ndarra
     """
     audio = rows["audio"]
     if durations_tsv is not None and durations_tsv.is_file() and pa.types.is_string(audio.type):
-        table, _ = _read_table(durations_tsv, ["clip", "duration[ms]"], "Common Voice clip durations")
+        table, _ = read_table(durations_tsv, ["clip", "duration[ms]"], "Common Voice clip durations")
         names = pc.replace_substring_regex(audio, r"^.*[/\\]", "")
         found = pc.index_in(names, value_set=table["clip"])
         if found.null_count == 0:
@@ -248,7 +248,7 @@ def manifest_index(
     file = Path(path).expanduser()
     span = _present(file, SPAN_COLUMNS)
     columns = [audio_column] + ([text_column] if text_column else []) + span
-    table, skipped = _read_table(file, columns, "manifest")
+    table, skipped = read_table(file, columns, "manifest")
     incomplete = pc.is_null(table[audio_column])
     if text_column:
         incomplete = pc.or_(incomplete, pc.is_null(table[text_column]))

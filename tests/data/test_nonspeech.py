@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.data.nonspeech import KINDS, NoSpeech, NonSpeechSet, non_speech
+from lightning_asr.data.nonspeech import KINDS, NonSpeechSet, NoSpeech, non_speech
 from lightning_asr.data.sources import DataConfigError
 from tests.conftest import REPO, run, write_common_voice
 
