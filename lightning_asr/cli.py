@@ -1,4 +1,4 @@
-"""The ``lightning-asr`` command: LightningCLI for fit/validate/test/predict, plus transcribe and export."""
+"""The ``lightning-asr`` command: LightningCLI for fit/validate/test/predict, plus transcribe, export and shard."""
 
 import logging
 import signal
@@ -65,6 +65,10 @@ class ASRCLI(LightningCLI):
 
 
 def _tool(name: str):
+    if name == "shard":
+        from lightning_asr.data.shards import shard
+
+        return shard
     if name == "export":
         from lightning_asr.deploy.export import export
 
@@ -75,7 +79,7 @@ def _tool(name: str):
 
 
 def tool_parser(name: str) -> ArgumentParser:
-    """``transcribe`` and ``export`` from their signatures; transcribe's files are positional."""
+    """``transcribe``, ``export`` and ``shard`` from their signatures; transcribe's files are positional."""
     function = _tool(name)
     parser = ArgumentParser(prog=f"lightning-asr {name}", description=function.__doc__.split("\n\n")[0])
     if name == "transcribe":
@@ -83,10 +87,13 @@ def tool_parser(name: str) -> ArgumentParser:
             "inputs", nargs="+", help="audio files (mp3/wav/flac/ogg), or one .csv/.tsv/.jsonl manifest"
         )
         positional = {"inputs"}
-    else:
+    elif name == "export":
         parser.add_argument("adapter", help="adapter folder written by training")
         parser.add_argument("output", help="folder to write")
         positional = {"adapter", "output"}
+    else:
+        parser.add_argument("output", help="folder to write the shards into")
+        positional = {"output"}
     parser.add_function_arguments(function, as_group=False, skip=positional)
     return parser
 
@@ -96,7 +103,7 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     command = f"lightning-asr {argv[0] if argv else ''}".strip()
     try:
-        if argv and argv[0] in ("transcribe", "export"):
+        if argv and argv[0] in ("transcribe", "export", "shard"):
             config = tool_parser(argv[0]).parse_args(argv[1:])
             if _tool(argv[0])(**config.as_dict()):
                 sys.exit(1)

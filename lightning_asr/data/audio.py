@@ -46,6 +46,8 @@ def clip_name(cell: Any) -> str:
     """An index cell's name in logs, skip counts and transcripts: its path, and for a span of a file
     the span as a media fragment (``talk.wav#t=60,75``)."""
     span = span_of(cell)
+    if isinstance(cell, dict) and "row" in cell:  # a row of a shard (lightning_asr.data.shards)
+        return f"{cell['path']}#row={cell['row']}"
     if span is None:
         return cell["path"] if isinstance(cell, dict) else cell
     path, start, duration = span
@@ -183,11 +185,15 @@ def stated_duration(path: str) -> float | None:
 
 def read_clip(audio: Any, name: str, cache_dir: str | None = None, labelled: bool = True) -> np.ndarray:
     """One index cell's 16 kHz audio: a path, a Hugging Face ``Audio(decode=False)`` cell (bytes
-    or path), or a manifest span (path, offset, duration). With ``cache_dir``, a decoded clip is
+    or path), a manifest span (path, offset, duration) or a shard's row (path, row). With ``cache_dir``, a decoded clip is
     kept as float16 ``.npy`` and read from there next time. A labelled clip that decodes to under
     90 % of its header's duration is ``truncated`` (it cannot match its transcript); an unlabelled
     one is only warned about."""
     span = span_of(audio)
+    if isinstance(audio, dict) and "row" in audio:
+        from lightning_asr.data.shards import shard_bytes  # shards writes clips through this module
+
+        return load_audio(name, data=shard_bytes(audio["path"], audio["row"]), name=name)
     if isinstance(audio, dict):
         if audio.get("bytes"):
             return load_audio(name, data=audio["bytes"])

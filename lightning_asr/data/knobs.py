@@ -10,7 +10,7 @@ from lightning_asr.data.sources import DataConfigError
 
 log = logging.getLogger(__name__)
 
-Source = Literal["common_voice", "spontaneous", "manifest", "hf"]
+Source = Literal["common_voice", "spontaneous", "manifest", "hf", "shards"]
 
 
 @dataclass

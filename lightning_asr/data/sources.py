@@ -1,8 +1,6 @@
-"""Reading a corpus into an index: Common Voice releases, manifests (csv/tsv/jsonl), Hugging Face datasets.
-
-Each reader returns the same two-column Arrow table (``audio``, ``text``) and the rows it could not
-read, as :class:`~lightning_asr.batch.Skipped` records; no audio is touched here. A million-row
-release costs tens of megabytes.
+"""Reading a corpus into an index: Common Voice releases, manifests (csv/tsv/jsonl), Hugging Face datasets (and, in
+their own modules, Spontaneous Speech and shards). Each reader returns the same two-column Arrow table (``audio``,
+``text``) and the rows it could not read, as :class:`~lightning_asr.batch.Skipped` records; no audio is touched here.
 """
 
 import contextlib
@@ -350,7 +348,11 @@ def index(
         return manifest_index(path.format(split=split), audio_column, text_column)
     if source == "hf":
         return hf_index(path, hf_config, split, audio_column, text_column), []
-    raise DataConfigError(f"data.source: {source!r} is not one of common_voice, manifest, hf")
+    if source == "shards":
+        from lightning_asr.data.shards import shards_index  # here: shards reads its clips through this module
+
+        return shards_index(path, split)
+    raise DataConfigError(f"data.source: {source!r} is not one of common_voice, spontaneous, manifest, hf, shards")
 
 
 def release_folder(source: str, path: str, locale: str) -> Path | None:
