@@ -30,13 +30,13 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 # device time), run the WER jobs first and the speed job after them (AFTER): a lost speed run costs less.
 # benchmarks/tta.py's job (every run of its RUNS, both tasks, 3 seeds, 14 at once: results/tta.md, 2026-12-07) ran
 # ~12 minutes on an H100 with its scoring; the dev splits it validates on travel (`prepare` keeps their clips).
-# JOBS now: issue 50's levers against forgetting and hallucination: the recipe config as shipped (int8) without and
-# with replay, no-speech and both, 3 seeds, on cv-synth/mr, every adapter also scored on cv-synth/en and on generated
-# non-speech clips. The previous job (issue 45's equal-data check, 48 unquantized runs) took 22 min on an H100.
+# JOBS now: issue 50's levers against forgetting and hallucination: the recipe config on the unquantized base (the
+# device session was short after failed starts; int8 trains ~6x slower on whisper-base) without and with replay,
+# no-speech and both, 3 seeds, on cv-synth/mr, every adapter also scored on cv-synth/en and on generated non-speech clips. The previous job (issue 45's equal-data check, 48 unquantized runs) took 22 min on an H100.
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "$QUALITY --tasks cv-synth-mr --baseline recipe-config --configs recipe-config replay no-speech replay-no-speech --jobs 12 --work /tmp/qf --results /tmp/res --name quality-forgetting"
+  "$QUALITY --tasks cv-synth-mr --baseline recipe-config --configs recipe-config replay no-speech replay-no-speech --override=--model.quantization=none --jobs 12 --work /tmp/qf --results /tmp/res --name quality-forgetting"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
