@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from benchmarks import commit, machine, write_json
 from benchmarks.data_throughput import HEADER, processor_folder
 from lightning_asr.data import SpeechDataModule
-from lightning_asr.data.shards import ROW_GROUP, SCHEMA, shard
+from lightning_asr.data.shards import ROW_GROUP, SCHEMA, shard, write_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,9 @@ def synthetic_shards(folder: Path, rows: int, per_shard: int = 10_000) -> Path:
             },
             schema=SCHEMA,
         )
-        pq.write_table(table, folder / f"train-{index:05d}-of-{count:05d}.parquet", row_group_size=ROW_GROUP)
+        file = folder / f"train-{index:05d}-of-{count:05d}.parquet"
+        pq.write_table(table, file, row_group_size=ROW_GROUP)
+        write_sidecar(file, table.select(["text", "duration"]))
     return folder
 
 
@@ -85,14 +87,14 @@ def startup(work: Path, sizes: list[int], repeats: int) -> dict:
         release = synthetic_release(work / f"release-{rows}", rows)
         shards = synthetic_shards(work / f"shards-{rows}", rows)
         times = {}
-        for name, data in (
-            ("release", lambda: SpeechDataModule(path=str(release), locale="mr", train_split="train")),
-            ("shards", lambda: SpeechDataModule(source="shards", path=str(shards), train_split="train")),
+        for name, kwargs in (
+            ("release", dict(path=str(release), locale="mr")),
+            ("shards", dict(source="shards", path=str(shards))),
         ):
             seconds = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                assert len(data().rows("train")) == rows
+                assert len(SpeechDataModule(train_split="train", **kwargs).rows("train")) == rows
                 seconds.append(time.perf_counter() - start)
             times[name] = min(seconds)
         out[str(rows)] = times
@@ -114,7 +116,7 @@ def markdown(report: dict, command: str) -> str:
     ]
     for name, row in t.items():
         lines.append(f"| {name} | {row['clips_per_s']:.1f} | {' · '.join(f'{r:.1f}' for r in row['runs'])} |")
-    lines += ["", "## Start-up: `rows(\"train\")` before the first step, seconds (best of runs)", ""]
+    lines += ["", '## Start-up: `rows("train")` before the first step, seconds (best of runs)', ""]
     lines += ["| rows | release train.tsv | shards (10,000 rows a file) |", "|---|---|---|"]
     for rows, times in report["startup"].items():
         lines.append(f"| {int(rows):,} | {times['release']:.2f} | {times['shards']:.2f} |")

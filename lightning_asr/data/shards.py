@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import soundfile as sf
 
@@ -30,6 +31,7 @@ from lightning_asr.data.sources import DataConfigError
 log = logging.getLogger(__name__)
 
 ROW_GROUP = 32  # rows read together: ~1 MB of Common Voice MP3s
+INDEX = ".index.arrow"  # beside each shard: its text and duration columns (write_sidecar)
 SCHEMA = pa.schema(
     [
         ("audio", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
@@ -59,14 +61,19 @@ def shards_index(path: str, split: str) -> tuple[pa.Table, list[Skipped]]:
     """A split's rows: each audio cell ``{path, row, duration}`` names its shard and row; nothing else is read."""
 
     def columns(file: Path) -> pa.Table:
+        sidecar = file.with_name(file.name + INDEX)
         try:
-            table = pq.read_table(file, columns=["text", "duration"])
+            if sidecar.is_file() and sidecar.stat().st_mtime >= file.stat().st_mtime:
+                table = feather.read_table(sidecar)
+            else:  # a shard written elsewhere (a hub dataset's Parquet files): its columns, row group by row group
+                table = pq.read_table(file, columns=["text", "duration"])
         except (pa.ArrowInvalid, OSError) as err:
             raise DataConfigError(f"{file}: not a readable shard ({err})") from None
         n = len(table)
+        # The file's name once, as a dictionary every row points into: a million Python strings took seconds.
+        path = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([str(file)]))
         cell = pa.StructArray.from_arrays(
-            [pa.array([str(file)] * n), pa.array(np.arange(n)), table["duration"].combine_chunks()],
-            names=["path", "row", "duration"],
+            [path, pa.array(np.arange(n)), table["duration"].combine_chunks()], names=["path", "row", "duration"]
         )
         return pa.table({"audio": cell, "text": table["text"]})
 
@@ -137,9 +144,19 @@ def write_shards(rows: pa.Table, output: Path, split: str, rows_per_shard: int) 
         os.close(fd)
         pq.write_table(table, staging, row_group_size=ROW_GROUP, compression="snappy")
         os.replace(staging, target)
+        write_sidecar(target, table.select(["text", "duration"]))
         written.append(target)
         log.info("shard: %s, %d clips (%d of %d files)", target, len(table), index + 1, count)
     return written, skipped
+
+
+def write_sidecar(shard: Path, columns: pa.Table) -> None:
+    """A shard's transcripts and durations as one Arrow file beside it, what opening the split reads: a Parquet file
+    of 32-row groups takes ~5x longer to give them (a million rows: 4.9 s)."""
+    fd, staging = tempfile.mkstemp(prefix=f".{shard.name}.", dir=shard.parent)
+    os.close(fd)
+    feather.write_feather(columns, staging, compression="uncompressed")
+    os.replace(staging, shard.with_name(shard.name + INDEX))
 
 
 def shard(

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lightning_asr.data import SpeechDataModule
-from lightning_asr.data.shards import ROW_GROUP, shard_files
+from lightning_asr.data import SpeechDataModule, sources
+from lightning_asr.data.shards import INDEX, ROW_GROUP, shard_files
 from lightning_asr.data.sources import DataConfigError
 from tests.conftest import REPO, run, write_common_voice
 
@@ -48,6 +48,23 @@ def test_a_release_written_as_shards_reads_back_as_the_same_clips_and_words(writ
         x, y = a[i], b[i]
         assert np.array_equal(x["input_features"], y["input_features"]) and x["labels"] == y["labels"]
     assert b[1]["path"] == f"{files[0]}#row=1"
+
+
+def test_a_shard_without_its_sidecar_reads_its_own_columns(written, tmp_path):
+    """A hub dataset's Parquet files have no ``.index.arrow`` beside them: the transcripts come from the shard."""
+    import shutil
+
+    folder, _ = written
+    copy = tmp_path / "hub"
+    shutil.copytree(folder, copy)
+    sidecars = sorted(copy.glob(f"*{INDEX}"))
+    assert len(sidecars) == len(shard_files(str(copy), "train"))
+    with_sidecars = sources.index("shards", str(copy), "mr", "train")[0]
+    for sidecar in sidecars:
+        sidecar.unlink()
+    without = sources.index("shards", str(copy), "mr", "train")[0]
+    assert without["text"].to_pylist() == with_sidecars["text"].to_pylist()
+    assert without["audio"].to_pylist() == with_sidecars["audio"].to_pylist()
 
 
 def test_shards_are_the_hubs_parquet_layout_read_by_datasets_itself(written):
