@@ -8,7 +8,7 @@ import pytest
 from lightning_asr.data import SpeechDataModule, sources
 from lightning_asr.data.shards import INDEX, ROW_GROUP, shard_files
 from lightning_asr.data.sources import DataConfigError
-from tests.conftest import REPO, run, write_common_voice
+from tests.conftest import DEMO, REPO, run
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +103,23 @@ def test_a_missing_split_or_a_file_that_is_not_a_shard_is_one_line_naming_it(wri
 
 
 def test_fit_trains_from_shards_as_the_readme_shows(tmp_path):
-    write_common_voice(tmp_path / "cv", rows_per_split=4)
+    """README, "Your data": the downloaded archive written as shards, then trained from, as the commands are typed."""
+    from tests.data.test_archive import write_archive
+
+    archive = write_archive(tmp_path)
     for split in ("train", "dev"):
-        run(["shard", str(tmp_path / "shards"), f"--path={tmp_path}/cv", f"--split={split}"], REPO)
+        run(["shard", "shards/", "--path", str(archive), "--split", split], tmp_path)
     run(
         [
             "fit",
             "--config",
-            "configs/demo.yaml",
-            "--data.source=shards",
-            f"--data.path={tmp_path}/shards",
-            "--data.train_split=train",
+            DEMO,
+            "--data.source",
+            "shards",
+            "--data.path",
+            "shards/",
+            "--data.train_split",
+            "train",
             "--data.val_split=dev",
             "--trainer.max_steps=2",
             f"--model.model={REPO}/demo/whisper-tiny-random",
@@ -121,6 +127,10 @@ def test_fit_trains_from_shards_as_the_readme_shows(tmp_path):
             f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
             f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
         ],
-        REPO,
+        tmp_path,
     )
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
+        "dev-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+    ]
     assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file()
