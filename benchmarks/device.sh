@@ -36,7 +36,7 @@ QUALITY="python3 -m benchmarks.quality --model $M --data-dir $D"
 ADAPTER=/tmp/qa/TASK/packed-all-bf16/seed7/adapters/last  # ct2-check's adapters (2026-12-04, first session)
 trained() { for t in "$@"; do printf 'while [ ! -f /tmp/qa/%s/fit.json ]; do sleep 10; done; ' "$t"; done; }
 JOBS=(
-  "$QUALITY --tasks cv-synth-mr --baseline recipe-config --configs recipe-config replay no-speech replay-no-speech --override=--model.quantization=none --jobs 12 --work /tmp/qf --results /tmp/res --name quality-forgetting"
+  "$QUALITY --tasks cv-synth-mr --baseline recipe-config --configs recipe-config replay no-speech --override=--model.quantization=none --jobs 9 --work /tmp/qf --results /tmp/res --name quality-forgetting"
 )
 AFTER=("")
 # Reports of what the quality jobs still running have finished so far (run by `wait`).
