@@ -87,9 +87,12 @@ class Scoreboard(torch.nn.Module):
         pooled: the prefixes also counted into ``val/*``.
     """
 
-    def __init__(self, prefixes: Sequence[str] = ("val", "val_retain"), pooled: Sequence[str] = ()) -> None:
+    def __init__(self, prefixes: Sequence[str] | None = None, pooled: Sequence[str] = ()) -> None:
         super().__init__()
-        self.prefixes, self.pooled = list(prefixes), set(pooled)
+        # Named by the DataModule, every set is logged at every validation, used on this rank or not: under DDP a rank
+        # whose shard of a small set is empty must still join the others' sync of it.
+        self.logged = {"val", "test", *(prefixes or ())}
+        self.prefixes, self.pooled = list(prefixes or ("val", "val_retain")), set(pooled)
         # ModuleDict keys cannot hold '/': a source's scores are kept under its prefix with '@' instead.
         names = {"val", "test", *(p.replace("/", "@") for p in self.prefixes)}
         self.sets = torch.nn.ModuleDict({name: score_set() for name in sorted(names - {NO_SPEECH})})
@@ -120,8 +123,7 @@ class Scoreboard(torch.nn.Module):
             prefix = key.replace("@", "/")
             if (stage == "test") != (prefix == "test"):
                 continue
-            # The target's set is logged always (as before sources existed); the others only where they were used.
-            if prefix not in ("val", "test") and not next(iter(scores.values())).update_called:
+            if prefix not in self.logged and not next(iter(scores.values())).update_called:
                 continue
             for name, metric in scores.items():
                 bar = name == "wer" and prefix in ("val", "test")

@@ -118,3 +118,16 @@ def test_fit_trains_on_weighted_sources_as_the_readme_shows(tmp_path):
     )
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
     assert {"val/wer", "val/mr/wer", "val/en/wer", "val/en/cer"} <= tags
+
+
+def test_under_ddp_each_rank_takes_its_share_of_the_mixtures_draws(two):
+    """Two ranks: their shards interleave to the one global order, so a resume under any world size continues it."""
+    from lightning_asr.data.sampling import ShardSampler
+
+    two.setup("fit")
+    train = two.datasets["train"]
+    mixture = Mixture([len(p) for p in train.parts], [1.0, 1.0])
+    ranks = [ShardSampler(train, 2, r, shuffle=True, seed=42, pad=True, mixture=mixture) for r in (0, 1)]
+    shards = [list(s) for s in ranks]
+    assert len(shards[0]) == len(shards[1]) == 8
+    assert [i for pair in zip(*shards) for i in pair] == mixture.order(42, 0)
