@@ -12,7 +12,7 @@ from lightning_asr.data.sources import DataConfigError
 from lightning_asr.model.knobs import Decoding, Speed
 from lightning_asr.model.lora import LoRA
 from lightning_asr.model.module import WhisperLoRA
-from tests.conftest import REPO, run, write_common_voice
+from tests.conftest import REPO, demo_args, run, write_common_voice
 
 
 def test_an_epoch_draws_each_source_by_weight_and_every_row_before_any_twice():
@@ -98,24 +98,8 @@ def test_fit_trains_on_weighted_sources_as_the_readme_shows(tmp_path):
         f"    - {{name: mr, path: {REPO}/demo/common_voice, locale: mr, weight: 3}}\n"
         f"    - {{name: en, path: {tmp_path}/en, locale: mr, language: English, weight: 1}}\n"
     )
-    run(
-        [
-            "fit",
-            "--config",
-            "configs/demo.yaml",
-            "--config",
-            str(config),
-            f"--model.model={REPO}/demo/whisper-tiny-random",
-            "--data.max_samples=4",
-            "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2",
-            "--model.decoding.max_new_tokens=4",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
-            f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
-        ],
-        REPO,
-    )
+    extra = ["--config", str(config), "--data.max_samples=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2"]
+    run(demo_args(tmp_path, *extra, "--model.decoding.max_new_tokens=4"), REPO)
     tags = set(EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload().Tags()["scalars"])
     assert {"val/wer", "val/mr/wer", "val/en/wer", "val/en/cer"} <= tags
 

@@ -7,7 +7,7 @@ import pytest
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.nonspeech import KINDS, NonSpeechSet, NoSpeech, non_speech
 from lightning_asr.data.sources import DataConfigError
-from tests.conftest import REPO, run, write_common_voice
+from tests.conftest import REPO, demo_args, run, write_common_voice
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -70,22 +70,15 @@ def test_the_non_speech_set_is_scored_at_validation_as_the_readme_shows(tmp_path
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run(
-        [
-            "fit",
-            "--config",
-            "configs/demo.yaml",
-            f"--model.model={REPO}/demo/whisper-tiny-random",
-            f"--data.path={REPO}/demo/common_voice",
+        demo_args(
+            tmp_path,
             "--data.no_speech.share=0.1",
             "--data.no_speech.eval_clips=3",
             "--data.max_samples=4",
             "--trainer.max_steps=2",
             "--trainer.val_check_interval=2",
             "--model.decoding.max_new_tokens=4",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
-            f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
-        ],
+        ),
         REPO,
     )
     acc = EventAccumulator(str(tmp_path / "runs/demo/version_0")).Reload()

@@ -8,7 +8,7 @@ import pytest
 from lightning_asr.data import SpeechDataModule, sources
 from lightning_asr.data.shards import INDEX, ROW_GROUP, shard_files
 from lightning_asr.data.sources import DataConfigError
-from tests.conftest import DEMO, REPO, run
+from tests.conftest import REPO, demo_args, run
 
 
 @pytest.fixture(scope="module")
@@ -107,30 +107,8 @@ def test_fit_trains_from_shards_as_the_readme_shows(tmp_path):
     from tests.data.test_archive import write_archive
 
     archive = write_archive(tmp_path)
-    for split in ("train", "dev"):
-        run(["shard", "shards/", "--path", str(archive), "--split", split], tmp_path)
-    run(
-        [
-            "fit",
-            "--config",
-            DEMO,
-            "--data.source",
-            "shards",
-            "--data.path",
-            "shards/",
-            "--data.train_split",
-            "train",
-            "--data.val_split=dev",
-            "--trainer.max_steps=2",
-            f"--model.model={REPO}/demo/whisper-tiny-random",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
-            f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
-        ],
-        tmp_path,
-    )
-    assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
-        "dev-00000-of-00001.parquet",
-        "train-00000-of-00001.parquet",
-    ]
+    run(["shard", "shards/", "--path", str(archive), "--split", "train"], tmp_path)
+    shards = ["--data.source", "shards", "--data.path", "shards/", "--data.train_split", "train"]
+    run(demo_args(tmp_path, *shards, "--data.val_split=train", "--trainer.max_steps=2"), tmp_path)
+    assert [p.name for p in (tmp_path / "shards").glob("*.parquet")] == ["train-00000-of-00001.parquet"]
     assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file()

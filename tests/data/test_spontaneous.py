@@ -10,7 +10,7 @@ from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.align import carried_over, snapped, windows
 from lightning_asr.data.sources import DataConfigError
 from lightning_asr.data.spontaneous import read_windows, windows_file
-from tests.conftest import REPO, SHARED, requires_shared, run, tone
+from tests.conftest import REPO, SHARED, demo_args, requires_shared, run, tone
 
 HEADER = (
     "client_id\taudio_id\taudio_file\tduration_ms\tprompt_id\tprompt\ttranscription\tvotes\tage\tgender\taccents\t"
@@ -151,23 +151,8 @@ def test_fit_reads_a_spontaneous_speech_release_as_the_readme_shows(tmp_path):
     recordings = [(tone(1.0 + 0.2 * n, 16000, seed=n), f"वाक्य [noise] क्रमांक {n}", "train") for n in range(4)]
     recordings += [(tone(1.0, 16000, seed=9), "तपासणी", "dev")]
     write_release(tmp_path, recordings)
-    out = run(
-        [
-            "fit",
-            "--config",
-            "configs/demo.yaml",
-            "--data.source=spontaneous",
-            f"--data.path={tmp_path}",
-            "--data.locale=mr",
-            "--data.train_split=train",
-            "--data.val_split=dev",
-            "--trainer.max_steps=2",
-            f"--model.model={REPO}/demo/whisper-tiny-random",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
-            f"--adapter_checkpoint.dirpath={tmp_path}/adapters",
-        ],
-        REPO,
-    )
+    spontaneous = ["--data.source=spontaneous", f"--data.path={tmp_path}", "--data.locale=mr"]
+    splits = ["--data.train_split=train", "--data.val_split=dev", "--trainer.max_steps=2"]
+    out = run(demo_args(tmp_path, *spontaneous, *splits), REPO)
     assert "data: train 4 rows, val 1 rows" in out.stdout + out.stderr
     assert (tmp_path / "adapters" / "last" / "adapter_model.safetensors").is_file()
