@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import platform
@@ -31,7 +32,14 @@ def machine() -> str:
 
     if os.environ.get("BENCHMARK_MACHINE"):
         return os.environ["BENCHMARK_MACHINE"]
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def write_json(path: Path, report: object) -> None:

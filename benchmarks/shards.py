@@ -4,7 +4,8 @@
 
 1. throughput: ``cv-synth/mr``'s train split read as the release (MP3 files) and as shards written from it by
    ``lightning-asr shard`` (the same MP3 bytes in Parquet), one process (``num_workers: 0``), the clips in a shuffled
-   order (what training asks for): decode + resample + log-mel features, clips/s; median of ``--repeats``;
+   order (what training asks for): decode + resample + log-mel features, clips/s; median of ``--repeats``, the two
+   readers in turn;
 2. start-up: ``rows("train")`` (what ``setup`` reads before the first step) of a release ``train.tsv`` and of shards
    holding the same number of rows (10 k, 100 k, 1 M; synthetic: short transcripts, 1 KB of audio bytes a row,
    10,000 rows a shard), best of ``--repeats``.
@@ -44,14 +45,15 @@ def clips_per_second(data: SpeechDataModule, clips: int, seed: int = 0) -> float
 def throughput(release: Path, work: Path, model: str, clips: int, repeats: int) -> dict:
     shard(str(work / "shards"), str(release), split="train", locale="mr", rows_per_shard=2000)
     common = dict(model=model, language="mr", train_split="train", val_split="train", num_workers=0)
-    out = {}
-    for name, data in (
-        ("release", lambda: SpeechDataModule(path=str(release), locale="mr", **common)),
-        ("shards", lambda: SpeechDataModule(source="shards", path=str(work / "shards"), **common)),
-    ):
-        runs = [clips_per_second(data(), clips, seed) for seed in range(repeats)]
-        out[name] = {"clips_per_s": statistics.median(runs), "runs": runs}
-    return out
+    readers = {
+        "release": dict(path=str(release), locale="mr"),
+        "shards": dict(source="shards", path=str(work / "shards")),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in readers}
+    for seed in range(repeats):  # the two readers in turn, so that a machine that slows down slows both
+        for name, kwargs in readers.items():
+            runs[name].append(clips_per_second(SpeechDataModule(**kwargs, **common), clips, seed))
+    return {name: {"clips_per_s": statistics.median(r), "runs": r} for name, r in runs.items()}
 
 
 def synthetic_release(folder: Path, rows: int) -> Path:
@@ -128,7 +130,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/cv-synth"))
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
     args = parser.parse_args()
     model = processor_folder()
