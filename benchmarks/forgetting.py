@@ -7,19 +7,29 @@
 - the hallucination measure: on generated silence, noise and music (:class:`~lightning_asr.data.nonspeech.NonSpeechSet`),
   the share of clips on which the model writes any words, scored by validation's own loop (``val_nospeech/words``);
 - the paired intervals of every run against the baseline on the retained WER and that share.
+
+Alone, ``python -m benchmarks.forgetting`` scores the zero-shot base on the non-speech clips in each language: the
+reference the levers are held to.
 """
 
+import argparse
+import datetime
 import json
 import statistics
+import sys
+import time
+from pathlib import Path
 
 import torch
 
+from benchmarks import commit, machine, write_json
 from lightning_asr.data.nonspeech import KINDS, NonSpeechSet
 from lightning_asr.model.knobs import Decoding
 from lightning_asr.model.metrics import paired_bootstrap
 from lightning_asr.model.module import WhisperLoRA
 from lightning_asr.text import normalize
 
+REPO = Path(__file__).resolve().parents[1]
 NO_SPEECH = ["--data.no_speech.share=0.1"]
 
 
@@ -133,3 +143,51 @@ def lever_table(result: dict, baseline: str) -> list[str]:
     for name, row in rows.items():
         lines.append(f"| `{name}` | {cell(row, 'retained')} | {cell(row, 'no_speech')} |")
     return lines
+
+
+def zero_shot_report(model: str, languages: list[str], clips: int, from_config: bool = False) -> dict:
+    """The base alone on ``clips`` generated non-speech clips in each of ``languages``: the reference share the levers
+    are held to (issue 50: no more words on silence and noise after a fine-tune than before it)."""
+    report = {"machine": machine(), "commit": commit(), "date": datetime.date.today().isoformat(), "model": model}
+    for language in languages:
+        start = time.perf_counter()
+        scored = no_speech_words(model, language, None, clips, from_config)
+        words = scored.pop("clip_words")
+        kinds = {k: statistics.mean(words[i :: len(KINDS)]) for i, k in enumerate(KINDS)}
+        report[language] = scored | {"per_kind": kinds, "seconds": time.perf_counter() - start}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Zero-shot: the share of generated non-speech clips given words")
+    parser.add_argument("--model", default=str(REPO.parent / "shared/models/whisper-base"))
+    parser.add_argument("--languages", nargs="+", default=["Marathi", "English"])
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--results", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--from-config", action="store_true", help="random weights from the model's config (the tests)")
+    args = parser.parse_args()
+    report = zero_shot_report(args.model, args.languages, args.clips, args.from_config)
+    lines = [
+        f"# Words on non-speech, zero-shot: {Path(args.model).name}, {args.clips} generated clips a language",
+        "",
+        f"Machine: {report['machine']}; commit {report['commit']}; {report['date']}. "
+        f"Command: `python -m benchmarks.forgetting {' '.join(sys.argv[1:])}`.",
+        "",
+        "Share of clips on which the base writes any words (after the language's normaliser), and the share that runs to the "
+        "128-token limit; the clips are silence, noise and music in turn (`lightning_asr/data/nonspeech.py`).",
+        "",
+        "| language | any words | silence | noise | music | to the token limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for language in args.languages:
+        r = report[language]
+        kinds = " | ".join(f"{100 * r['per_kind'][k]:.0f} %" for k in KINDS)
+        lines.append(f"| {language} | {100 * r['words']:.0f} % | {kinds} | {100 * r['degenerate']:.0f} % |")
+    results = Path(args.results)
+    write_json(results / "forgetting-zero-shot.json", report)
+    (results / "forgetting-zero-shot.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -690,3 +690,15 @@ def test_the_forgetting_levers_train_and_are_scored_against_the_recipe_config(tm
     assert "data: train 6 rows, val/target 4 rows" in fit_log  # 4 Marathi and 2 English clips, weighted 2:1
     table = (tmp_path / "f.md").read_text()
     assert "| zero-shot base |" in table and "| `replay` |" in table and "| `no-speech` |" in table
+
+
+def test_the_zero_shot_non_speech_report_scores_each_language(tmp_path):
+    """``python -m benchmarks.forgetting``: the base alone on generated non-speech clips, a row per language."""
+    command = [sys.executable, "-m", "benchmarks.forgetting", "--model", str(REPO / "demo/whisper-tiny-random")]
+    command += ["--from-config", "--languages", "Marathi", "English", "--clips", "3", "--results", str(tmp_path)]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "forgetting-zero-shot.json").read_text())
+    assert report["Marathi"]["clips"] == 3 and set(report["English"]["per_kind"]) == {"silence", "noise", "music"}
+    table = (tmp_path / "forgetting-zero-shot.md").read_text()
+    assert "| Marathi |" in table and "| English |" in table
