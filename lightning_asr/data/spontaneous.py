@@ -68,7 +68,7 @@ def spontaneous_index(
     if long_clips == "skip" or not too_long:
         skipped += [Skipped(a, "too_long", f"{s:.1f} s > {max_s:g} s (data.long_clips: skip)") for a, s in too_long]
         return rows, skipped
-    found = windows_file(tsv, split, model)
+    found = windows_file(tsv, split, model, max_s)
     if not found.is_file():
         raise DataConfigError(f"{tsv}: {len(too_long)} recording(s) over {max_s:g} s have no windows yet ({found})")
     spans, bad = read_windows(found)
@@ -99,9 +99,10 @@ def _as_spans(rows: pa.Table) -> pa.Table:
     return pa.table({"audio": cells, "text": rows["text"]})
 
 
-def windows_file(tsv: Path, split: str, model: str | None) -> Path:
-    """Where the windows of ``split``'s long recordings, found by ``model``, are kept: beside the TSV."""
-    tag = hashlib.sha1(f"{model}".encode()).hexdigest()[:10]
+def windows_file(tsv: Path, split: str, model: str | None, max_s: float) -> Path:
+    """Where the windows of ``split``'s long recordings, found by ``model`` for windows of ``max_s``, are kept: beside
+    the TSV (another model or window length finds its own)."""
+    tag = hashlib.sha1(f"{model}|{max_s:g}".encode()).hexdigest()[:10]
     return tsv.parent / ".lightning-asr" / f"windows-{split}-{tag}.tsv"
 
 
@@ -109,7 +110,7 @@ def prepare_windows(path: str, locale: str, split: str, max_s: float, model: str
     """Find the windows of ``split``'s recordings over ``max_s`` with the base ``model`` once, and keep them beside
     the TSV (written whole, then renamed into place: an interrupted run leaves none)."""
     tsv = corpus_tsv(path, locale)
-    target = windows_file(tsv, split, model)
+    target = windows_file(tsv, split, model, max_s)
     if target.is_file():
         return
     table, _ = read_table(tsv, COLUMNS, "Spontaneous Speech corpus")

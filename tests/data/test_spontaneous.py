@@ -143,7 +143,7 @@ def test_long_recordings_become_windows_labelled_with_the_words_said_in_them(lon
                 s for a, b, s in spans if cell["offset"] - 0.3 <= (a + b) / 2 <= cell["offset"] + cell["duration"]
             )
             assert Levenshtein.distance(text.split(), inside.split()) <= 0.2 * len(inside.split()), (cell, text, inside)
-    found = windows_file(root / RELEASE.replace("-mr", "-en") / "ss-corpus-en.tsv", "train", model)
+    found = windows_file(root / RELEASE.replace("-mr", "-en") / "ss-corpus-en.tsv", "train", model, 10.0)
     assert found.is_file() and len(read_windows(found)[0]) == len(cells) - 1
 
 
