@@ -20,7 +20,7 @@ from lightning_asr.data.archive import unpacked
 from lightning_asr.data.audio import usable_cache
 from lightning_asr.data.dataset import ClipRules, SpeechDataset, collate
 from lightning_asr.data.knobs import RetainedSet, Source, check_arguments
-from lightning_asr.data.mixture import DataSource, MixedDataset, Mixture, check_sources
+from lightning_asr.data.mixture import DataSource, MixedDataset, check_sources
 from lightning_asr.data.nonspeech import NonSpeechSet, NoSpeech
 from lightning_asr.data.sampling import ShardSampler, dataset_lengths, position
 from lightning_asr.data.skips import SkipLedger
@@ -33,6 +33,7 @@ from lightning_asr.model.metrics import NO_SPEECH
 from lightning_asr.model.whisper import language_code, load_processor, max_target_positions
 
 log = logging.getLogger(__name__)
+PREFIXES = {"retain": "val_retain", "nospeech": NO_SPEECH}  # validation sets besides the target's, and their scores
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -151,9 +152,9 @@ class SpeechDataModule(L.LightningDataModule):
         r = self.retain  # read as one more corpus, never trained on
         self.retained = DataSource("retain", r.path, "common_voice", r.locale, 0.0, r.language) if r else None
         # Without data.sources, the one corpus of data.source, data.path and data.locale.
-        one = DataSource("data", path, source, locale, audio_column=audio_column, text_column=text_column)
+        columns = dict(audio_column=audio_column, text_column=text_column, hf_config=hf_config)
+        one = DataSource("data", path, source, locale, **columns)
         self.corpora = check_sources([DataSource(**as_dict(s)) for s in sources or []]) or [one]
-        one.hf_config = hf_config
         try:
             self.augment = AudioAugment(**augment)
             self.no_speech = NoSpeech(**as_dict(no_speech))
@@ -161,11 +162,10 @@ class SpeechDataModule(L.LightningDataModule):
             raise DataConfigError(str(err)) from None
         # Resolved once, and here, not after loading a model.
         self.language = None if language == "auto" else language_code(language, "data.language")  # auto: predict only
-        self.retain_language = language_code(self.retain.language, "data.retain.language") if self.retain else None
-        self.languages = {
+        self.languages = {  # each corpus's, the retained set's too
             c.name: language_code(c.language, f"data.sources ({c.name}).language") if c.language else self.language
             for c in self.corpora
-        }
+        } | ({"retain": language_code(self.retain.language, "data.retain.language")} if self.retain else {})
         self.save_hyperparameters(ignore="processor")
         self.datasets: dict[str, SpeechDataset] = {}
         self.ledger = SkipLedger(strict)
@@ -178,12 +178,12 @@ class SpeechDataModule(L.LightningDataModule):
     # -- rows ------------------------------------------------------------------------------------
 
     def rows(
-        self, split: str, labelled: bool = True, retained: bool = False, corpus: DataSource | None = None, train=False
+        self, split: str, labelled: bool = True, corpus: DataSource | None = None, train: bool = False
     ) -> pa.Table:
-        """One split of ``corpus`` (by default the first; the retained set with ``retained``), without the rows that
-        cannot be read nor, when labelled, empty transcripts (unless trained on) and repeats: each named."""
+        """One split of ``corpus`` (by default the first), without the rows that cannot be read nor, when labelled,
+        empty transcripts (unless trained on) and repeats: each named."""
         hp = self.hparams
-        corpus = corpus or (self.retained if retained else self.corpora[0])
+        corpus = corpus or self.corpora[0]
         source, path, locale = self._where(corpus)
         if source == "spontaneous":
             table, skipped = spontaneous_index(path, locale, split, hp.max_duration_s or 30.0, hp.long_clips, hp.model)
@@ -191,7 +191,7 @@ class SpeechDataModule(L.LightningDataModule):
             columns = corpus.audio_column, hp.text_column and corpus.text_column
             table, skipped = sources.index(source, path, locale, split, *columns, corpus.hf_config)
         self._note(skipped)
-        max_samples = self.retain.max_samples if retained else hp.max_samples
+        max_samples = self.retain.max_samples if corpus is self.retained else hp.max_samples
         if max_samples is not None:
             table = table.slice(0, max_samples)
         if not labelled:  # predictions keep every input, repeats included: their outputs line up with the inputs
@@ -204,12 +204,17 @@ class SpeechDataModule(L.LightningDataModule):
     def scored(self) -> tuple[list[str], list[str]]:
         """Each validation dataloader's metric prefix, in order, and those pooled into ``val/*`` (sources in the
         target language); read by the module's scoreboard."""
-        parts = [k for k in self.datasets if k == "val" or k.startswith("val/")] or ["val"]
+        names = self._val_names()
+        parts = [k for k in names if k not in PREFIXES] or ["val"]
         pooled = [k for k in parts if k.startswith("val/") and self.languages[k[4:]] == self.language]
         if parts != ["val"] and not pooled:  # no source in the target language: val/* pools them all
             pooled = list(parts)
-        extra = [p for k, p in (("retain", "val_retain"), ("nospeech", NO_SPEECH)) if k in self.datasets]
-        return parts + extra, pooled
+        return parts + [PREFIXES[k] for k in names if k in PREFIXES], pooled
+
+    def _val_names(self) -> list[str]:
+        """The datasets validation reads, in dataloader order: the target's (one per source), then the others."""
+        names = [k for k in self.datasets if k == "val" or k.startswith("val/")]
+        return names + [k for k in PREFIXES if k in self.datasets]
 
     # -- Lightning hooks ---------------------------------------------------------------------------
 
@@ -230,10 +235,8 @@ class SpeechDataModule(L.LightningDataModule):
                     parts[f"val/{c.name}" if several else "val"] = (split, [c])
             if self.retain is not None:
                 parts["retain"] = (self.retain.split, [self.retained])
-            if self.no_speech.eval_clips:
-                self.datasets["nospeech"] = NonSpeechSet(
-                    self.no_speech.eval_clips, self.processor, self.language, hp.seed
-                )
+            if clips := self.no_speech.eval_clips:
+                self.datasets["nospeech"] = NonSpeechSet(clips, self.processor, self.language, hp.seed)
         max_tokens = max_target_positions(hp.model)
         if self._cache_dir is None:
             self._cache_dir = usable_cache(hp.cache_dir) or ""
@@ -261,14 +264,13 @@ class SpeechDataModule(L.LightningDataModule):
         for c in corpora:
             if train and not c.weight and len(corpora) > 1:
                 continue  # validated only
-            retained = name == "retain"
             split_of = c.train_split if train and c.train_split else split
             parts.append(
                 SpeechDataset(
-                    self.rows(split_of, labelled=rules.with_labels, retained=retained, corpus=c, train=train),
+                    self.rows(split_of, labelled=rules.with_labels, corpus=c, train=train),
                     self.processor,
                     rules,
-                    language=self.retain_language if retained else self.languages[c.name],
+                    language=self.languages[c.name],
                     cache_dir=self._cache_dir or None,
                     strict=hp.strict,
                     seed=hp.seed,
@@ -277,7 +279,7 @@ class SpeechDataModule(L.LightningDataModule):
                 )
             )
             self._parts.setdefault(name, []).append(c)
-        return parts[0] if len(corpora) == 1 else MixedDataset(parts)
+        return parts[0] if len(corpora) == 1 else MixedDataset(parts, [c.weight for c in self._parts[name]])
 
     def _where(self, corpus: DataSource) -> tuple[str, str, str]:
         """A corpus's source, path and locale; a release archive as the folder it unpacks to."""
@@ -290,8 +292,8 @@ class SpeechDataModule(L.LightningDataModule):
         for corpus in self.corpora + ([self.retained] if self.retain is not None else []):
             source, path, locale = self._where(corpus)
             if source == "spontaneous" and hp.long_clips == "window":
+                language = self.languages[corpus.name]
                 for split in {corpus.train_split or hp.train_split, corpus.val_split or hp.val_split, hp.test_split}:
-                    language = self.languages.get(corpus.name, self.retain_language)
                     prepare_windows(path, locale, split, hp.max_duration_s or 30.0, hp.model, language)
 
     def _check_not_empty(self, name: str, split: str) -> None:
@@ -306,7 +308,6 @@ class SpeechDataModule(L.LightningDataModule):
         dataset = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         # Predictions keep the input order: transcripts are read in the order the files were given.
-        lengths = self._lengths(name) if self.hparams.group_by_length and name != "predict" else None
         sampler = ShardSampler(
             dataset,
             world,
@@ -314,13 +315,11 @@ class SpeechDataModule(L.LightningDataModule):
             shuffle=train,
             seed=self.hparams.seed,
             pad=train,
-            lengths=lengths,
+            lengths=self._lengths(name) if self.hparams.group_by_length and name != "predict" else None,
             batch_size=batch_size,
             window=self.hparams.group_window,
             with_epoch=train and dataset.draws,
-            mixture=Mixture([len(p) for p in dataset.parts], [c.weight for c in self._parts[name]])
-            if train and isinstance(dataset, MixedDataset)
-            else None,
+            mixture=dataset.mixture() if train and isinstance(dataset, MixedDataset) else None,
         )
         if train and self._resume and self._resume["epoch"] == (self.trainer.current_epoch if self.trainer else 0):
             sampler.resume(self._resume, self.hparams.batch_size)
@@ -339,7 +338,10 @@ class SpeechDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
-    def _lengths(self, name: str) -> np.ndarray:
+    def _lengths(self, name: str) -> np.ndarray | None:
+        """Each row's length for ``group_by_length``; None for generated sets (``no_speech``: no corpus to read)."""
+        if name not in self._parts:
+            return None
         if name not in self._clip_lengths:
             folders = [sources.release_folder(*self._where(c)) for c in self._parts[name]]
             self._clip_lengths[name] = dataset_lengths(self.datasets[name], folders, name)
@@ -357,9 +359,7 @@ class SpeechDataModule(L.LightningDataModule):
         return self._loader("train", self.hparams.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        names = [k for k in self.datasets if k == "val" or k.startswith("val/")]
-        names += [k for k in ("retain", "nospeech") if k in self.datasets]
-        loaders = [self._loader(k, self.hparams.eval_batch_size, train=False) for k in names]
+        loaders = [self._loader(k, self.hparams.eval_batch_size, train=False) for k in self._val_names()]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self) -> DataLoader:

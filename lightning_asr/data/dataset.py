@@ -1,6 +1,7 @@
 """One row to model inputs: the clip decoded and checked against its rules, transformed, its log-mel features and
 labels; collation."""
 
+import functools
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,17 +93,20 @@ class SpeechDataset(Dataset):
             "clips": window.clips,
         }
 
+    @functools.cached_property
+    def _prefix_ids(self) -> tuple[int, int | None]:
+        """``<|startoftranscript|>`` and this dataset's language token (looked up once, not per item)."""
+        tokenizer = self.processor.tokenizer
+        language = tokenizer.convert_tokens_to_ids(f"<|{self.language}|>") if self.language else None
+        return tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), language
+
     def _in_language(self, labels: list[int]) -> list[int]:
         """Labels whose prefix names this dataset's language: the processor's prefix names the target's, and a source
         in another language (``data.sources``) must train toward its own token, not learn to translate."""
-        tokenizer = self.processor.tokenizer
-        if (
-            self.language is None
-            or len(labels) < 2
-            or labels[0] != tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
-        ):
+        start, language = self._prefix_ids
+        if language is None or len(labels) < 2 or labels[0] != start:
             return labels
-        return [labels[0], tokenizer.convert_tokens_to_ids(f"<|{self.language}|>"), *labels[2:]]
+        return [start, language, *labels[2:]]
 
     def load(self, index: int, epoch: int) -> tuple[Window, str]:
         """Row ``index`` decoded, checked and through the clip transforms, and its name; raises :class:`AudioError`."""

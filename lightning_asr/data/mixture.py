@@ -57,6 +57,8 @@ def check_sources(sources: list[DataSource]) -> list[DataSource]:
     for i, s in enumerate(sources):
         if not s.name or any(c in s.name for c in "/ \t"):
             raise DataConfigError(f"data.sources[{i}].name: a short name without '/' or spaces, got {s.name!r}")
+        if s.name == "retain":
+            raise DataConfigError(f"data.sources[{i}].name: 'retain' is data.retain's; choose another")
         if s.name in names[:i]:
             raise DataConfigError(f"data.sources[{i}].name: {s.name!r} is used twice")
         if not s.weight >= 0:
@@ -108,11 +110,16 @@ class Mixture:
 
 
 class MixedDataset(Dataset):
-    """The sources' datasets laid end to end; an item is asked for by global index (or ``(index, epoch)``)."""
+    """The sources' datasets laid end to end, with their weights; an item is asked for by global index (or
+    ``(index, epoch)``)."""
 
-    def __init__(self, parts: Sequence[Dataset]) -> None:
-        self.parts = list(parts)
+    def __init__(self, parts: Sequence[Dataset], weights: Sequence[float]) -> None:
+        self.parts, self.weights = list(parts), list(weights)
         self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+
+    def mixture(self) -> Mixture:
+        """The training order of these parts, drawn by weight."""
+        return Mixture([len(p) for p in self.parts], self.weights)
 
     @property
     def draws(self) -> bool:

@@ -82,8 +82,8 @@ def shards_index(path: str, split: str) -> tuple[pa.Table, list[Skipped]]:
     return pa.concat_tables(tables), []
 
 
-# Each process's open shards and its last row groups read: (pid, file) -> ParquetFile, (file, group) -> cells.
-_FILES: dict[tuple[int, str], pq.ParquetFile] = {}
+# Each process's open shards with the first row of each row group, and its last row groups read.
+_FILES: dict[tuple[int, str], tuple[pq.ParquetFile, np.ndarray]] = {}
 _GROUPS: OrderedDict[tuple[str, int], list] = OrderedDict()
 
 
@@ -91,17 +91,16 @@ def shard_bytes(file: str, row: int) -> bytes:
     """The encoded audio of ``row`` of shard ``file``, by its row group (the last few groups are kept)."""
     key = (os.getpid(), file)
     if key not in _FILES:
-        _FILES[key] = pq.ParquetFile(file)
-    shard = _FILES[key]
-    group, start = 0, 0
-    while start + shard.metadata.row_group(group).num_rows <= row:
-        start += shard.metadata.row_group(group).num_rows
-        group += 1
+        shard = pq.ParquetFile(file)
+        sizes = [shard.metadata.row_group(g).num_rows for g in range(shard.num_row_groups)]
+        _FILES[key] = shard, np.cumsum([0, *sizes[:-1]])
+    shard, starts = _FILES[key]
+    group = int(np.searchsorted(starts, row, side="right")) - 1
     if (file, group) not in _GROUPS:
         _GROUPS[(file, group)] = shard.read_row_group(group, columns=["audio"]).column("audio").to_pylist()
         if len(_GROUPS) > 8:
             _GROUPS.popitem(last=False)
-    return _GROUPS[(file, group)][row - start]["bytes"]
+    return _GROUPS[(file, group)][row - int(starts[group])]["bytes"]
 
 
 def encoded(cell, name: str) -> tuple[bytes, float]:

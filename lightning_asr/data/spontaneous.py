@@ -13,7 +13,6 @@ import csv
 import hashlib
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 LongClips = Literal["window", "skip"]
 COLUMNS = ["audio_file", "transcription", "duration_ms", "split"]
-TAG = re.compile(r"\[[^\[\]]{1,40}\]")  # [disfluency], [noise], [laughter], ...
+TAG = r"\[[^\[\]]{1,40}\]"  # [disfluency], [noise], [laughter], ...
 
 
 def corpus_tsv(path: str, locale: str) -> Path:
@@ -45,26 +44,30 @@ def corpus_tsv(path: str, locale: str) -> Path:
     raise DataConfigError(f"data.path: no {name} in {path}" + (f"; found {found}" if found else ""))
 
 
+def _recordings(tsv: Path, split: str, strict: bool = True) -> tuple[pa.Table, list[Skipped]]:
+    """``split``'s recordings (several joined by ``+``) as ``audio`` (its path), ``text`` (untagged) and ``seconds``;
+    with ``strict``, a split no row has is an error naming those that exist."""
+    table, skipped = read_table(tsv, COLUMNS, "Spontaneous Speech corpus")
+    wanted = split.split("+")
+    splits = sorted(set(table["split"].to_pylist()))
+    if strict and (missing := [s for s in wanted if s not in splits]):
+        raise DataConfigError(f"split {missing[0]!r}: no row of {tsv.name} has it; its splits: {splits}")
+    table = table.filter(pc.is_in(table["split"], value_set=pa.array(wanted)))
+    text = pc.replace_substring_regex(pc.replace_substring_regex(table["transcription"], TAG, " "), r"\s+", " ")
+    audio = pc.binary_join_element_wise(str(tsv.parent / "audios") + os.sep, table["audio_file"], "")
+    return pa.table({"audio": audio, "text": pc.utf8_trim_whitespace(text), "seconds": _seconds(table, tsv)}), skipped
+
+
 def spontaneous_index(
     path: str, locale: str, split: str, max_s: float, long_clips: LongClips = "window", model: str | None = None
 ) -> tuple[pa.Table, list[Skipped]]:
     """Rows of ``split`` (several joined by ``+``): recordings up to ``max_s`` whole, longer ones as their windows
     (already found by :func:`prepare_windows`) or skipped."""
     tsv = corpus_tsv(path, locale)
-    table, skipped = read_table(tsv, COLUMNS, "Spontaneous Speech corpus")
-    wanted = split.split("+")
-    splits = sorted(set(table["split"].to_pylist()))
-    if missing := [s for s in wanted if s not in splits]:
-        raise DataConfigError(f"split {missing[0]!r}: no row of {tsv.name} has it; its splits: {splits}")
-    table = table.filter(pc.is_in(table["split"], value_set=pa.array(wanted)))
-    audios = str(tsv.parent / "audios") + os.sep
-    audio = pc.binary_join_element_wise(audios, table["audio_file"], "")
-    text = pc.replace_substring_regex(pc.replace_substring_regex(table["transcription"], TAG.pattern, " "), r"\s+", " ")
-    text = pc.utf8_trim_whitespace(text)
-    seconds = _seconds(table, tsv)
-    long = pc.greater(seconds, max_s)
-    rows = pa.table({"audio": audio.filter(pc.invert(long)), "text": text.filter(pc.invert(long))})
-    too_long = list(zip(audio.filter(long).to_pylist(), seconds.filter(long).to_pylist()))
+    table, skipped = _recordings(tsv, split)
+    long = pc.greater(table["seconds"], max_s)
+    rows = table.filter(pc.invert(long)).select(["audio", "text"])
+    too_long = list(zip(table["audio"].filter(long).to_pylist(), table["seconds"].filter(long).to_pylist()))
     if long_clips == "skip" or not too_long:
         skipped += [Skipped(a, "too_long", f"{s:.1f} s > {max_s:g} s (data.long_clips: skip)") for a, s in too_long]
         return rows, skipped
@@ -113,13 +116,11 @@ def prepare_windows(path: str, locale: str, split: str, max_s: float, model: str
     target = windows_file(tsv, split, model, max_s)
     if target.is_file():
         return
-    table, _ = read_table(tsv, COLUMNS, "Spontaneous Speech corpus")
-    table = table.filter(pc.is_in(table["split"], value_set=pa.array(split.split("+"))))
-    long = pc.greater(_seconds(table, tsv), max_s)
-    recordings = [
-        (str(tsv.parent / "audios" / a), " ".join(TAG.sub(" ", t).split()))
-        for a, t in zip(table["audio_file"].filter(long).to_pylist(), table["transcription"].filter(long).to_pylist())
-    ]
+    # Not strict: prepare_data prepares every split a stage may read (test too), and reading one no row has is
+    # the index's error, named when a stage reads it.
+    table, _ = _recordings(tsv, split, strict=False)
+    long = table.filter(pc.greater(table["seconds"], max_s))
+    recordings = list(zip(long["audio"].to_pylist(), long["text"].to_pylist()))
     if not recordings:
         return
     from lightning_asr.data.align import align_recordings

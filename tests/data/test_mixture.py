@@ -31,6 +31,8 @@ def test_an_epoch_draws_each_source_by_weight_and_every_row_before_any_twice():
 def test_the_sources_are_checked_at_parse_time():
     with pytest.raises(DataConfigError, match=r"data.sources\[1\].name: 'a' is used twice"):
         SpeechDataModule(sources=[DataSource("a", "x"), DataSource("a", "y")])
+    with pytest.raises(DataConfigError, match=r"data.sources\[0\].name: 'retain' is data.retain's"):
+        SpeechDataModule(sources=[DataSource("retain", "x")])
     with pytest.raises(DataConfigError, match="every weight is 0"):
         SpeechDataModule(sources=[DataSource("a", "x", weight=0)])
     with pytest.raises(DataConfigError, match=r"data.sources\[0\].weight \(a\): must be >= 0"):

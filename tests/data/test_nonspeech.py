@@ -94,3 +94,14 @@ def test_the_non_speech_set_is_fixed_by_its_seed(tiny_model):
     a, b = NonSpeechSet(4, processor, "mr", seed=1), NonSpeechSet(4, processor, "mr", seed=1)
     assert [x["path"] for x in (a[i] for i in range(4))] == [f"nonspeech/{k}-{i}" for i, k in enumerate(KINDS * 2)][:4]
     assert np.array_equal(a[2]["input_features"], b[2]["input_features"]) and a[2]["text"] == ""
+
+
+def test_the_non_speech_set_validates_beside_length_grouped_clips(tmp_path, tiny_model):
+    """A generated set has no corpus to take lengths from: with ``group_by_length`` it is read in order."""
+    write_common_voice(tmp_path, rows_per_split=2)
+    dm = SpeechDataModule(
+        path=str(tmp_path), model=tiny_model, num_workers=0, group_by_length=True, no_speech=NoSpeech(eval_clips=3)
+    )
+    dm.setup("fit")
+    val, nospeech = dm.val_dataloader()
+    assert list(nospeech.sampler) == [0, 1, 2] and len(list(val.sampler)) == 2
