@@ -25,9 +25,8 @@ import torch
 from benchmarks import commit, machine, write_json
 from lightning_asr.data.nonspeech import KINDS, NonSpeechSet
 from lightning_asr.model.knobs import Decoding
-from lightning_asr.model.metrics import paired_bootstrap
+from lightning_asr.model.metrics import paired_bootstrap, wrote_words
 from lightning_asr.model.module import WhisperLoRA
-from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 NO_SPEECH = ["--data.no_speech.share=0.1"]
@@ -58,31 +57,39 @@ LEVERS = {
 }
 
 
+def scoring_module(
+    model: str, language: str, adapter: str | None, from_config: bool = False, dtype=None, decoding=None
+) -> WhisperLoRA:
+    """Base (+ adapter) as every adapter here is scored: the base unquantized (fp16 on GPU, fp32 on CPU), the
+    adapter loaded by ``PeftModel.from_pretrained``, greedy ``generate()`` to 128 tokens unless ``decoding`` says."""
+    dtype = dtype or (torch.float16 if torch.cuda.is_available() else torch.float32)
+    return WhisperLoRA(
+        model=model,
+        language=language,
+        quantization="none",
+        dtype=str(dtype).removeprefix("torch."),
+        from_config=from_config,
+        adapter=adapter,
+        validate_before_training=False,
+        decoding=decoding or Decoding("generate", 128),
+    )
+
+
 def no_speech_words(model: str, language: str, adapter: str | None, clips: int, from_config: bool = False) -> dict:
     """Base (+ adapter) on ``clips`` generated non-speech clips (silence, noise, music in turn): the share on which it
     writes any words (as validation's ``val_nospeech/words`` counts them), the share that runs to the token limit, and
     each clip's 0/1 (for paired intervals). Decoded as :func:`benchmarks.quality.evaluate` decodes: unquantized base,
     fp16 on GPU, the package's own ``transcribe``."""
-    gpu = torch.cuda.is_available()
-    module = WhisperLoRA(
-        model=model,
-        language=language,
-        quantization="none",
-        dtype="float16" if gpu else "float32",
-        from_config=from_config,
-        adapter=adapter,
-        validate_before_training=False,
-        decoding=Decoding("generate", 128),
-    )
+    module = scoring_module(model, language, adapter, from_config)
     module.configure_model()
-    module.to("cuda" if gpu else "cpu").eval()
+    module.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     data = NonSpeechSet(clips, module.processor, module.language)
     written, degenerate = [], []
     for start in range(0, clips, 16):
         items = [data[i] for i in range(start, min(clips, start + 16))]
         features = torch.stack([torch.from_numpy(x["input_features"]) for x in items]).to(module.device)
         texts, runaway = module.transcribe(features)
-        written += [int(bool(normalize(t, module.language).split())) for t in texts]
+        written += [int(wrote_words(t, module.language)) for t in texts]
         degenerate += runaway
     return {
         "clips": clips,

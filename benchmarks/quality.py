@@ -44,12 +44,11 @@ import lightning as L
 import torch
 
 from benchmarks import commit, lightning_asr, machine, write_json
-from benchmarks.forgetting import LEVERS, lever_table, no_speech_words
+from benchmarks.forgetting import LEVERS, lever_table, no_speech_words, scoring_module
 from lightning_asr.data import SpeechDataModule
 from lightning_asr.data.sources import common_voice_index
 from lightning_asr.model.knobs import Decoding
 from lightning_asr.model.metrics import paired_bootstrap
-from lightning_asr.model.module import WhisperLoRA
 from lightning_asr.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,17 +113,7 @@ def evaluate(
     without an adapter, a fresh LoRA whose zero update leaves the base's outputs as they are.
     ``merge``: ``model.decoding.merge_lora``; ``decoding``: ``model.decoding.method``."""
     gpu = torch.cuda.is_available()
-    dtype = dtype or (torch.float16 if gpu else torch.float32)
-    module = WhisperLoRA(
-        model=model,
-        language=language,
-        quantization="none",
-        dtype=str(dtype).removeprefix("torch."),
-        from_config=from_config,
-        adapter=adapter,
-        validate_before_training=False,
-        decoding=Decoding(decoding, max_new_tokens, merge),
-    )
+    module = scoring_module(model, language, adapter, from_config, dtype, Decoding(decoding, max_new_tokens, merge))
     dm = SpeechDataModule(
         path=data,
         locale=locale,

@@ -71,6 +71,12 @@ def score_set() -> torch.nn.ModuleDict:
     )
 
 
+def wrote_words(text: str, language: str | None) -> bool:
+    """Whether a transcript of audio without speech holds any word (after the language's normaliser: a lone "." is
+    none): what ``val_nospeech/words`` counts."""
+    return bool(normalize(text, language).split())
+
+
 NO_SPEECH = "val_nospeech"  # generated clips without speech (data.no_speech.eval_clips)
 
 
@@ -104,7 +110,7 @@ class Scoreboard(torch.nn.Module):
         prefix = "test" if stage == "test" else self.prefixes[dataloader_idx]
         if prefix == NO_SPEECH:
             self.sets[NO_SPEECH]["words"].update(
-                torch.tensor([bool(normalize(p, language).split()) for p in preds], dtype=torch.float32)
+                torch.tensor([wrote_words(p, language) for p in preds], dtype=torch.float32)
             )
             self.sets[NO_SPEECH]["degenerate"].update(torch.tensor(degenerate, dtype=torch.float32))
             return
