@@ -480,26 +480,22 @@ def markdown(report: dict, command: str) -> str:
             lines.append(line)
         if baseline in result["runs"]:
             lines += lever_table(result, baseline)
+    return "\n".join(lines + footnotes(report)) + "\n"
+
+
+def footnotes(report: dict) -> list[str]:
+    """What a report's tables leave out: runs not run, failed, or taken from an earlier report."""
+    lines = []
     if report.get("not_run"):
-        lines += [
-            "",
-            "Not run (the device session ended first): "
-            + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"])
-            + ".",
-        ]
+        runs = ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["not_run"])
+        lines += ["", f"Not run (the device session ended first): {runs}."]
     if report.get("failed"):
-        lines += [
-            "",
-            "Failed (see each run's fit.log): " + ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"]) + ".",
-        ]
+        runs = ", ".join(f"{t}/{n} seed {s}" for t, n, s in report["failed"])
+        lines += ["", f"Failed (see each run's fit.log): {runs}."]
     if report.get("reused"):
-        lines += [
-            "",
-            f"Runs taken from `{report['reused']}` (same length, same scoring): "
-            + ", ".join(report["reused_runs"])
-            + ".",
-        ]
-    return "\n".join(lines) + "\n"
+        runs = ", ".join(report["reused_runs"])
+        lines += ["", f"Runs taken from `{report['reused']}` (same length, same scoring): {runs}."]
+    return lines
 
 
 def batch_size(name: str) -> int:
